@@ -1,0 +1,32 @@
+# Every target bootstraps .venv on its own: a fresh clone needs only Python 3.11+.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench migrate clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,embedded]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/iotsphere serve --demo
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway resolvers tests bench
+	$(BIN)/mypy gateway resolvers
+
+bench: $(STAMP)
+	$(BIN)/python bench/dashboard.py
+
+migrate: $(STAMP)
+	$(BIN)/iotsphere migrate
+
+clean:
+	rm -rf $(VENV) .iotsphere
