@@ -1,0 +1,1 @@
+"""IoTSphere Gateway: one GraphQL API over the device registry, asset DB, telemetry and shadows."""

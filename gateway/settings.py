@@ -1,0 +1,115 @@
+"""Settings: one frozen object built once from the environment (prefix ``IOTSPHERE_``).
+
+A DSN left unset means "use the embedded store for it" (see ``gateway.devstack``).
+A malformed value fails at start, naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+PREFIX = "IOTSPHERE_"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the key."""
+
+
+def _int(env: Mapping[str, str], key: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(PREFIX + key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{key} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{PREFIX}{key} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(PREFIX + key)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{PREFIX}{key} must be a number, got {raw!r}") from None
+
+
+def _str(env: Mapping[str, str], key: str, default: str | None = None) -> str | None:
+    raw = env.get(PREFIX + key)
+    return default if raw is None or raw == "" else raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    registry_dsn: str | None = None
+    assets_dsn: str | None = None
+    telemetry_dsn: str | None = None
+    redis_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    data_dir: Path = Path(".iotsphere")
+    env: str = "development"
+    max_page_size: int = 500
+    max_points: int = 10_000
+    pool_min_size: int = 1
+    pool_max_size: int = 10
+    store_timeout: float = 5.0
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def embedded(self) -> bool:
+        """True when at least one store is left to the embedded default."""
+        return None in (self.registry_dsn, self.assets_dsn, self.telemetry_dsn, self.redis_url)
+
+    def with_stores(
+        self, *, registry: str, assets: str, telemetry: str, redis: str
+    ) -> Settings:
+        """Fill in the DSNs left unset, keeping every one the operator gave."""
+        return replace(
+            self,
+            registry_dsn=self.registry_dsn or registry,
+            assets_dsn=self.assets_dsn or assets,
+            telemetry_dsn=self.telemetry_dsn or telemetry,
+            redis_url=self.redis_url or redis,
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        settings_env = _str(env, "ENV", "development")
+        if settings_env not in ("development", "production"):
+            raise SettingsError(
+                f"{PREFIX}ENV must be 'development' or 'production', got {settings_env!r}"
+            )
+        return cls(
+            registry_dsn=_str(env, "REGISTRY_DSN"),
+            assets_dsn=_str(env, "ASSETS_DSN"),
+            telemetry_dsn=_str(env, "TELEMETRY_DSN"),
+            redis_url=_str(env, "REDIS_URL"),
+            host=_str(env, "HOST", "127.0.0.1") or "127.0.0.1",
+            port=_int(env, "PORT", 8000, minimum=0),
+            data_dir=Path(_str(env, "DATA_DIR", ".iotsphere") or ".iotsphere"),
+            env=settings_env or "development",
+            max_page_size=_int(env, "MAX_PAGE_SIZE", 500, minimum=1),
+            max_points=_int(env, "MAX_POINTS", 10_000, minimum=1),
+            pool_min_size=_int(env, "POOL_MIN_SIZE", 1, minimum=0),
+            pool_max_size=_int(env, "POOL_MAX_SIZE", 10, minimum=1),
+            store_timeout=_float(env, "STORE_TIMEOUT", 5.0),
+        )
+
+
+# The keys the gateway reads, for documentation and for the compose.yml check.
+KEYS = (
+    "REGISTRY_DSN", "ASSETS_DSN", "TELEMETRY_DSN", "REDIS_URL", "HOST", "PORT", "DATA_DIR",
+    "ENV", "MAX_PAGE_SIZE", "MAX_POINTS", "POOL_MIN_SIZE", "POOL_MAX_SIZE", "STORE_TIMEOUT",
+)
