@@ -1,0 +1,136 @@
+"""The ASGI application: ``create_app(settings)``, its lifespan, and the routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
+
+from gateway.auth import authenticate
+from gateway.context import GatewayGraphQL
+from gateway.errors import GatewayError
+from gateway.graphiql import STATIC_PATH, static_app
+from gateway.migrate import migrate_all
+from gateway.settings import Settings
+from gateway.stores import Stores, open_stores
+from gateway.stores.base import begin_counting
+
+log = logging.getLogger("gateway.app")
+
+Background = Callable[[Stores, Settings], Awaitable[None]]
+
+
+def _error_response(error: GatewayError, status: int) -> JSONResponse:
+    return JSONResponse({"errors": [error.formatted]}, status_code=status)
+
+
+class GraphQLEndpoint:
+    """Authenticates HTTP GraphQL requests before Strawberry sees them, so an unauthenticated
+    request never reaches a resolver. The GraphiQL page itself needs no key."""
+
+    def __init__(self, graphql: GatewayGraphQL) -> None:
+        self._graphql = graphql
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._is_ide_page(Request(scope)):
+            state = scope.setdefault("state", {})
+            state["calls"] = begin_counting()
+            try:
+                state["caller"] = await authenticate(
+                    state["stores"].registry, Request(scope).headers.get("authorization")
+                )
+            except GatewayError as error:
+                status = 401 if error.code == "UNAUTHENTICATED" else 503
+                await _error_response(error, status)(scope, receive, send)
+                return
+        await self._graphql(scope, receive, send)
+
+    @staticmethod
+    def _is_ide_page(request: Request) -> bool:
+        return (
+            request.method == "GET"
+            and "text/html" in request.headers.get("accept", "")
+            and "query" not in request.query_params
+        )
+
+
+async def _ping(name: str, probe: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        await asyncio.wait_for(probe(), timeout=2.0)
+    except Exception as exc:  # readiness reports any failure as the store's state
+        return {"store": name, "ok": False, "error": type(exc).__name__}
+    return {"store": name, "ok": True, "latencyMs": round((time.perf_counter() - started) * 1e3, 2)}
+
+
+async def healthz(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> Response:
+    stores: Stores = request.state.stores
+    checks = await asyncio.gather(
+        _ping("registry", lambda: stores.registry.pool.fetchval("SELECT 1")),
+        _ping("assets", lambda: stores.assets.pool.fetchval("SELECT 1")),
+        _ping("telemetry", lambda: stores.telemetry.pool.fetchval("SELECT 1")),
+        _ping("shadows", stores.shadows.client.ping),
+    )
+    ready = all(c["ok"] for c in checks)
+    return JSONResponse({"ready": ready, "stores": checks}, status_code=200 if ready else 503)
+
+
+def create_app(
+    settings: Settings, *, dev_key: str | None = None, startup: Background | None = None,
+    background: Background | None = None,
+) -> Starlette:
+    """The gateway for fully-resolved settings (every DSN set). ``dev_key`` prefills
+    GraphiQL's headers (embedded mode only); ``startup`` runs before the first request is
+    served, ``background`` for the app's lifetime."""
+    from resolvers.schema import build_schema
+
+    graphql = GatewayGraphQL(
+        build_schema(production=settings.production),
+        graphql_ide=None if settings.production else "graphiql",
+        subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
+        dev_headers={"Authorization": f"Bearer {dev_key}"} if dev_key else None,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        assert settings.registry_dsn and settings.assets_dsn and settings.telemetry_dsn
+        await migrate_all({
+            "registry": settings.registry_dsn, "assets": settings.assets_dsn,
+            "telemetry": settings.telemetry_dsn,
+        })
+        async with open_stores(settings) as stores:
+            if startup is not None:
+                await startup(stores, settings)
+            task = asyncio.create_task(background(stores, settings)) if background else None
+            try:
+                yield {"stores": stores, "settings": settings}
+            finally:
+                if task is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+
+    endpoint = GraphQLEndpoint(graphql)
+    return Starlette(
+        routes=[
+            Route("/graphql", endpoint, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", endpoint),
+            Mount(STATIC_PATH, static_app()),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        lifespan=lifespan,
+    )

@@ -1,0 +1,86 @@
+"""Client-safe errors and their ``extensions.code``.
+
+    GatewayError                    safe to show a client; carries extensions.code
+     +-- BadUserInput               BAD_USER_INPUT: malformed or out-of-range arguments
+     +-- NotFound                   NOT_FOUND: unknown id, or an id of another tenant
+     +-- VersionConflict            VERSION_CONFLICT: expectedVersion differs from the current one
+     +-- Unauthenticated            UNAUTHENTICATED: no credential, or a bad one
+     +-- Forbidden                  FORBIDDEN: the caller's role may not do this
+     +-- LimitExceeded              LIMIT_EXCEEDED: a size or cost limit, named in the message
+     +-- StoreUnavailable           STORE_UNAVAILABLE: a store failed or timed out; names the store
+     +-- NotImplementedYet          INTERNAL: a contract field whose issue has not landed yet
+
+Anything else raised while executing is masked as INTERNAL (``gateway.schema_errors``);
+driver errors are translated at the store boundary (``gateway.stores.base``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphql import GraphQLError
+
+
+class GatewayError(GraphQLError):
+    """Base of every error whose message and code may reach a client."""
+
+    code = "INTERNAL"
+
+    def __init__(self, message: str, **extensions: Any) -> None:
+        super().__init__(message, extensions={"code": self.code, **extensions})
+
+
+class BadUserInput(GatewayError):
+    """An argument is malformed or out of range."""
+
+    code = "BAD_USER_INPUT"
+
+
+class NotFound(GatewayError):
+    """No such object in the caller's tenant."""
+
+    code = "NOT_FOUND"
+
+
+class VersionConflict(GatewayError):
+    """The caller's expected version is not the current one."""
+
+    code = "VERSION_CONFLICT"
+
+
+class Unauthenticated(GatewayError):
+    """No credential, or one that does not verify."""
+
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(GatewayError):
+    """The caller is authenticated but its role may not do this."""
+
+    code = "FORBIDDEN"
+
+
+class LimitExceeded(GatewayError):
+    """A request exceeds a configured limit; the message names it."""
+
+    code = "LIMIT_EXCEEDED"
+
+
+class StoreUnavailable(GatewayError):
+    """A backing store failed or timed out."""
+
+    code = "STORE_UNAVAILABLE"
+
+    def __init__(self, store: str, detail: str = "") -> None:
+        message = f"The {store} store is unavailable"
+        super().__init__(f"{message}: {detail}" if detail else message, store=store)
+        self.store = store
+
+
+class NotImplementedYet(GatewayError):
+    """A contract field that exists in the schema but is not built yet."""
+
+    code = "INTERNAL"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} is not implemented yet", notImplemented=True)

@@ -1,0 +1,75 @@
+"""Per-request dataloaders over the stores: every cross-store field batches through these.
+
+Built fresh for each HTTP request and for each subscription event, never per WebSocket
+connection (a connection-long cache would serve stale rows). Loaders that take shared
+parameters (telemetry range, bucket, metrics) are built once per distinct parameter set
+and keyed by device id, so only calls with equal parameters batch together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from aiodataloader import DataLoader
+
+from gateway.stores import Stores
+from gateway.stores.telemetry import SeriesQuery
+
+ASSET_COLUMNS = (
+    "id", "tenant_id", "parent_id", "path", "name", "kind", "attributes", "created_at",
+    "updated_at",
+)
+
+
+class Loaders:
+    def __init__(self, stores: Stores, tenant_id: UUID) -> None:
+        self._stores = stores
+        self._tenant = tenant_id
+        self.device = DataLoader(self._devices)
+        self.profile = DataLoader(self._profiles)
+        self.asset = DataLoader(self._assets)
+        self.children = DataLoader(self._children)
+        self.shadow = DataLoader(self._shadows)
+        self._latest: dict[tuple[str, ...] | None, DataLoader] = {}
+        self._series: dict[SeriesQuery, DataLoader] = {}
+
+    def latest(self, metrics: Sequence[str] | None) -> DataLoader:
+        key = tuple(metrics) if metrics is not None else None
+        if key not in self._latest:
+            async def load(ids: list[UUID]) -> list[Any]:
+                return await self._stores.telemetry.latest(self._tenant, ids, key)
+            self._latest[key] = DataLoader(load)
+        return self._latest[key]
+
+    def series(self, query: SeriesQuery) -> DataLoader:
+        if query not in self._series:
+            async def load(ids: list[UUID]) -> list[Any]:
+                return await self._stores.telemetry.series(self._tenant, ids, query)
+            self._series[query] = DataLoader(load)
+        return self._series[query]
+
+    async def _devices(self, ids: list[UUID]) -> list[Any]:
+        return await self._stores.registry.devices_by_ids(self._tenant, ids)
+
+    async def _profiles(self, device_ids: list[UUID]) -> list[Any]:
+        rows = await self._stores.assets.profiles_by_device(self._tenant, device_ids)
+        for row in rows:
+            if row is not None and row["a_id"] is not None:
+                self.asset.prime(row["a_id"], installed_asset(row))
+        return rows
+
+    async def _assets(self, ids: list[UUID]) -> list[Any]:
+        return await self._stores.assets.assets_by_ids(self._tenant, ids)
+
+    async def _children(self, parent_ids: list[UUID]) -> list[Any]:
+        return await self._stores.assets.children_of(self._tenant, parent_ids)
+
+    async def _shadows(self, device_ids: list[UUID]) -> list[Any]:
+        return await self._stores.shadows.get_many(self._tenant, device_ids)
+
+
+def installed_asset(profile: Mapping[str, Any]) -> dict[str, Any]:
+    """The asset row carried in a profile row's ``a_*`` columns."""
+    return {column: profile["a_" + column] for column in ASSET_COLUMNS}

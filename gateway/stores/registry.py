@@ -1,0 +1,87 @@
+"""Device Registry adapter (PostgreSQL): devices, tenants, API keys."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+from gateway.stores.base import PgStore, align
+
+
+@dataclass(frozen=True)
+class DeviceQuery:
+    """A page request over devices; ``ids`` narrows to devices matched in another store."""
+
+    first: int
+    after: tuple[datetime, UUID] | None = None
+    status: list[str] | None = None
+    types: list[str] | None = None
+    labels: list[str] | None = None
+    search: str | None = None
+    ids: list[UUID] | None = None
+
+
+def like_pattern(text: str) -> str:
+    """A case-insensitive substring pattern with LIKE's wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class RegistryStore(PgStore):
+    name = "registry"
+
+    async def devices_by_ids(
+        self, tenant_id: UUID, ids: Sequence[UUID]
+    ) -> list[asyncpg.Record | None]:
+        rows = await self.fetch(self.sql["devices_by_ids"], tenant_id, list(ids))
+        return align(list(ids), rows, "id")
+
+    async def page_devices(
+        self, tenant_id: UUID, q: DeviceQuery
+    ) -> tuple[list[asyncpg.Record], int]:
+        """Up to ``q.first + 1`` devices after the cursor (one extra tells hasNextPage), and
+        the filtered total."""
+        after_time, after_id = q.after if q.after else (None, None)
+        rows = await self.fetch(
+            self.sql["page_devices"], tenant_id, q.status, q.types, q.labels,
+            like_pattern(q.search) if q.search else None, q.ids,
+            after_time, after_id, q.first + 1,
+        )
+        total = rows[0]["total_count"] if rows else 0
+        return [r for r in rows if r["id"] is not None], total
+
+    async def insert_device(
+        self, tenant_id: UUID, *, serial: str, name: str, type: str, status: str = "PROVISIONED",
+        firmware_version: str | None = None, labels: Sequence[str] = (),
+    ) -> asyncpg.Record:
+        row = await self.fetchrow(
+            self.sql["insert_device"], tenant_id, serial, name, type, status, firmware_version,
+            list(labels),
+        )
+        assert row is not None
+        return row
+
+    async def api_key(self, key_hash: bytes) -> asyncpg.Record | None:
+        return await self.fetchrow(self.sql["api_key_by_hash"], key_hash)
+
+    async def create_tenant(self, name: str) -> asyncpg.Record:
+        row = await self.fetchrow(self.sql["insert_tenant"], name)
+        assert row is not None
+        return row
+
+    async def tenant_by_name(self, name: str) -> asyncpg.Record | None:
+        return await self.fetchrow(self.sql["tenant_by_name"], name)
+
+    async def tenants(self) -> list[asyncpg.Record]:
+        return await self.fetch(self.sql["list_tenants"])
+
+    async def create_api_key(
+        self, tenant_id: UUID, name: str, key_hash: bytes, role: str
+    ) -> asyncpg.Record:
+        row = await self.fetchrow(self.sql["insert_api_key"], tenant_id, name, key_hash, role)
+        assert row is not None
+        return row

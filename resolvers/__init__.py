@@ -1,0 +1,1 @@
+"""The Strawberry schema: types, field resolvers and the root operations."""

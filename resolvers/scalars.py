@@ -1,0 +1,70 @@
+"""Custom scalars and argument parsing shared by the resolvers."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import NewType
+from uuid import UUID
+
+import strawberry
+
+from gateway.errors import BadUserInput
+
+Interval = NewType("Interval", timedelta)
+
+_SHORT = re.compile(r"^(\d+)(s|m|h|d|w)$")
+_ISO = re.compile(
+    r"^P(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?"
+    r"(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_interval(value: object) -> timedelta:
+    if not isinstance(value, str):
+        raise BadUserInput(f"Interval must be a string such as '5m' or 'PT5M', got {value!r}")
+    text = value.strip()
+    seconds: float
+    if match := _SHORT.match(text):
+        seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    elif (match := _ISO.match(text)) and text not in ("P", "PT") and not text.endswith("T"):
+        parts = match.groupdict(default="0")
+        seconds = (
+            int(parts["w"]) * 604800 + int(parts["d"]) * 86400 + int(parts["h"]) * 3600
+            + int(parts["m"]) * 60 + float(parts["s"])
+        )
+    else:
+        raise BadUserInput(
+            f"Invalid Interval {value!r}: use 30s, 5m, 1h, 1d, 7d or an ISO-8601 duration"
+        )
+    if seconds <= 0:
+        raise BadUserInput(f"Interval must be positive, got {value!r}")
+    return timedelta(seconds=seconds)
+
+
+def format_interval(value: timedelta) -> str:
+    """The shortest unit form; a single day stays ``24h``, as dashboards write it."""
+    seconds = value.total_seconds()
+    for unit in ("d", "h", "m"):
+        if seconds % _UNITS[unit] == 0 and not (unit == "d" and seconds == _UNITS["d"]):
+            return f"{int(seconds // _UNITS[unit])}{unit}"
+    return f"{seconds:g}s"
+
+
+INTERVAL_SCALAR = strawberry.scalar(
+    name="Interval",
+    description="A time span: 30s, 5m, 1h, 1d, 7d, or an ISO-8601 duration such as PT5M.",
+    serialize=format_interval,
+    parse_value=parse_interval,
+)
+
+
+def parse_id(value: object, what: str = "id") -> UUID:
+    """A client-supplied ID as a UUID; anything else is BAD_USER_INPUT naming the argument."""
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise BadUserInput(
+            f"Malformed {what}: {value!r} is not a valid ID", argument=what
+        ) from None

@@ -1,0 +1,92 @@
+"""The root Query and the assembled schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import strawberry
+from strawberry.schema.config import StrawberryConfig
+
+from gateway.context import Info
+from gateway.errors import BadUserInput, NotFound
+from resolvers.assets import Asset, AssetConnection, AssetFilter, resolve_assets
+from resolvers.devices import Device, DeviceConnection, DeviceFilter, resolve_devices
+from resolvers.extensions import ErrorCodes, StoreCallTrace
+from resolvers.mutations import Mutation
+from resolvers.scalars import INTERVAL_SCALAR, Interval, parse_id
+from resolvers.shadows import Shadow
+from resolvers.subscriptions import Subscription
+from resolvers.telemetry import Aggregate, TelemetrySeries, series_query, to_series
+
+MAX_SERIES_DEVICES = 500
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def device(self, info: Info, id: strawberry.ID) -> Device | None:
+        row = await info.context.loaders.device.load(parse_id(id))
+        return Device.from_row(row) if row else None
+
+    @strawberry.field
+    async def devices(
+        self, info: Info, first: int | None = 50, after: str | None = None,
+        filter: DeviceFilter | None = None,
+    ) -> DeviceConnection | None:
+        return await resolve_devices(info, first, after, filter)
+
+    @strawberry.field
+    async def asset(self, info: Info, id: strawberry.ID) -> Asset | None:
+        row = await info.context.loaders.asset.load(parse_id(id))
+        return Asset.from_row(row) if row else None
+
+    @strawberry.field
+    async def assets(
+        self, info: Info, first: int | None = 50, after: str | None = None,
+        filter: AssetFilter | None = None,
+    ) -> AssetConnection | None:
+        return await resolve_assets(info, first, after, filter)
+
+    @strawberry.field
+    async def shadow(self, info: Info, device_id: strawberry.ID) -> Shadow | None:
+        device_uuid = parse_id(device_id, "deviceId")
+        # The registry is the authority on which devices the tenant has.
+        if await info.context.loaders.device.load(device_uuid) is None:
+            raise NotFound(f"No device {device_id}", argument="deviceId")
+        doc = await info.context.loaders.shadow.load(device_uuid)
+        return Shadow.from_doc(doc) if doc else None
+
+    @strawberry.field(description="One series per device for the same metric and range.")
+    async def telemetry(
+        self, info: Info, device_ids: list[strawberry.ID], metric: str,
+        from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+        to: datetime | None = None, bucket: Interval | None = None,
+        aggregate: Aggregate | None = Aggregate.AVG,
+    ) -> list[TelemetrySeries] | None:
+        if len(device_ids) > MAX_SERIES_DEVICES:
+            raise BadUserInput(f"At most {MAX_SERIES_DEVICES} deviceIds per request")
+        ids = list(dict.fromkeys(parse_id(d, "deviceIds") for d in device_ids))
+        q = series_query(info, metric, from_, to, bucket, aggregate, None)
+        devices = await info.context.loaders.device.load_many(ids)
+        missing = [str(i) for i, row in zip(ids, devices, strict=True) if row is None]
+        if missing:
+            raise NotFound(f"No device {', '.join(missing)}", argument="deviceIds")
+        rows = await info.context.loaders.series(q).load_many(ids)
+        return [to_series(i, q, r) for i, r in zip(ids, rows, strict=True)]
+
+
+def build_schema(*, production: bool = False) -> strawberry.Schema:
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        subscription=Subscription,
+        extensions=[ErrorCodes, StoreCallTrace],
+        config=StrawberryConfig(
+            scalar_map={Interval: INTERVAL_SCALAR},
+            disable_field_suggestions=production,
+        ),
+    )
+
+
+schema = build_schema()

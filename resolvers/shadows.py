@@ -1,0 +1,51 @@
+"""Shadow and ShadowEvent types (Device Shadow store, Redis)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+
+import strawberry
+from strawberry.scalars import JSON
+
+from gateway.shadow_state import delta
+from gateway.stores.shadows import ShadowDoc
+
+
+@strawberry.type
+class Shadow:
+    device_id: strawberry.ID
+    version: int = strawberry.field(description="Increases by one on every accepted update.")
+    reported: JSON
+    desired: JSON
+    delta: JSON = strawberry.field(description="The part of desired that differs from reported.")
+    metadata: JSON = strawberry.field(
+        description="Same shape as the state, each leaf holding {timestamp} of its last update."
+    )
+    updated_at: datetime
+
+    @classmethod
+    def from_doc(cls, doc: ShadowDoc) -> Shadow:
+        return cls(
+            device_id=strawberry.ID(str(doc.device_id)), version=doc.version,
+            reported=doc.reported, desired=doc.desired, delta=delta(doc.desired, doc.reported),
+            metadata=doc.metadata, updated_at=doc.updated_at,
+        )
+
+
+@strawberry.enum
+class ShadowEventKind(Enum):
+    SNAPSHOT = strawberry.enum_value(
+        "SNAPSHOT", description="The current shadow, sent first on every (re)subscription."
+    )
+    UPDATED = "UPDATED"
+    DELETED = "DELETED"
+
+
+@strawberry.type
+class ShadowEvent:
+    kind: ShadowEventKind
+    device_id: strawberry.ID
+    version: int | None
+    shadow: Shadow | None = strawberry.field(description="Null when kind is DELETED.")
+    at: datetime

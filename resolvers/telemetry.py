@@ -1,0 +1,146 @@
+"""Telemetry types and the range/bucket rules shared by every telemetry field."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from uuid import UUID
+
+import strawberry
+
+from gateway.context import Info
+from gateway.errors import BadUserInput, LimitExceeded
+from gateway.stores.telemetry import BUCKET_ORIGIN, SeriesQuery, SeriesRows
+from resolvers.scalars import Interval
+
+DEFAULT_RANGE = timedelta(hours=1)
+
+
+@strawberry.enum
+class Aggregate(Enum):
+    AVG = "AVG"
+    MIN = "MIN"
+    MAX = "MAX"
+    SUM = "SUM"
+    COUNT = "COUNT"
+    FIRST = "FIRST"
+    LAST = "LAST"
+
+
+@strawberry.type
+class Reading:
+    metric: str
+    time: datetime
+    value: float
+
+
+@strawberry.type
+class TelemetryPoint:
+    time: datetime
+    value: float | None = strawberry.field(description="Null for a bucket that holds no readings.")
+
+
+@strawberry.type
+class SeriesStats:
+    count: int
+    min: float | None
+    max: float | None
+    avg: float | None
+    stddev: float | None
+    first: float | None
+    last: float | None
+
+
+@strawberry.type
+class TelemetrySeries:
+    device_id: strawberry.ID
+    metric: str
+    from_: datetime = strawberry.field(name="from")
+    to: datetime
+    bucket: Interval | None
+    aggregate: Aggregate | None
+    points: list[TelemetryPoint]
+    stats: SeriesStats
+
+    @strawberry.field
+    async def unit(self, info: Info) -> str | None:
+        profile = await info.context.loaders.profile.load(UUID(self.device_id))
+        for capability in (profile["capabilities"] if profile else None) or []:
+            if capability.get("metric") == self.metric:
+                return capability.get("unit")
+        return None
+
+
+@strawberry.type
+class Forecast:
+    metric: str
+    threshold: float
+    slope_per_hour: float | None
+    crosses_at: datetime | None
+    r2: float | None
+    sample_count: int
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def series_query(
+    info: Info, metric: str, start: datetime | None, end: datetime | None,
+    bucket: timedelta | None, aggregate: Aggregate | None, limit: int | None,
+) -> SeriesQuery:
+    """Validates one telemetry request and returns the loader parameters for it."""
+    max_points = info.context.settings.max_points
+    if not metric:
+        raise BadUserInput("metric must not be empty", argument="metric")
+    end = _utc(end) if end else info.context.now
+    start = _utc(start) if start else end - DEFAULT_RANGE
+    if start >= end:
+        raise BadUserInput(
+            f"Inverted time range: from ({start.isoformat()}) must be before to "
+            f"({end.isoformat()})", argument="from",
+        )
+    if bucket is not None and (end - start) / bucket > max_points:
+        raise LimitExceeded(
+            f"bucket {bucket} over this range yields {int((end - start) / bucket)} points; "
+            f"the maximum is {max_points}", limit="maxPoints", maximum=max_points,
+        )
+    if limit is not None and not 0 < limit <= max_points:
+        raise LimitExceeded(
+            f"limit must be between 1 and {max_points}, got {limit}",
+            limit="maxPoints", maximum=max_points,
+        )
+    return SeriesQuery(
+        metric=metric, start=start, end=end, bucket=bucket,
+        aggregate=(aggregate or Aggregate.AVG).value, limit=limit or max_points,
+    )
+
+
+def to_series(device_id: UUID, q: SeriesQuery, rows: SeriesRows) -> TelemetrySeries:
+    if q.bucket is None:
+        points = [TelemetryPoint(time=t, value=v) for t, v in zip(rows.times, rows.values,
+                                                                  strict=True)]
+    else:
+        points = _gap_filled(q.start, q.end, q.bucket, rows)
+    return TelemetrySeries(
+        device_id=strawberry.ID(str(device_id)), metric=q.metric, from_=q.start, to=q.end,
+        bucket=Interval(q.bucket) if q.bucket else None,
+        aggregate=Aggregate(q.aggregate) if q.bucket else None, points=points,
+        stats=SeriesStats(
+            count=rows.count, min=rows.min, max=rows.max, avg=rows.avg, stddev=rows.stddev,
+            first=rows.first, last=rows.last,
+        ),
+    )
+
+
+def _gap_filled(
+    start: datetime, end: datetime, bucket: timedelta, rows: SeriesRows
+) -> list[TelemetryPoint]:
+    """Every bucket that overlaps [start, end), empty ones as null points."""
+    values = dict(zip(rows.times, rows.values, strict=True))
+    t = BUCKET_ORIGIN + ((start - BUCKET_ORIGIN) // bucket) * bucket
+    points = []
+    while t < end:
+        points.append(TelemetryPoint(time=t, value=values.get(t)))
+        t += bucket
+    return points

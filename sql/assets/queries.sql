@@ -1,0 +1,60 @@
+-- Named queries of the Asset DB. Every query is scoped by tenant_id ($1).
+
+-- name: assets_by_ids
+SELECT * FROM assets WHERE tenant_id = $1 AND id = ANY($2::uuid[]);
+
+-- name: children_of
+SELECT * FROM assets WHERE tenant_id = $1 AND parent_id = ANY($2::uuid[])
+ORDER BY name, id;
+
+-- name: profiles_by_device
+-- The installed asset rides along (a_* columns), so Device.asset costs no second trip.
+SELECT p.device_id, p.asset_id, p.metadata, p.capabilities,
+       a.id AS a_id, a.tenant_id AS a_tenant_id, a.parent_id AS a_parent_id, a.path AS a_path,
+       a.name AS a_name, a.kind AS a_kind, a.attributes AS a_attributes,
+       a.created_at AS a_created_at, a.updated_at AS a_updated_at
+FROM device_profiles p
+LEFT JOIN assets a ON a.id = p.asset_id AND a.tenant_id = p.tenant_id
+WHERE p.tenant_id = $1 AND p.device_id = ANY($2::uuid[]);
+
+-- name: device_ids_matching
+-- Devices installed on the asset ($2) or below it, and/or whose metadata contains $3.
+SELECT p.device_id
+FROM device_profiles p
+WHERE p.tenant_id = $1
+  AND ($2::uuid IS NULL OR p.asset_id IN (
+        SELECT a.id FROM assets a WHERE a.tenant_id = $1 AND a.path @> ARRAY[$2::uuid]))
+  AND ($3::jsonb IS NULL OR p.metadata @> $3);
+
+-- name: page_assets
+WITH filtered AS (
+    SELECT * FROM assets
+    WHERE tenant_id = $1
+      AND ($2::text IS NULL OR kind = $2)
+      AND ($3::uuid IS NULL OR parent_id = $3)
+      AND ($4::boolean IS NULL OR (parent_id IS NULL) = $4)
+      AND ($5::text IS NULL OR name ILIKE $5)
+      AND ($6::jsonb IS NULL OR attributes @> $6)
+)
+SELECT t.total_count, p.*
+FROM (SELECT count(*) AS total_count FROM filtered) t
+LEFT JOIN LATERAL (
+    SELECT * FROM filtered f
+    WHERE $7::timestamptz IS NULL OR (f.created_at, f.id) > ($7, $8::uuid)
+    ORDER BY f.created_at, f.id
+    LIMIT $9
+) p ON true;
+
+-- name: insert_asset
+INSERT INTO assets (tenant_id, id, parent_id, path, name, kind, attributes)
+SELECT $1, $2, $3, coalesce((SELECT path FROM assets WHERE id = $3 AND tenant_id = $1),
+                            '{}'::uuid[]) || $2::uuid, $4, $5, $6
+RETURNING *;
+
+-- name: upsert_profile
+INSERT INTO device_profiles (tenant_id, device_id, asset_id, metadata, capabilities)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (device_id) DO UPDATE
+SET asset_id = EXCLUDED.asset_id, metadata = EXCLUDED.metadata,
+    capabilities = EXCLUDED.capabilities, updated_at = now()
+WHERE device_profiles.tenant_id = EXCLUDED.tenant_id;

@@ -1,0 +1,74 @@
+-- Named queries of the Telemetry store. Every query is scoped by tenant_id ($1).
+-- first/last use min/max over [epoch, value] pairs: one pass, no sort, no second scan.
+
+-- name: latest
+SELECT device_id, metric, time, value
+FROM latest_readings
+WHERE tenant_id = $1 AND device_id = ANY($2::uuid[])
+  AND ($3::text[] IS NULL OR metric = ANY($3))
+ORDER BY device_id, metric;
+
+-- name: series_raw
+-- Per device: stats over the whole range and the first $6 raw points in time order
+-- ($7 = true for newest first).
+SELECT d.id AS device_id, s.*, p.times, p.vals
+FROM unnest($2::uuid[]) AS d(id)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n, min(value) AS min, max(value) AS max, avg(value) AS avg,
+           stddev_samp(value) AS stddev,
+           (min(ARRAY[extract(epoch FROM time)::float8, value]))[2] AS first,
+           (max(ARRAY[extract(epoch FROM time)::float8, value]))[2] AS last
+    FROM readings
+    WHERE tenant_id = $1 AND device_id = d.id AND metric = $3 AND time >= $4 AND time < $5
+) s
+CROSS JOIN LATERAL (
+    SELECT array_agg(x.time ORDER BY x.time) AS times, array_agg(x.value ORDER BY x.time) AS vals
+    FROM (
+        SELECT time, value FROM readings
+        WHERE tenant_id = $1 AND device_id = d.id AND metric = $3 AND time >= $4 AND time < $5
+        ORDER BY CASE WHEN $7 THEN time END DESC, time ASC
+        LIMIT $6
+    ) x
+) p;
+
+-- name: series_bucketed
+-- Per device: stats over the range and one value per non-empty bucket of width $6,
+-- aligned to $7 (the gateway's fixed origin) so equal ranges always bucket alike.
+-- {agg} is filled from a fixed table of aggregate expressions, never from input.
+SELECT d.id AS device_id, s.*, b.times, b.vals
+FROM unnest($2::uuid[]) AS d(id)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n, min(value) AS min, max(value) AS max, avg(value) AS avg,
+           stddev_samp(value) AS stddev,
+           (min(ARRAY[extract(epoch FROM time)::float8, value]))[2] AS first,
+           (max(ARRAY[extract(epoch FROM time)::float8, value]))[2] AS last
+    FROM readings
+    WHERE tenant_id = $1 AND device_id = d.id AND metric = $3 AND time >= $4 AND time < $5
+) s
+CROSS JOIN LATERAL (
+    SELECT array_agg(x.bucket ORDER BY x.bucket) AS times, array_agg(x.v ORDER BY x.bucket) AS vals
+    FROM (
+        SELECT date_bin($6::interval, time, $7::timestamptz) AS bucket, {agg} AS v
+        FROM readings
+        WHERE tenant_id = $1 AND device_id = d.id AND metric = $3 AND time >= $4 AND time < $5
+        GROUP BY 1
+    ) x
+) b;
+
+-- name: ensure_partitions
+SELECT readings_ensure_partitions($1, $2);
+
+-- name: upsert_latest
+-- Keeps the newest reading per (device, metric) from a batch staged in tmp_readings.
+INSERT INTO latest_readings (tenant_id, device_id, metric, time, value)
+SELECT DISTINCT ON (device_id, metric) tenant_id, device_id, metric, time, value
+FROM tmp_readings
+ORDER BY device_id, metric, time DESC
+ON CONFLICT (device_id, metric) DO UPDATE
+SET time = EXCLUDED.time, value = EXCLUDED.value
+WHERE latest_readings.time < EXCLUDED.time AND latest_readings.tenant_id = EXCLUDED.tenant_id;
+
+-- name: insert_staged
+INSERT INTO readings (tenant_id, device_id, metric, time, value)
+SELECT tenant_id, device_id, metric, time, value FROM tmp_readings
+ON CONFLICT (device_id, metric, time) DO NOTHING;

@@ -1,0 +1,195 @@
+"""Real stores for the whole suite, fresh state for every test.
+
+Servers come from, in order: ``IOTSPHERE_TEST_PG_DSN`` + ``IOTSPHERE_TEST_REDIS_URL`` (an
+existing PostgreSQL superuser DSN and Redis), testcontainers when a Docker engine answers,
+or the embedded devstack. Each test gets its three databases cloned from migrated
+templates and a flushed Redis.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+import redis.asyncio as redis
+from asgi_lifespan import LifespanManager
+
+from gateway.app import create_app
+from gateway.auth import create_tenant_with_admin_key
+from gateway.migrate import STORES, migrate
+from gateway.settings import Settings
+from gateway.stores import Stores, open_stores
+
+
+@dataclass(frozen=True)
+class Servers:
+    pg_dsn: str  # a superuser DSN; its database part is replaced per use
+    redis_url: str
+    how: str
+
+    def dsn(self, database: str) -> str:
+        parts = urlsplit(self.pg_dsn)
+        return urlunsplit(parts._replace(path="/" + database))
+
+
+def _docker_available() -> bool:
+    """A Docker engine answers /_ping on its socket (or DOCKER_HOST is set explicitly)."""
+    if os.environ.get("DOCKER_HOST"):
+        return True
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            sock.connect("/var/run/docker.sock")
+            sock.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            return b" 200 " in sock.recv(1024)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    pg, rd = os.environ.get("IOTSPHERE_TEST_PG_DSN"), os.environ.get("IOTSPHERE_TEST_REDIS_URL")
+    if pg and rd:
+        yield Servers(pg, rd, "environment")
+        return
+    with ExitStack() as stack:
+        if _docker_available():
+            from testcontainers.postgres import PostgresContainer
+            from testcontainers.redis import RedisContainer
+
+            pgc = stack.enter_context(PostgresContainer("postgres:17", driver=None))
+            rdc = stack.enter_context(RedisContainer("redis:7"))
+            url = f"redis://{rdc.get_container_host_ip()}:{rdc.get_exposed_port(6379)}/0"
+            yield Servers(pgc.get_connection_url(), url, "testcontainers")
+            return
+        from gateway.devstack import DevStack
+
+        # Not under pytest's 0700 tmp dirs: as root, PostgreSQL runs as a system user that
+        # must be able to reach its data dir.
+        data_dir = Path(tempfile.mkdtemp(prefix="iotsphere-test-"))
+        data_dir.chmod(0o711)
+        stack.callback(shutil.rmtree, data_dir, ignore_errors=True)
+        endpoints = stack.enter_context(DevStack(data_dir, databases=()))
+        yield Servers(endpoints.dsn("postgres"), endpoints.redis_url, "embedded")
+
+
+@pytest.fixture(scope="session")
+async def templates(servers: Servers) -> dict[str, str]:
+    """Migrated template databases, one per store, built once per run."""
+    names = {store: f"tpl_{store}_{os.getpid()}" for store in STORES}
+    admin = await asyncpg.connect(servers.dsn("postgres"))
+    try:
+        for store, name in names.items():
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            await admin.execute(f'CREATE DATABASE "{name}"')
+            conn = await asyncpg.connect(servers.dsn(name))
+            try:
+                await migrate(conn, store)
+            finally:
+                await conn.close()
+    finally:
+        await admin.close()
+    client = redis.Redis.from_url(servers.redis_url)
+    # The shadow hub needs keyspace events; servers from elsewhere may not have them on.
+    await client.config_set("notify-keyspace-events", "KA")
+    await client.aclose()
+    return names
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+async def settings(servers: Servers, templates: dict[str, str]) -> AsyncIterator[Settings]:
+    n = next(_counter)
+    names = {store: f"t{os.getpid()}_{n}_{store}" for store in STORES}
+    admin = await asyncpg.connect(servers.dsn("postgres"))
+    try:
+        for store, name in names.items():
+            await admin.execute(
+                f'CREATE DATABASE "{name}" TEMPLATE "{templates[store]}" STRATEGY FILE_COPY'
+            )
+        client = redis.Redis.from_url(servers.redis_url)
+        await client.flushdb()
+        await client.aclose()
+        yield Settings(
+            registry_dsn=servers.dsn(names["registry"]), assets_dsn=servers.dsn(names["assets"]),
+            telemetry_dsn=servers.dsn(names["telemetry"]), redis_url=servers.redis_url,
+            pool_min_size=1, pool_max_size=4,
+        )
+        for name in names.values():
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def stores(settings: Settings) -> AsyncIterator[Stores]:
+    async with open_stores(settings) as opened:
+        yield opened
+
+
+@dataclass
+class Gateway:
+    """An HTTP client over the app, speaking GraphQL."""
+
+    http: httpx.AsyncClient
+
+    async def post(
+        self, query: str, variables: dict[str, Any] | None = None, *, key: str | None,
+        trace: bool = False,
+    ) -> httpx.Response:
+        headers = {"X-IoTSphere-Trace": "1"} if trace else {}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        return await self.http.post(
+            "/graphql", json={"query": query, "variables": variables or {}}, headers=headers
+        )
+
+    async def query(
+        self, query: str, variables: dict[str, Any] | None = None, *, key: str | None,
+        trace: bool = False,
+    ) -> dict[str, Any]:
+        response = await self.post(query, variables, key=key, trace=trace)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+@pytest.fixture
+async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+            yield Gateway(http)
+
+
+@dataclass(frozen=True)
+class Tenant:
+    id: Any
+    key: str
+
+
+@pytest.fixture
+async def tenant(stores: Stores) -> Tenant:
+    tenant_id, key = await create_tenant_with_admin_key(stores.registry, "tenant-a")
+    return Tenant(tenant_id, key)
+
+
+@pytest.fixture
+async def other_tenant(stores: Stores) -> Tenant:
+    tenant_id, key = await create_tenant_with_admin_key(stores.registry, "tenant-b")
+    return Tenant(tenant_id, key)
