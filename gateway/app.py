@@ -11,7 +11,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
@@ -19,7 +19,7 @@ from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_P
 from gateway.auth import authenticate
 from gateway.context import GatewayGraphQL
 from gateway.errors import GatewayError
-from gateway.graphiql import STATIC_PATH, static_app
+from gateway.graphiql import STATIC_PATH, graphiql_html, static_app
 from gateway.migrate import migrate_all
 from gateway.settings import Settings
 from gateway.stores import Stores, open_stores
@@ -35,14 +35,22 @@ def _error_response(error: GatewayError, status: int) -> JSONResponse:
 
 
 class GraphQLEndpoint:
-    """Authenticates HTTP GraphQL requests before Strawberry sees them, so an unauthenticated
-    request never reaches a resolver. The GraphiQL page itself needs no key."""
+    """Serves GraphiQL (no key needed for the page itself) and authenticates every other
+    HTTP request before Strawberry sees it, so no unauthenticated request reaches a resolver.
+    ``ide_headers`` is None when the IDE is off (production)."""
 
-    def __init__(self, graphql: GatewayGraphQL) -> None:
+    def __init__(self, graphql: GatewayGraphQL, ide_headers: dict[str, str] | None) -> None:
         self._graphql = graphql
+        self._ide_headers = ide_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._is_ide_page(Request(scope)):
+        if scope["type"] == "http" and self._ide_headers is not None and self._is_ide_page(
+            Request(scope)
+        ):
+            page = HTMLResponse(graphiql_html(endpoint="/graphql", headers=self._ide_headers))
+            await page(scope, receive, send)
+            return
+        if scope["type"] == "http":
             state = scope.setdefault("state", {})
             state["calls"] = begin_counting()
             try:
@@ -100,10 +108,12 @@ def create_app(
 
     graphql = GatewayGraphQL(
         build_schema(production=settings.production),
-        graphql_ide=None if settings.production else "graphiql",
+        graphql_ide=None,  # served by GraphQLEndpoint, from local assets
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
-        dev_headers={"Authorization": f"Bearer {dev_key}"} if dev_key else None,
     )
+    ide_headers = None
+    if not settings.production:
+        ide_headers = {"Authorization": f"Bearer {dev_key}"} if dev_key else {}
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -123,7 +133,7 @@ def create_app(
                     task.cancel()
                     await asyncio.gather(task, return_exceptions=True)
 
-    endpoint = GraphQLEndpoint(graphql)
+    endpoint = GraphQLEndpoint(graphql, ide_headers)
     return Starlette(
         routes=[
             Route("/graphql", endpoint, methods=["GET", "POST"]),

@@ -76,8 +76,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if dev_key:
             print(f"\n  GraphiQL:  http://{ready.host}:{ready.port}/graphql", flush=True)
             print(f"  Admin key (demo tenant, embedded mode only): {dev_key}\n", flush=True)
-        uvicorn.run(app, host=ready.host, port=ready.port, log_level="info",
-                    timeout_graceful_shutdown=10)
+        try:
+            uvicorn.run(app, host=ready.host, port=ready.port, log_level="info",
+                        timeout_graceful_shutdown=10)
+        except KeyboardInterrupt:
+            # uvicorn re-raises Ctrl-C after its graceful shutdown; the stores stop next.
+            pass
     return 0
 
 

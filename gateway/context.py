@@ -9,12 +9,10 @@ from uuid import UUID
 
 import strawberry
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
 from gateway.auth import Caller
-from gateway.graphiql import graphiql_html
 from gateway.loaders import Loaders
 from gateway.settings import Settings
 from gateway.stores import Stores
@@ -56,11 +54,7 @@ def new_context(
 
 class GatewayGraphQL(GraphQL[Context, None]):
     """Builds a fresh context (and loaders) per HTTP request from what the auth layer put
-    on the request state. WebSocket operations are served by the subscription hub."""
-
-    def __init__(self, *args: Any, dev_headers: dict[str, str] | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._dev_headers = dev_headers
+    on the request state."""
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         state = request.state
@@ -68,6 +62,3 @@ class GatewayGraphQL(GraphQL[Context, None]):
             state.stores, state.settings, state.caller, calls=state.calls,
             trace=request.headers.get(TRACE_HEADER) == "1", request=request,
         )
-
-    async def render_graphql_ide(self, request: Request) -> Response:
-        return HTMLResponse(graphiql_html(endpoint="/graphql", headers=self._dev_headers))

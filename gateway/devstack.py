@@ -270,7 +270,8 @@ class DevStack:
         pid = _read_pid(pidfile)
         if pid is not None and _is_server(pid, self._pgdata, "postgres"):
             log.warning("stopping leftover PostgreSQL (pid %d) on %s", pid, self._pgdata)
-            self._pg_ctl_stop()
+            if self._pg_ctl_stop():
+                _wait_gone(self._pgdata, "postgres", 10.0)
         # Backends orphaned by a killed postmaster still hold its shared memory, and a new
         # postmaster refuses to start while they do.
         _end_leftovers(self._pgdata, "postgres", signal.SIGKILL, 10.0)
@@ -305,13 +306,14 @@ class DevStack:
         done = self._run_pg(postgres_bin("pg_ctl"), "start", "-D", self._pgdata, "-l",
                             self._pg_log, "-w", "-t", str(int(START_TIMEOUT)), "-o", f"-p {port}",
                             timeout=START_TIMEOUT + 10)
+        # Recorded even on failure: a server still recovering past the timeout must be stopped.
+        self._pg_pid = _read_pid(self._pgdata / "postmaster.pid")
         if done.returncode != 0:
             raise DevStackError(
-                f"PostgreSQL did not start within {START_TIMEOUT:.0f}s: "
+                f"PostgreSQL did not start (waited up to {START_TIMEOUT:.0f}s): "
                 f"{(done.stdout + done.stderr).strip()}\n"
                 f"--- tail of {self._pg_log} ---\n{_tail(self._pg_log)}"
             )
-        self._pg_pid = _read_pid(self._pgdata / "postmaster.pid")
         return port
 
     def _psql(self, port: int, *commands: str) -> str:

@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 import redis
 
-from gateway.devstack import DevStack, Endpoints, postgres_bin, valkey_bin
+from gateway.devstack import DevStack, DevStackError, Endpoints, postgres_bin, valkey_bin
 
 DATABASES = ("registry", "assets", "telemetry")
 
@@ -126,12 +126,6 @@ async def test_start_serves_databases_and_configured_valkey(endpoints: Endpoints
         client.close()
 
 
-def test_start_is_idempotent(make_stack: Callable[[], DevStack]) -> None:
-    stack = make_stack()
-    first = stack.start()
-    assert stack.start() == first
-
-
 def test_data_survives_restart(make_stack: Callable[[], DevStack], data_dir: Path) -> None:
     stack = make_stack()
     ep = stack.start()
@@ -208,7 +202,16 @@ def test_stop_twice_and_context_manager(
     stack = make_stack()
     stack.stop()  # never started
     with stack as ep:
+        assert stack.start() == ep  # idempotent while running
         assert _psql(ep, "registry", "SELECT 1") == "1"
     assert _server_pids(data_dir) == []
     stack.stop()
     stack.stop()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user")
+def test_unreachable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
+    # pytest's own 0700 temp dir, not opened up by the data_dir fixture
+    with pytest.raises(DevStackError, match="cannot reach"):
+        DevStack(tmp_path / "stack").start()
+    assert _server_pids(tmp_path) == []
