@@ -45,95 +45,111 @@ class Sample:
     """One request's timeline, in seconds."""
 
     total: float = 0.0
-    cpu: float = 0.0
-    auth_wait: float = 0.0
+    cpu: float = 0.0  # process CPU time during the request
+    auth: float = 0.0  # gateway.auth.authenticate, an api-key lookup in the registry
     parse: float = 0.0
     validate: float = 0.0
-    execute: float = 0.0
-    encode: float = 0.0
-    store_wait_in_execute: float = 0.0  # union of overlapping store awaits
-    per_store: dict[str, float] = field(default_factory=lambda: defaultdict(float))
-    intervals: list[tuple[float, float, str]] = field(default_factory=list)
+    execute: float = 0.0  # Strawberry's schema.execute, parse and validate included
+    encode: float = 0.0  # encode_json of the response body
+    idle: float = 0.0  # the event loop blocked in select(): waiting on the stores
+    idle_in_execute: float = 0.0
     execute_span: tuple[float, float] = (0.0, 0.0)
+    idle_spans: list[tuple[float, float]] = field(default_factory=list)
 
 
 _current: Sample | None = None
 
 
-def _union(intervals: list[tuple[float, float]]) -> float:
-    total, end = 0.0, float("-inf")
-    for a, b in sorted(intervals):
-        if b <= end:
-            continue
-        total += b - max(a, end)
-        end = b
-    return total
+def _add(attr: str, started: float) -> None:
+    if _current is not None:
+        setattr(_current, attr, getattr(_current, attr) + time.perf_counter() - started)
+
+
+# label -> ("pg", store, sql, args) or ("shadows", None, None, args): the first call of each
+# named query, replayed alone afterwards.
+Captured = dict[str, tuple[str, Any, str | None, tuple[Any, ...]]]
 
 
 @contextmanager
-def _instrumented() -> Iterator[dict[str, tuple[str, Any]]]:
-    """Wraps the store calls, Strawberry's phases and the response encoding with timers."""
+def _instrumented() -> Iterator[Captured]:
+    """Timers around authentication, Strawberry's parse/validate/execute, the response
+    encoding and the event loop's select(); records each store query once for replay."""
     import strawberry.schema.schema as strawberry_schema
     from strawberry.http.async_base_view import AsyncBaseHTTPView
 
+    import gateway.app as gateway_app
     from gateway.context import GatewayGraphQL
     from gateway.stores.base import PgStore
     from gateway.stores.shadows import ShadowStore
 
-    captured: dict[str, tuple[str, Any]] = {}  # first (query, args) per store method + sql
+    captured: Captured = {}
     originals: list[tuple[Any, str, Any]] = []
 
     def patch(owner: Any, name: str, wrapper: Any) -> None:
         originals.append((owner, name, owner.__dict__.get(name, getattr(owner, name))))
         setattr(owner, name, wrapper)
 
-    def timed_store(method: Callable[..., Awaitable[Any]], label: str | None) -> Any:
-        async def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            store = label or self.name
-            if label is None and args and isinstance(args[0], str):
-                captured.setdefault(f"{store}:{_query_name(self, args[0])}", (args[0], args[1:]))
-            started = time.perf_counter()
-            try:
-                return await method(self, *args, **kwargs)
-            finally:
-                if _current is not None:
-                    _current.intervals.append((started, time.perf_counter(), store))
+    def capture_pg(method: Callable[..., Awaitable[Any]]) -> Any:
+        async def wrapper(self: Any, sql: str, *args: Any, **kwargs: Any) -> Any:
+            captured.setdefault(f"{self.name}: {_query_name(self, sql)}",
+                                ("pg", self, sql, args))
+            return await method(self, sql, *args, **kwargs)
         return wrapper
 
-    def timed_sync(function: Callable[..., Any], attr: str) -> Callable[..., Any]:
+    def capture_shadows(method: Callable[..., Awaitable[Any]]) -> Any:
+        async def wrapper(self: Any, *args: Any) -> Any:
+            captured.setdefault("shadows: get_many (pipelined HGETALL)",
+                                ("shadows", self, None, args))
+            return await method(self, *args)
+        return wrapper
+
+    def timed(function: Callable[..., Any], attr: str) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
             try:
                 return function(*args, **kwargs)
             finally:
-                if _current is not None:
-                    setattr(_current, attr, getattr(_current, attr)
-                            + time.perf_counter() - started)
+                _add(attr, started)
         return wrapper
 
-    original_execute = strawberry_schema.Schema.execute
+    def timed_async(function: Callable[..., Awaitable[Any]], attr: str) -> Any:
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await function(*args, **kwargs)
+            finally:
+                _add(attr, started)
+                if attr == "execute" and _current is not None:
+                    _current.execute_span = (started, time.perf_counter())
+        return wrapper
 
-    async def execute(self: Any, *args: Any, **kwargs: Any) -> Any:
+    for name in ("fetch", "fetchrow"):
+        patch(PgStore, name, capture_pg(getattr(PgStore, name)))
+    patch(ShadowStore, "get_many", capture_shadows(ShadowStore.get_many))
+    patch(gateway_app, "authenticate", timed_async(gateway_app.authenticate, "auth"))
+    patch(strawberry_schema.Schema, "execute",
+          timed_async(strawberry_schema.Schema.execute, "execute"))
+    patch(strawberry_schema, "parse", timed(strawberry_schema.parse, "parse"))
+    patch(strawberry_schema, "validate_document",
+          timed(strawberry_schema.validate_document, "validate"))
+    encode = GatewayGraphQL.__dict__.get("encode_json", AsyncBaseHTTPView.encode_json)
+    patch(GatewayGraphQL, "encode_json", timed(encode, "encode"))
+
+    selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+    original_select = selector.select
+
+    def select(timeout: float | None = None) -> Any:
         started = time.perf_counter()
         try:
-            return await original_execute(self, *args, **kwargs)
+            return original_select(timeout)
         finally:
             if _current is not None:
-                _current.execute_span = (started, time.perf_counter())
-
-    for name in ("fetch", "fetchrow", "execute"):
-        patch(PgStore, name, timed_store(getattr(PgStore, name), None))
-    patch(ShadowStore, "get_many", timed_store(ShadowStore.get_many, "shadows"))
-    patch(strawberry_schema.Schema, "execute", execute)
-    patch(strawberry_schema, "parse", timed_sync(strawberry_schema.parse, "parse"))
-    patch(strawberry_schema, "validate_document",
-          timed_sync(strawberry_schema.validate_document, "validate"))
-    encode = GatewayGraphQL.encode_json if "encode_json" in GatewayGraphQL.__dict__ \
-        else AsyncBaseHTTPView.encode_json
-    patch(GatewayGraphQL, "encode_json", timed_sync(encode, "encode"))
+                _current.idle_spans.append((started, time.perf_counter()))
+    selector.select = select
     try:
         yield captured
     finally:
+        selector.select = original_select
         for owner, name, original in reversed(originals):
             setattr(owner, name, original)
 
@@ -144,6 +160,13 @@ def _query_name(store: Any, sql: str) -> str:
         if text == sql or ("{agg}" in text and text.split("{agg}", 1)[0] in sql):
             return str(name)
     return sql.split()[0].lower()
+
+
+def _finish(sample: Sample) -> None:
+    start, end = sample.execute_span
+    sample.idle = sum(b - a for a, b in sample.idle_spans)
+    sample.idle_in_execute = sum(
+        max(0.0, min(b, end) - max(a, start)) for a, b in sample.idle_spans)
 
 
 async def _asgi_request(
@@ -169,7 +192,7 @@ async def _asgi_request(
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        await asyncio.sleep(3600)  # a disconnect never comes within one request
+        await asyncio.sleep(3600)  # no disconnect comes within one request
         return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
@@ -183,6 +206,9 @@ async def _asgi_request(
     return status, b"".join(chunks)
 
 
+IDLE = "(idle: waiting on the stores)"
+
+
 def _package(path: str) -> str:
     if "site-packages/" in path:
         return path.split("site-packages/", 1)[1].split("/", 1)[0].removesuffix(".py")
@@ -191,26 +217,29 @@ def _package(path: str) -> str:
             return local
     match = re.search(r"/python3\.\d+/([^/]+)", path)
     if match:
-        return match.group(1).removesuffix(".py")
+        return "stdlib " + match.group(1).removesuffix(".py")
     return path or "?"
 
 
 def _self_time_by_package(root: Any) -> dict[str, float]:
+    """pyinstrument's samples as self time per package. Built-ins and generated code
+    (dataclass __init__...) count for the package that called them; time blocked in the
+    selector is idle time, waiting for the stores."""
     totals: dict[str, float] = defaultdict(float)
-    stack = [root]
+    stack: list[tuple[Any, str]] = [(root, "?")]
     while stack:
-        frame = stack.pop()
-        stack.extend(frame.children)
-        if frame.self_time <= 0:
-            continue
-        function = frame.function or ""
+        frame, caller = stack.pop()
         path = frame.file_path or ""
-        if function in ("select", "poll", "_run_once") and "selectors" in path + function:
-            totals["(idle: waiting on stores)"] += frame.self_time
-        elif function == "select" or path.endswith("selectors.py"):
-            totals["(idle: waiting on stores)"] += frame.self_time
+        if frame.is_synthetic or path.startswith("<"):
+            package = caller
+        elif path.endswith("selectors.py") or caller == IDLE:
+            package = IDLE
         else:
-            totals[_package(path)] += frame.self_time
+            package = _package(path)
+        own = frame.time - sum(child.time for child in frame.children)
+        if own > 0:
+            totals[package] += own
+        stack.extend((child, package) for child in frame.children)
     return dict(totals)
 
 
@@ -218,26 +247,24 @@ def _self_time_by_package(root: Any) -> dict[str, float]:
 class Profile:
     requests: int
     samples: list[Sample]
-    explain: dict[str, tuple[float, float, int]]  # name -> (planning ms, execution ms, rows)
-    packages: dict[str, float]  # self time in seconds over the pyinstrument run
+    alone: dict[str, float]  # label -> median ms of the call replayed alone
+    explain: dict[str, tuple[float, float, int]]  # label -> (planning ms, execution ms, rows)
+    packages: dict[str, float]  # pyinstrument self time, seconds over its run
     pyinstrument_requests: int
-    html: Path | None
+    pyinstrument_ms: float  # median wall ms per request under pyinstrument
     text: str
 
     def median_ms(self, attr: str) -> float:
         return statistics.median(getattr(s, attr) for s in self.samples) * 1e3
-
-    def store_median_ms(self, store: str) -> float:
-        return statistics.median(s.per_store.get(store, 0.0) for s in self.samples) * 1e3
 
 
 async def profile_dashboard(
     settings: Any, key: str, body: bytes, *, requests: int, check: Callable[[int, bytes], None],
     html: Path | None,
 ) -> Profile:
-    """Runs the dashboard request ``requests`` times in-process with timers, then again
-    under pyinstrument; returns the medians, EXPLAIN ANALYZE timings of each SQL query and
-    pyinstrument's self time per package."""
+    """Runs the dashboard request ``requests`` times in-process with timers; replays each
+    store query alone and under EXPLAIN ANALYZE; then runs the request again under
+    pyinstrument (when installed) for self time per package."""
     global _current
     from gateway.app import create_app
 
@@ -246,68 +273,78 @@ async def profile_dashboard(
     samples: list[Sample] = []
     async with _lifespan(app) as state:
         with _instrumented() as captured:
-            for _ in range(max(5, requests // 5)):  # warm up caches, pools and plans
+            for _ in range(max(5, requests // 5)):  # warm up pools, statement caches, plans
                 check(*await _asgi_request(app, state, body, headers))
             for _ in range(requests):
                 sample = Sample()
                 _current = sample
                 cpu0, started = time.process_time(), time.perf_counter()
-                status, payload = await _asgi_request(app, state, body, headers)
-                sample.total = time.perf_counter() - started
-                sample.cpu = time.process_time() - cpu0
-                _current = None
+                try:
+                    status, payload = await _asgi_request(app, state, body, headers)
+                finally:
+                    sample.total = time.perf_counter() - started
+                    sample.cpu = time.process_time() - cpu0
+                    _current = None
                 check(status, payload)
                 _finish(sample)
                 samples.append(sample)
-        explain = await _explain(state["stores"], captured)
-        packages, text, n_pi = await _pyinstrument(app, state, body, headers, check, requests,
+        alone, explain = await _replay(captured)
+        packages, text, wall = await _pyinstrument(app, state, body, headers, check, requests,
                                                    html)
-    return Profile(requests, samples, explain, packages, n_pi, html if text else None, text)
+    return Profile(requests, samples, alone, explain, packages, requests if text else 0, wall,
+                   text)
 
 
-def _finish(sample: Sample) -> None:
-    start, end = sample.execute_span
-    inside = [(a, b) for a, b, _ in sample.intervals if a >= start and b <= end]
-    sample.store_wait_in_execute = _union(inside)
-    sample.auth_wait = sum(b - a for a, b, s in sample.intervals if a < start)
-    sample.execute = end - start
-    for a, b, store in sample.intervals:
-        sample.per_store[store] += b - a
-
-
-async def _explain(stores: Any, captured: dict[str, tuple[str, Any]]) -> dict[str, tuple[float, float, int]]:
-    out: dict[str, tuple[float, float, int]] = {}
-    pools = {"registry": stores.registry.pool, "assets": stores.assets.pool,
-             "telemetry": stores.telemetry.pool}
-    for label, (sql, args) in captured.items():
-        store = label.split(":", 1)[0]
-        if store not in pools or not sql.lstrip().upper().startswith(("SELECT", "WITH")):
-            continue
+async def _replay(
+    captured: Captured,
+) -> tuple[dict[str, float], dict[str, tuple[float, float, int]]]:
+    alone: dict[str, float] = {}
+    explain: dict[str, tuple[float, float, int]] = {}
+    for label, (kind, store, sql, args) in captured.items():
         times = []
+        for _ in range(7):
+            started = time.perf_counter()
+            if kind == "pg":
+                assert sql is not None
+                await store.pool.fetch(sql, *args)
+            else:
+                await store.get_many(*args)
+            times.append((time.perf_counter() - started) * 1e3)
+        alone[label] = statistics.median(times)
+        if kind != "pg" or not _is_select(sql or ""):
+            continue
+        plans = []
         for _ in range(5):
-            rows = await pools[store].fetch("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *args)
-            raw = rows[0][0]
+            raw = await store.pool.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, *args)
             plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]
-            times.append((plan["Planning Time"], plan["Execution Time"],
-                          plan["Plan"].get("Actual Rows", 0)))
-        times.sort(key=lambda t: t[1])
-        out[label] = times[len(times) // 2]
-    return out
+            plans.append((plan["Planning Time"], plan["Execution Time"],
+                          int(plan["Plan"].get("Actual Rows", 0))))
+        plans.sort(key=lambda p: p[1])
+        explain[label] = plans[len(plans) // 2]
+    return alone, explain
+
+
+def _is_select(sql: str) -> bool:
+    code = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return code.lstrip().upper().startswith(("SELECT", "WITH"))
 
 
 async def _pyinstrument(
-    app: Any, state: dict[str, Any], body: bytes, headers: dict[str, str], check: Callable[[int, bytes], None],
-    requests: int, html: Path | None,
-) -> tuple[dict[str, float], str, int]:
+    app: Any, state: dict[str, Any], body: bytes, headers: dict[str, str],
+    check: Callable[[int, bytes], None], requests: int, html: Path | None,
+) -> tuple[dict[str, float], str, float]:
     try:
         from pyinstrument import Profiler
     except ImportError:
-        return {}, "", 0
-    profiler = Profiler(interval=0.0002, async_mode="disabled")
+        return {}, "", 0.0
+    profiler = Profiler(interval=0.0005, async_mode="disabled")
+    walls = []
     profiler.start()
     try:
         for _ in range(requests):
+            started = time.perf_counter()
             check(*await _asgi_request(app, state, body, headers))
+            walls.append(time.perf_counter() - started)
     finally:
         profiler.stop()
     session = profiler.last_session
@@ -315,9 +352,10 @@ async def _pyinstrument(
     root = session.root_frame()
     packages = _self_time_by_package(root) if root is not None else {}
     if html is not None:
-        html.write_text(profiler.output_html())
-    text = profiler.output_text(unicode=False, color=False, show_all=False)
-    return packages, text, requests
+        await asyncio.to_thread(html.write_text, profiler.output_html())
+        await asyncio.to_thread(html.with_suffix(".txt").write_text, profiler.output_text(
+            unicode=False, color=False, show_all=False))
+    return packages, "yes", statistics.median(walls) * 1e3
 
 
 class _lifespan:

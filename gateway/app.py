@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
@@ -97,13 +97,21 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"ready": ready, "stores": checks}, status_code=200 if ready else 503)
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 def create_app(
-    settings: Settings, *, dev_key: str | None = None, startup: Background | None = None,
-    background: Background | None = None,
+    settings: Settings, *, stores: Stores | None = None, dev_key: str | None = None,
+    startup: Background | None = None, background: Background | None = None,
 ) -> Starlette:
-    """The gateway for fully-resolved settings (every DSN set). ``dev_key`` prefills
-    GraphiQL's headers (embedded mode only); ``startup`` runs before the first request is
-    served, ``background`` for the app's lifetime."""
+    """The gateway for fully-resolved settings (every DSN set).
+
+    ``stores``: adapters the caller opened and will close (tests inject them); by default
+    the lifespan migrates and opens its own. ``dev_key`` prefills GraphiQL's headers
+    (embedded mode only); ``startup`` runs before the first request is served,
+    ``background`` for the app's lifetime."""
     from resolvers.schema import build_schema
 
     graphql = GatewayGraphQL(
@@ -117,21 +125,21 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        assert settings.registry_dsn and settings.assets_dsn and settings.telemetry_dsn
-        await migrate_all({
-            "registry": settings.registry_dsn, "assets": settings.assets_dsn,
-            "telemetry": settings.telemetry_dsn,
-        })
-        async with open_stores(settings) as stores:
+        async with AsyncExitStack() as stack:
+            opened = stores
+            if opened is None:
+                assert settings.registry_dsn and settings.assets_dsn and settings.telemetry_dsn
+                await migrate_all({
+                    "registry": settings.registry_dsn, "assets": settings.assets_dsn,
+                    "telemetry": settings.telemetry_dsn,
+                })
+                opened = await stack.enter_async_context(open_stores(settings))
             if startup is not None:
-                await startup(stores, settings)
-            task = asyncio.create_task(background(stores, settings)) if background else None
-            try:
-                yield {"stores": stores, "settings": settings}
-            finally:
-                if task is not None:
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
+                await startup(opened, settings)
+            if background is not None:
+                task = asyncio.create_task(background(opened, settings))
+                stack.push_async_callback(_cancel, task)
+            yield {"stores": opened, "settings": settings}
 
     endpoint = GraphQLEndpoint(graphql, ide_headers)
     return Starlette(

@@ -169,8 +169,9 @@ class Gateway:
 
 
 @pytest.fixture
-async def gateway(settings: Settings) -> AsyncIterator[Gateway]:
-    app = create_app(settings)
+async def gateway(settings: Settings, stores: Stores) -> AsyncIterator[Gateway]:
+    # The app shares the test's adapters, so a test can inject a fault at the adapter seam.
+    app = create_app(settings, stores=stores)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
