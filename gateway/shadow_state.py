@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from uuid import UUID
+
+import orjson
+
+from gateway.errors import BadUserInput, LimitExceeded, VersionConflict
+from gateway.merge_patch import merge_patch
+from gateway.stores.shadows import ShadowDoc
 
 _MISSING = object()
 
@@ -35,3 +43,81 @@ def delta(desired: dict[str, Any], reported: dict[str, Any]) -> dict[str, Any]:
         elif have is _MISSING or not json_equal(want, have):
             out[key] = want
     return out
+
+
+MAX_STATE_BYTES = 8 * 1024
+MAX_DEPTH = 6
+MAX_KEY_LENGTH = 128
+
+
+def check_patch(patch: Any, field: str) -> dict[str, Any] | None:
+    """A desired/reported patch must be a JSON object within the depth and key limits."""
+    if patch is None:
+        return None
+    if not isinstance(patch, dict):
+        raise BadUserInput(f"{field} must be a JSON object", argument=field)
+    _check_shape(patch, field, 1)
+    return patch
+
+
+def _check_shape(value: Any, field: str, depth: int) -> None:
+    if isinstance(value, dict):
+        if depth > MAX_DEPTH:
+            raise LimitExceeded(
+                f"{field} nests deeper than {MAX_DEPTH} levels", argument=field,
+                limit="shadowDepth", maximum=MAX_DEPTH,
+            )
+        for key, item in value.items():
+            if len(key) > MAX_KEY_LENGTH:
+                raise LimitExceeded(
+                    f"{field}: key {key[:32]!r}... is longer than {MAX_KEY_LENGTH} characters",
+                    argument=field, limit="shadowKeyLength", maximum=MAX_KEY_LENGTH,
+                )
+            _check_shape(item, field, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check_shape(item, field, depth + 1)
+
+
+def _stamp(patch: dict[str, Any], timestamp: int) -> dict[str, Any]:
+    """The metadata patch for a state patch: each leaf becomes {timestamp}, null stays null
+    (deleting the leaf's metadata with it)."""
+    return {
+        key: None if value is None
+        else _stamp(value, timestamp) if isinstance(value, dict) and value
+        else {"timestamp": timestamp}
+        for key, value in patch.items()
+    }
+
+
+def apply_update(
+    current: ShadowDoc | None, last_version: int, *, desired: dict[str, Any] | None,
+    reported: dict[str, Any] | None, expected_version: int | None, device_id: UUID,
+    now: datetime,
+) -> ShadowDoc:
+    """The shadow after one accepted update, or VERSION_CONFLICT / LIMIT_EXCEEDED."""
+    if expected_version is not None and expected_version != last_version:
+        raise VersionConflict(
+            f"Shadow of device {device_id} is at version {last_version}, not {expected_version}",
+            currentVersion=last_version, expectedVersion=expected_version,
+        )
+    state_desired = current.desired if current else {}
+    state_reported = current.reported if current else {}
+    metadata = current.metadata if current else {}
+    timestamp = int(now.timestamp())
+    if desired is not None:
+        state_desired = merge_patch(state_desired, desired)
+        metadata = merge_patch(metadata, {"desired": _stamp(desired, timestamp)})
+    if reported is not None:
+        state_reported = merge_patch(state_reported, reported)
+        metadata = merge_patch(metadata, {"reported": _stamp(reported, timestamp)})
+    size = len(orjson.dumps({"desired": state_desired, "reported": state_reported}))
+    if size > MAX_STATE_BYTES:
+        raise LimitExceeded(
+            f"Shadow state would be {size} bytes; the limit is {MAX_STATE_BYTES}",
+            limit="shadowStateBytes", maximum=MAX_STATE_BYTES,
+        )
+    return ShadowDoc(
+        device_id=device_id, version=last_version + 1, desired=state_desired,
+        reported=state_reported, metadata=metadata, updated_at=now,
+    )

@@ -141,6 +141,8 @@ class Device:
         "had a shadow."
     )
     async def shadow(self, info: Info) -> Shadow | None:
+        if self.status is DeviceStatus.DECOMMISSIONED:
+            return None  # its shadow is deleted, or about to be by the reconciler
         doc = await info.context.loaders.shadow.load(self.uuid)
         return Shadow.from_doc(doc) if doc else None
 

@@ -1,16 +1,19 @@
-"""Mutation inputs and payloads of the contract. The writes land with the writes issue (#3);
-until then every mutation answers a clear "not implemented yet" error."""
+"""The mutations of the contract: inputs, payloads, and resolvers that hand over to
+``gateway.writes`` and return the new state (loaders forget what they cached for it)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
 
-from gateway.errors import NotImplementedYet
+from gateway.context import Info
+from gateway.writes import assets, devices, shadows, telemetry
 from resolvers.assets import Asset
 from resolvers.devices import Device, DeviceStatus
+from resolvers.scalars import parse_id
 from resolvers.shadows import Shadow
 
 
@@ -104,62 +107,178 @@ class IngestResult:
     rejected: list[RejectedReading]
 
 
-def _pending(name: str) -> NotImplementedYet:
-    return NotImplementedYet(f"Mutation.{name} (writes land with issue #3)")
+def _device(info: Info, row: Any) -> Device:
+    """The written row as the response's Device; loaders forget what they cached for it."""
+    loaders = info.context.loaders
+    loaders.device.clear(row["id"]).prime(row["id"], row)
+    loaders.profile.clear(row["id"])
+    loaders.shadow.clear(row["id"])
+    return Device.from_row(row)
+
+
+def _asset(info: Info, row: Any) -> Asset:
+    info.context.loaders.asset.clear(row["id"]).prime(row["id"], row)
+    return Asset.from_row(row)
 
 
 @strawberry.type
 class Mutation:
     @strawberry.mutation
-    async def register_device(self, input: RegisterDeviceInput) -> RegisterDevicePayload:
-        raise _pending("registerDevice")
+    async def register_device(
+        self, info: Info, input: RegisterDeviceInput
+    ) -> RegisterDevicePayload:
+        ctx = info.context
+        result = await devices.register_device(
+            ctx.stores,
+            ctx.tenant_id,
+            devices.NewDevice(
+                serial=input.serial,
+                name=input.name,
+                type=input.type,
+                labels=input.labels,
+                firmware_version=input.firmware_version,
+                asset_id=parse_id(input.asset_id, "input.assetId") if input.asset_id else None,
+                metadata=input.metadata,
+                capabilities=input.capabilities,
+            ),
+        )
+        return RegisterDevicePayload(
+            device=_device(info, result.device),
+            credential=DeviceCredential(
+                id=strawberry.ID(str(result.credential_id)), secret=result.secret
+            ),
+        )
 
     @strawberry.mutation
-    async def update_device(self, id: strawberry.ID, input: UpdateDeviceInput) -> Device:
-        raise _pending("updateDevice")
+    async def update_device(
+        self, info: Info, id: strawberry.ID, input: UpdateDeviceInput
+    ) -> Device:
+        ctx = info.context
+        row = await devices.update_device(
+            ctx.stores,
+            ctx.tenant_id,
+            parse_id(id),
+            devices.DevicePatch(
+                name=input.name,
+                type=input.type,
+                labels=input.labels,
+                firmware_version=input.firmware_version,
+                metadata=input.metadata,
+                capabilities=input.capabilities,
+            ),
+        )
+        return _device(info, row)
 
     @strawberry.mutation
-    async def set_device_status(self, id: strawberry.ID, status: DeviceStatus) -> Device:
-        raise _pending("setDeviceStatus")
+    async def set_device_status(
+        self, info: Info, id: strawberry.ID, status: DeviceStatus
+    ) -> Device:
+        ctx = info.context
+        row = await devices.set_status(ctx.stores, ctx.tenant_id, parse_id(id), status.value)
+        return _device(info, row)
 
     @strawberry.mutation(description="Revokes credentials, deletes the shadow, keeps telemetry.")
-    async def decommission_device(self, id: strawberry.ID) -> Device:
-        raise _pending("decommissionDevice")
+    async def decommission_device(self, info: Info, id: strawberry.ID) -> Device:
+        ctx = info.context
+        return _device(info, await devices.decommission(ctx.stores, ctx.tenant_id, parse_id(id)))
 
     @strawberry.mutation
-    async def create_asset(self, input: CreateAssetInput) -> Asset:
-        raise _pending("createAsset")
+    async def create_asset(self, info: Info, input: CreateAssetInput) -> Asset:
+        ctx = info.context
+        row = await assets.create_asset(
+            ctx.stores,
+            ctx.tenant_id,
+            name=input.name,
+            kind=input.kind,
+            parent_id=parse_id(input.parent_id, "input.parentId") if input.parent_id else None,
+            attributes=input.attributes,
+        )
+        return _asset(info, row)
 
     @strawberry.mutation
-    async def update_asset(self, id: strawberry.ID, input: UpdateAssetInput) -> Asset:
-        raise _pending("updateAsset")
+    async def update_asset(self, info: Info, id: strawberry.ID, input: UpdateAssetInput) -> Asset:
+        ctx = info.context
+        row = await assets.update_asset(
+            ctx.stores,
+            ctx.tenant_id,
+            parse_id(id),
+            assets.AssetPatch(
+                name=input.name,
+                kind=input.kind,
+                parent_id=parse_id(input.parent_id, "input.parentId") if input.parent_id else None,
+                attributes=input.attributes,
+            ),
+        )
+        info.context.loaders.children.clear_all()
+        return _asset(info, row)
 
     @strawberry.mutation(description="Refused while the asset has children or devices.")
-    async def delete_asset(self, id: strawberry.ID) -> bool:
-        raise _pending("deleteAsset")
+    async def delete_asset(self, info: Info, id: strawberry.ID) -> bool:
+        ctx = info.context
+        return await assets.delete_asset(ctx.stores, ctx.tenant_id, parse_id(id))
 
     @strawberry.mutation
-    async def attach_device(self, device_id: strawberry.ID, asset_id: strawberry.ID) -> Device:
-        raise _pending("attachDevice")
+    async def attach_device(
+        self, info: Info, device_id: strawberry.ID, asset_id: strawberry.ID
+    ) -> Device:
+        ctx = info.context
+        row = await devices.attach(
+            ctx.stores,
+            ctx.tenant_id,
+            parse_id(device_id, "deviceId"),
+            parse_id(asset_id, "assetId"),
+        )
+        return _device(info, row)
 
     @strawberry.mutation
-    async def detach_device(self, device_id: strawberry.ID) -> Device:
-        raise _pending("detachDevice")
+    async def detach_device(self, info: Info, device_id: strawberry.ID) -> Device:
+        ctx = info.context
+        row = await devices.attach(ctx.stores, ctx.tenant_id, parse_id(device_id, "deviceId"), None)
+        return _device(info, row)
 
     @strawberry.mutation(
         description="Merges into desired and/or reported (null deletes a key). With "
         "expectedVersion, refused unless it equals the current version."
     )
     async def update_shadow(
-        self, device_id: strawberry.ID, desired: JSON | None = None,
-        reported: JSON | None = None, expected_version: int | None = None,
+        self,
+        info: Info,
+        device_id: strawberry.ID,
+        desired: JSON | None = None,
+        reported: JSON | None = None,
+        expected_version: int | None = None,
     ) -> Shadow:
-        raise _pending("updateShadow")
+        ctx = info.context
+        device = parse_id(device_id, "deviceId")
+        doc = await shadows.update_shadow(
+            ctx.stores,
+            ctx.tenant_id,
+            device,
+            desired=desired,
+            reported=reported,
+            expected_version=expected_version,
+        )
+        ctx.loaders.shadow.clear(device).prime(device, doc)
+        return Shadow.from_doc(doc)
 
     @strawberry.mutation
-    async def delete_shadow(self, device_id: strawberry.ID) -> bool:
-        raise _pending("deleteShadow")
+    async def delete_shadow(self, info: Info, device_id: strawberry.ID) -> bool:
+        ctx = info.context
+        device = parse_id(device_id, "deviceId")
+        deleted = await shadows.delete_shadow(ctx.stores, ctx.tenant_id, device)
+        ctx.loaders.shadow.clear(device)
+        return deleted
 
     @strawberry.mutation
-    async def ingest_telemetry(self, readings: list[ReadingInput]) -> IngestResult:
-        raise _pending("ingestTelemetry")
+    async def ingest_telemetry(self, info: Info, readings: list[ReadingInput]) -> IngestResult:
+        ctx = info.context
+        outcome = await telemetry.ingest(
+            ctx.stores,
+            ctx.tenant_id,
+            [telemetry.RawReading(str(r.device_id), r.metric, r.time, r.value) for r in readings],
+        )
+        return IngestResult(
+            accepted=outcome.accepted,
+            duplicates=outcome.duplicates,
+            rejected=[RejectedReading(index=i, reason=why) for i, why in outcome.rejected],
+        )

@@ -52,8 +52,11 @@ class Query:
     async def shadow(self, info: Info, device_id: strawberry.ID) -> Shadow | None:
         device_uuid = parse_id(device_id, "deviceId")
         # The registry is the authority on which devices the tenant has.
-        if await info.context.loaders.device.load(device_uuid) is None:
+        device = await info.context.loaders.device.load(device_uuid)
+        if device is None:
             raise NotFound(f"No device {device_id}", argument="deviceId")
+        if device["status"] == "DECOMMISSIONED":
+            return None
         doc = await info.context.loaders.shadow.load(device_uuid)
         return Shadow.from_doc(doc) if doc else None
 

@@ -10,6 +10,8 @@ from uuid import UUID
 
 import asyncpg
 
+from gateway.errors import BadUserInput, NotFound
+from gateway.merge_patch import merge_patch
 from gateway.stores.base import PgStore, align, group
 from gateway.stores.registry import like_pattern
 
@@ -81,3 +83,108 @@ class AssetStore(PgStore):
         await self.execute(
             self.sql["upsert_profile"], tenant_id, device_id, asset_id, metadata, capabilities
         )
+
+    async def update_asset(
+        self, tenant_id: UUID, asset_id: UUID, *, name: str | None, kind: str | None,
+        attributes_patch: dict[str, Any] | None, new_parent: UUID | None,
+    ) -> asyncpg.Record:
+        """Renames, re-kinds, patches attributes and moves (with its subtree) in one
+        transaction. A move under its own subtree is refused."""
+        async with self.transaction() as tx:
+            if new_parent is not None:
+                await tx.execute(self.sql["lock_tree"], str(tenant_id))
+            current = await tx.fetchrow(self.sql["lock_asset"], tenant_id, asset_id)
+            if current is None:
+                raise NotFound(f"No asset {asset_id}", argument="id")
+            attributes = current["attributes"]
+            if attributes_patch is not None:
+                attributes = merge_patch(attributes, attributes_patch)
+            if new_parent is not None and new_parent != current["parent_id"]:
+                parent = await tx.fetchrow(self.sql["lock_asset"], tenant_id, new_parent)
+                if parent is None:
+                    raise NotFound(f"No asset {new_parent}", argument="input.parentId")
+                if asset_id in parent["path"]:
+                    raise BadUserInput(
+                        f"Cannot move asset {asset_id} under {new_parent}: that is inside its "
+                        "own subtree", argument="input.parentId",
+                    )
+                await tx.execute(
+                    self.sql["move_subtree"], tenant_id, asset_id,
+                    [*parent["path"], asset_id], len(current["path"]), new_parent,
+                )
+            row = await tx.fetchrow(
+                self.sql["update_asset"], tenant_id, asset_id, name or current["name"],
+                kind or current["kind"], attributes,
+            )
+        assert row is not None
+        return row
+
+    async def children_names(
+        self, tenant_id: UUID, asset_id: UUID, limit: int
+    ) -> list[asyncpg.Record]:
+        return await self.fetch(self.sql["children_names"], tenant_id, asset_id, limit)
+
+    async def installed_devices(self, tenant_id: UUID, asset_id: UUID) -> list[UUID]:
+        rows = await self.fetch(self.sql["installed_devices"], tenant_id, asset_id)
+        return [row["device_id"] for row in rows]
+
+    async def delete_asset(
+        self, tenant_id: UUID, asset_id: UUID, *, orphan_profiles: Sequence[UUID],
+        older_than: datetime,
+    ) -> bool:
+        """Deletes the asset and the given orphan profiles pointing at it (profiles whose
+        device never made it into the registry) when untouched since ``older_than``, so a
+        registration in flight keeps its profile. Raises ``ForeignKeyViolationError`` when a
+        child or device remains."""
+        async with self.transaction() as tx:
+            if orphan_profiles:
+                await tx.execute(
+                    self.sql["delete_stale_profiles"], tenant_id, list(orphan_profiles),
+                    older_than,
+                )
+            status = await tx.execute(self.sql["delete_asset"], tenant_id, asset_id)
+        return status == "DELETE 1"
+
+    async def delete_profiles(self, tenant_id: UUID, device_ids: Sequence[UUID]) -> None:
+        await self.execute(self.sql["delete_profiles"], tenant_id, list(device_ids))
+
+    async def patch_profile(
+        self, tenant_id: UUID, device_id: UUID, *, metadata_patch: dict[str, Any] | None,
+        capabilities: list[dict[str, Any]] | None,
+    ) -> tuple[asyncpg.Record, dict[str, Any], list[dict[str, Any]]]:
+        """Applies a metadata merge patch and/or replaces capabilities; returns the previous
+        profile and the values written (what a compensation needs)."""
+        async with self.transaction() as tx:
+            before = await tx.fetchrow(self.sql["lock_profile"], tenant_id, device_id)
+            if before is None:
+                raise NotFound(f"No device {device_id}", argument="id")
+            metadata = before["metadata"]
+            if metadata_patch is not None:
+                metadata = merge_patch(metadata, metadata_patch)
+            caps = before["capabilities"] if capabilities is None else capabilities
+            await tx.execute(self.sql["set_profile"], tenant_id, device_id, metadata, caps)
+        return before, metadata, caps
+
+    async def restore_profile(
+        self, tenant_id: UUID, device_id: UUID, before: asyncpg.Record,
+        written_metadata: dict[str, Any], written_caps: list[dict[str, Any]],
+    ) -> None:
+        await self.execute(
+            self.sql["restore_profile"], tenant_id, device_id, before["metadata"],
+            before["capabilities"], written_metadata, written_caps,
+        )
+
+    async def set_device_asset(
+        self, tenant_id: UUID, device_id: UUID, asset_id: UUID | None
+    ) -> None:
+        await self.execute(self.sql["set_device_asset"], tenant_id, device_id, asset_id)
+
+    async def profiles_older_than(
+        self, after: UUID, limit: int, older_than: datetime
+    ) -> list[asyncpg.Record]:
+        return await self.fetch(self.sql["profiles_older_than"], after, limit, older_than)
+
+    async def delete_orphan_profiles(
+        self, device_ids: Sequence[UUID], older_than: datetime
+    ) -> None:
+        await self.execute(self.sql["delete_orphan_profiles"], list(device_ids), older_than)

@@ -7,8 +7,8 @@ by all requests while ``extensions.storeCalls`` still reports one request's own 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -112,6 +112,15 @@ class PgStore:
             raise RuntimeError(f"{self.name} store used before connect()")
         return self._pool
 
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """A transaction on one pooled connection; BEGIN and COMMIT count as round trips."""
+        with translate_errors(self.name):
+            async with self.pool.acquire() as conn, conn.transaction():
+                record_round_trip(self.name)
+                yield Tx(conn, self.name, self._timeout)
+                record_round_trip(self.name)
+
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         record_round_trip(self.name)
         with translate_errors(self.name):
@@ -126,6 +135,27 @@ class PgStore:
         record_round_trip(self.name)
         with translate_errors(self.name):
             return await self.pool.execute(query, *args, timeout=self._timeout)
+
+
+class Tx:
+    """One connection inside a transaction; every statement counts as a round trip."""
+
+    def __init__(self, conn: asyncpg.Connection, store: str, timeout: float) -> None:
+        self.conn = conn
+        self._store = store
+        self._timeout = timeout
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        record_round_trip(self._store)
+        return await self.conn.fetch(query, *args, timeout=self._timeout)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        record_round_trip(self._store)
+        return await self.conn.fetchrow(query, *args, timeout=self._timeout)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        record_round_trip(self._store)
+        return await self.conn.execute(query, *args, timeout=self._timeout)
 
 
 def align(keys: list[Any], rows: list[asyncpg.Record], column: str) -> list[Any]:

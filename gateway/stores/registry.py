@@ -65,6 +65,59 @@ class RegistryStore(PgStore):
         assert row is not None
         return row
 
+    async def register_device(
+        self, tenant_id: UUID, device_id: UUID, *, serial: str, name: str, type: str,
+        firmware_version: str | None, labels: Sequence[str], credential_id: UUID,
+        secret_hash: str,
+    ) -> asyncpg.Record:
+        """Inserts the device and its credential atomically; a duplicate serial raises
+        ``asyncpg.UniqueViolationError``."""
+        row = await self.fetchrow(
+            self.sql["register_device"], tenant_id, device_id, serial, name, type,
+            firmware_version, list(labels), credential_id, secret_hash,
+        )
+        assert row is not None
+        return row
+
+    async def update_device(
+        self, tenant_id: UUID, device_id: UUID, *, name: str | None, type: str | None,
+        labels: Sequence[str] | None, firmware_version: str | None,
+    ) -> asyncpg.Record | None:
+        return await self.fetchrow(
+            self.sql["update_device"], tenant_id, device_id, name, type,
+            list(labels) if labels is not None else None, firmware_version,
+        )
+
+    async def set_status(
+        self, tenant_id: UUID, device_id: UUID, status: str, allowed_from: Sequence[str]
+    ) -> asyncpg.Record | None:
+        return await self.fetchrow(
+            self.sql["set_status"], tenant_id, device_id, status, list(allowed_from)
+        )
+
+    async def decommission(self, tenant_id: UUID, device_id: UUID) -> asyncpg.Record | None:
+        return await self.fetchrow(self.sql["decommission"], tenant_id, device_id)
+
+    async def touch_last_seen(
+        self, tenant_id: UUID, seen: dict[UUID, datetime]
+    ) -> None:
+        await self.execute(
+            self.sql["touch_last_seen"], tenant_id, list(seen), list(seen.values())
+        )
+
+    async def decommissioned_ids(
+        self, after: UUID, limit: int
+    ) -> list[asyncpg.Record]:
+        """(tenant_id, id) of decommissioned devices in id order: the reconciler's scan."""
+        return await self.fetch(self.sql["decommissioned_ids"], after, limit)
+
+    async def existing_ids(self, ids: Sequence[UUID]) -> set[UUID]:
+        """Which of ``ids`` name a registered device, in any tenant: the reconciler's check."""
+        return {row["id"] for row in await self.fetch(self.sql["existing_ids"], list(ids))}
+
+    async def credentials_of(self, tenant_id: UUID, device_id: UUID) -> list[asyncpg.Record]:
+        return await self.fetch(self.sql["credentials_of"], tenant_id, device_id)
+
     async def api_key(self, key_hash: bytes) -> asyncpg.Record | None:
         return await self.fetchrow(self.sql["api_key_by_hash"], key_hash)
 

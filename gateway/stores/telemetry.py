@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -55,6 +56,40 @@ class SeriesRows:
 
 class TelemetryStore(PgStore):
     name = "telemetry"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # UTC days whose partition this process has ensured: most batches need no DDL call.
+        self._ensured_days: set[date] = set()
+
+    async def ingest(
+        self, tenant_id: UUID, device_ids: Sequence[UUID], metrics: Sequence[str],
+        times: Sequence[datetime], values: Sequence[float],
+    ) -> int:
+        """Stores one tenant's validated readings in one statement (plus one partition call
+        when the batch reaches a day this process has not seen). Returns how many were new;
+        the rest were duplicates."""
+        if not times:
+            return 0
+        args = (tenant_id, list(device_ids), list(metrics), list(times), list(values))
+        await self._ensure_days(min(times), max(times))
+        try:
+            row = await self.fetchrow(self.sql["ingest"], *args)
+        except asyncpg.CheckViolationError:
+            # "no partition found for row": a partition this process remembered was dropped
+            # (retention, or another tool). Forget, ensure again, retry once.
+            self._ensured_days.clear()
+            await self._ensure_days(min(times), max(times))
+            row = await self.fetchrow(self.sql["ingest"], *args)
+        assert row is not None
+        return int(row["inserted"])
+
+    async def _ensure_days(self, start: datetime, end: datetime) -> None:
+        first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
+        days = {first + timedelta(days=n) for n in range((last - first).days + 1)}
+        if not days <= self._ensured_days:
+            await self.ensure_partitions(start, end)
+            self._ensured_days |= days
 
     async def latest(
         self, tenant_id: UUID, device_ids: Sequence[UUID], metrics: Sequence[str] | None

@@ -58,3 +58,65 @@ ON CONFLICT (device_id) DO UPDATE
 SET asset_id = EXCLUDED.asset_id, metadata = EXCLUDED.metadata,
     capabilities = EXCLUDED.capabilities, updated_at = now()
 WHERE device_profiles.tenant_id = EXCLUDED.tenant_id;
+
+-- name: lock_asset
+SELECT * FROM assets WHERE tenant_id = $1 AND id = $2 FOR UPDATE;
+
+-- name: lock_tree
+-- Serializes moves within a tenant, so two concurrent moves cannot build a cycle.
+SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0));
+
+-- name: update_asset
+UPDATE assets SET name = $3, kind = $4, attributes = $5, updated_at = now()
+WHERE tenant_id = $1 AND id = $2
+RETURNING *;
+
+-- name: move_subtree
+-- Rewrites the path of the asset ($2) and everything below it: the old prefix (the first
+-- $4 elements) becomes the new one ($3, ending in $2); only the moved asset changes parent.
+UPDATE assets
+SET path = $3::uuid[] || path[$4 + 1:],
+    parent_id = CASE WHEN id = $2 THEN $5 ELSE parent_id END
+WHERE tenant_id = $1 AND path @> ARRAY[$2::uuid];
+
+-- name: children_names
+SELECT id, name FROM assets WHERE tenant_id = $1 AND parent_id = $2 ORDER BY name LIMIT $3;
+
+-- name: installed_devices
+SELECT device_id FROM device_profiles WHERE tenant_id = $1 AND asset_id = $2;
+
+-- name: delete_asset
+DELETE FROM assets WHERE tenant_id = $1 AND id = $2;
+
+-- name: delete_profiles
+DELETE FROM device_profiles WHERE tenant_id = $1 AND device_id = ANY($2::uuid[]);
+
+-- name: lock_profile
+SELECT * FROM device_profiles WHERE tenant_id = $1 AND device_id = $2 FOR UPDATE;
+
+-- name: set_profile
+UPDATE device_profiles SET metadata = $3, capabilities = $4, updated_at = now()
+WHERE tenant_id = $1 AND device_id = $2;
+
+-- name: restore_profile
+-- Compensation: puts the old profile back only if nobody changed it since ($5, $6).
+UPDATE device_profiles SET metadata = $3, capabilities = $4, updated_at = now()
+WHERE tenant_id = $1 AND device_id = $2 AND metadata = $5 AND capabilities = $6;
+
+-- name: set_device_asset
+INSERT INTO device_profiles (tenant_id, device_id, asset_id) VALUES ($1, $2, $3)
+ON CONFLICT (device_id) DO UPDATE SET asset_id = EXCLUDED.asset_id, updated_at = now()
+WHERE device_profiles.tenant_id = EXCLUDED.tenant_id;
+
+-- name: profiles_older_than
+-- The reconciler's scan: profiles untouched since $3, in device-id order after $1.
+SELECT tenant_id, device_id FROM device_profiles
+WHERE device_id > $1 AND updated_at < $3
+ORDER BY device_id LIMIT $2;
+
+-- name: delete_orphan_profiles
+DELETE FROM device_profiles WHERE device_id = ANY($1::uuid[]) AND updated_at < $2;
+
+-- name: delete_stale_profiles
+DELETE FROM device_profiles
+WHERE tenant_id = $1 AND device_id = ANY($2::uuid[]) AND updated_at < $3;

@@ -45,3 +45,58 @@ INSERT INTO api_keys (tenant_id, name, key_hash, role) VALUES ($1, $2, $3, $4) R
 INSERT INTO devices (tenant_id, serial, name, type, status, firmware_version, labels)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 RETURNING *;
+
+-- name: register_device
+-- The device and its first credential in one statement: both exist, or neither.
+WITH d AS (
+    INSERT INTO devices (tenant_id, id, serial, name, type, firmware_version, labels)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    RETURNING *
+), c AS (
+    INSERT INTO device_credentials (tenant_id, id, device_id, secret_hash)
+    SELECT $1, $8, d.id, $9 FROM d
+)
+SELECT * FROM d;
+
+-- name: update_device
+UPDATE devices
+SET name = coalesce($3, name), type = coalesce($4, type), labels = coalesce($5, labels),
+    firmware_version = coalesce($6, firmware_version), updated_at = now()
+WHERE tenant_id = $1 AND id = $2
+RETURNING *;
+
+-- name: set_status
+-- Only from the statuses ($4) the transition allows; no row back means not allowed
+-- (or no such device: the caller tells the two apart).
+UPDATE devices SET status = $3, updated_at = now()
+WHERE tenant_id = $1 AND id = $2 AND status = ANY($4::text[])
+RETURNING *;
+
+-- name: decommission
+WITH d AS (
+    UPDATE devices SET status = 'DECOMMISSIONED', updated_at = now()
+    WHERE tenant_id = $1 AND id = $2
+    RETURNING *
+), c AS (
+    UPDATE device_credentials SET revoked_at = now()
+    WHERE tenant_id = $1 AND device_id = $2 AND revoked_at IS NULL
+)
+SELECT * FROM d;
+
+-- name: touch_last_seen
+-- lastSeenAt = the newest reading time received per device; never goes back.
+UPDATE devices d
+SET last_seen_at = greatest(d.last_seen_at, x.seen)
+FROM unnest($2::uuid[], $3::timestamptz[]) AS x(id, seen)
+WHERE d.tenant_id = $1 AND d.id = x.id
+  AND (d.last_seen_at IS NULL OR d.last_seen_at < x.seen);
+
+-- name: decommissioned_ids
+SELECT tenant_id, id FROM devices WHERE status = 'DECOMMISSIONED' AND id > $1
+ORDER BY id LIMIT $2;
+
+-- name: existing_ids
+SELECT id FROM devices WHERE id = ANY($1::uuid[]);
+
+-- name: credentials_of
+SELECT * FROM device_credentials WHERE tenant_id = $1 AND device_id = $2 ORDER BY created_at;

@@ -72,3 +72,28 @@ WHERE latest_readings.time < EXCLUDED.time AND latest_readings.tenant_id = EXCLU
 INSERT INTO readings (tenant_id, device_id, metric, time, value)
 SELECT tenant_id, device_id, metric, time, value FROM tmp_readings
 ON CONFLICT (device_id, metric, time) DO NOTHING;
+
+-- name: ingest
+-- One statement, one round trip, one transaction: readings that are new are stored and
+-- counted, duplicates (device, metric, time) are skipped, and the last-value table moves
+-- forward only. Returns how many readings were new.
+WITH input AS (
+    SELECT $1::uuid AS tenant_id, x.device_id, x.metric, x.time, x.value
+    FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::float8[])
+         AS x(device_id, metric, time, value)
+), inserted AS (
+    INSERT INTO readings (tenant_id, device_id, metric, time, value)
+    SELECT tenant_id, device_id, metric, time, value FROM input
+    ON CONFLICT (device_id, metric, time) DO NOTHING
+    RETURNING tenant_id, device_id, metric, time, value
+), latest AS (
+    INSERT INTO latest_readings (tenant_id, device_id, metric, time, value)
+    SELECT DISTINCT ON (device_id, metric) tenant_id, device_id, metric, time, value
+    FROM inserted
+    ORDER BY device_id, metric, time DESC
+    ON CONFLICT (device_id, metric) DO UPDATE
+    SET time = EXCLUDED.time, value = EXCLUDED.value
+    WHERE latest_readings.time < EXCLUDED.time
+      AND latest_readings.tenant_id = EXCLUDED.tenant_id
+)
+SELECT count(*) AS inserted FROM inserted;

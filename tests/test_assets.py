@@ -1,0 +1,215 @@
+"""Asset reads: the tree (parent, children, ancestors), the assets connection with each
+filter, devices below an asset, batching of tree fields, and the unbuilt rollup field."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+
+from gateway.stores import Stores
+from tests.conftest import Gateway, Tenant
+
+TREE = [  # name, kind, parent name, attributes; inserted in this order
+    ("Site A", "site", None, {"city": "Lyon", "tier": 1}),
+    ("Line A1", "line", "Site A", {"shift": "24/7"}),
+    ("Machine A1-x", "machine", "Line A1", {"model": "CNC-101", "criticality": "high"}),
+    ("Machine A1-y", "machine", "Line A1", {"model": "CNC-102", "criticality": "low"}),
+    ("Line A2", "line", "Site A", {"shift": "day"}),
+    ("Site B", "site", None, {"city": "Porto"}),
+    ("Machine B-z", "machine", "Site B",
+     {"model": "CNC-101", "criticality": "low", "dims": {"w": 2, "h": 3}}),
+    ("Bay 50%_b", "bay", "Site B", {}),
+]
+NAMES = [t[0] for t in TREE]
+PAGE = """query($first: Int, $after: String, $filter: AssetFilter) {
+  assets(first: $first, after: $after, filter: $filter) {
+    totalCount edges { cursor node { name } }
+    pageInfo { hasNextPage hasPreviousPage startCursor endCursor }
+  }
+}"""
+
+
+async def _insert_tree(stores: Stores, tenant: Tenant, prefix: str = "") -> dict[str, UUID]:
+    ids: dict[str, UUID] = {}
+    for name, kind, parent, attributes in TREE:
+        ids[prefix + name] = uuid4()
+        await stores.assets.insert_asset(
+            tenant.id, ids[prefix + name], ids[prefix + parent] if parent else None,
+            prefix + name, kind, attributes)
+    return ids
+
+
+@pytest.fixture
+async def tree(stores: Stores, tenant: Tenant) -> dict[str, UUID]:
+    return await _insert_tree(stores, tenant)
+
+
+def _data(body: dict[str, Any]) -> dict[str, Any]:
+    assert "errors" not in body, body["errors"]
+    data: dict[str, Any] = body["data"]
+    return data
+
+
+def _names(conn: dict[str, Any]) -> list[str]:
+    return [e["node"]["name"] for e in conn["edges"]]
+
+
+async def test_asset_with_parent_children_and_ancestors(
+    gateway: Gateway, stores: Stores, tree: dict[str, UUID], tenant: Tenant
+) -> None:
+    q = """query($id: ID!) { asset(id: $id) { id name kind attributes createdAt updatedAt
+      parent { name } children { name } ancestors { name } } }"""
+    row = (await stores.assets.assets_by_ids(tenant.id, [tree["Machine A1-x"]]))[0]
+    asset = _data(await gateway.query(q, {"id": str(tree["Machine A1-x"])},
+                                      key=tenant.key))["asset"]
+    assert datetime.fromisoformat(asset.pop("createdAt")) == row["created_at"]
+    assert datetime.fromisoformat(asset.pop("updatedAt")) == row["updated_at"]
+    assert asset == {
+        "id": str(tree["Machine A1-x"]), "name": "Machine A1-x", "kind": "machine",
+        "attributes": {"model": "CNC-101", "criticality": "high"}, "parent": {"name": "Line A1"},
+        "children": [], "ancestors": [{"name": "Site A"}, {"name": "Line A1"}],
+    }
+    site = _data(await gateway.query(q, {"id": str(tree["Site A"])}, key=tenant.key))["asset"]
+    assert (site["parent"], site["ancestors"]) == (None, [])
+    assert site["children"] == [{"name": "Line A1"}, {"name": "Line A2"}]
+    site_b = _data(await gateway.query(q, {"id": str(tree["Site B"])}, key=tenant.key))["asset"]
+    assert site_b["children"] == [{"name": "Bay 50%_b"}, {"name": "Machine B-z"}]
+
+
+async def test_unknown_or_foreign_asset_is_null(
+    gateway: Gateway, tree: dict[str, UUID], other_tenant: Tenant, tenant: Tenant
+) -> None:
+    q = "query($id: ID!) { asset(id: $id) { id } }"
+    assert _data(await gateway.query(q, {"id": str(uuid4())}, key=tenant.key)) == {"asset": None}
+    foreign = await gateway.query(q, {"id": str(tree["Site A"])}, key=other_tenant.key)
+    assert _data(foreign) == {"asset": None}
+
+
+FILTERS = [  # filter, the asset names it matches in creation order
+    ({"kind": "machine"}, ["Machine A1-x", "Machine A1-y", "Machine B-z"]),
+    ({"kind": "plant"}, []),
+    ({"parentId": "Line A1"}, ["Machine A1-x", "Machine A1-y"]),
+    ({"parentId": "Machine B-z"}, []),
+    ({"roots": True}, ["Site A", "Site B"]),
+    ({"roots": False}, [n for n in NAMES if not n.startswith("Site")]),
+    ({"search": "LINE a"}, ["Line A1", "Line A2"]),
+    ({"search": "%"}, ["Bay 50%_b"]),
+    ({"search": "_"}, ["Bay 50%_b"]),
+    ({"search": "M%x"}, []),
+    ({"attributes": {"criticality": "low"}}, ["Machine A1-y", "Machine B-z"]),
+    ({"attributes": {"dims": {"w": 2}}}, ["Machine B-z"]),
+    ({"attributes": {"tier": 1}}, ["Site A"]),
+    ({"kind": "machine", "attributes": {"model": "CNC-101"}}, ["Machine A1-x", "Machine B-z"]),
+    ({"parentId": "Site B", "kind": "bay", "search": "bay"}, ["Bay 50%_b"]),
+    ({"roots": True, "kind": "line"}, []),
+]
+
+
+async def test_assets_filters_alone_and_combined(
+    gateway: Gateway, tree: dict[str, UUID], tenant: Tenant
+) -> None:
+    wrong = []
+    for filt, expected in FILTERS:
+        if "parentId" in filt:
+            filt = {**filt, "parentId": str(tree[filt["parentId"]])}
+        body = await gateway.query(PAGE, {"filter": filt}, key=tenant.key)
+        conn = _data(body)["assets"]
+        if _names(conn) != expected or conn["totalCount"] != len(expected):
+            wrong.append((filt, expected, _names(conn), conn["totalCount"]))
+    assert wrong == []
+
+
+async def test_assets_pagination_walks_every_page_once(
+    gateway: Gateway, tree: dict[str, UUID], tenant: Tenant
+) -> None:
+    seen: list[str] = []
+    after = None
+    for page in range(3):  # 8 assets, 3 per page
+        conn = _data(await gateway.query(PAGE, {"first": 3, "after": after},
+                                         key=tenant.key))["assets"]
+        assert conn["totalCount"] == 8
+        seen += _names(conn)
+        info = conn["pageInfo"]
+        assert (info["hasNextPage"], info["hasPreviousPage"]) == (page < 2, page > 0)
+        assert info["endCursor"] == conn["edges"][-1]["cursor"]
+        after = info["endCursor"]
+    assert seen == NAMES
+    past = _data(await gateway.query(PAGE, {"first": 3, "after": after},
+                                     key=tenant.key))["assets"]
+    assert (past["edges"], past["totalCount"], past["pageInfo"]["hasNextPage"]) == ([], 8, False)
+
+
+async def test_asset_devices_cover_the_subtree(
+    gateway: Gateway, stores: Stores, tree: dict[str, UUID], tenant: Tenant
+) -> None:
+    installed = [("Machine A1-x", "ACTIVE"), ("Machine A1-y", "SUSPENDED"),
+                 ("Line A2", "ACTIVE"), ("Machine B-z", "ACTIVE"), (None, "ACTIVE")]
+    device_ids = []
+    for n, (asset, status) in enumerate(installed):
+        row = await stores.registry.insert_device(tenant.id, serial=f"D{n}", name=f"d{n}",
+                                                  type="sensor", status=status)
+        device_ids.append(str(row["id"]))
+        if asset is not None:
+            await stores.assets.upsert_profile(tenant.id, row["id"], asset_id=tree[asset],
+                                               metadata={"n": n}, capabilities=[])
+    q = """query($id: ID!, $first: Int, $after: String, $filter: DeviceFilter) {
+      asset(id: $id) { devices(first: $first, after: $after, filter: $filter) {
+        totalCount edges { node { id } } pageInfo { hasNextPage endCursor } } } }"""
+
+    async def devices(asset: str, **variables: Any) -> tuple[list[int], int, bool, str | None]:
+        body = await gateway.query(q, {"id": str(tree[asset]), **variables}, key=tenant.key)
+        conn = _data(body)["asset"]["devices"]
+        ids = [device_ids.index(e["node"]["id"]) for e in conn["edges"]]
+        return ids, conn["totalCount"], conn["pageInfo"]["hasNextPage"], \
+            conn["pageInfo"]["endCursor"]
+
+    assert (await devices("Site A"))[:3] == ([0, 1, 2], 3, False)
+    assert (await devices("Line A1"))[:3] == ([0, 1], 2, False)
+    assert (await devices("Machine B-z"))[:3] == ([3], 1, False)
+    assert (await devices("Bay 50%_b"))[:3] == ([], 0, False)
+    assert (await devices("Site A", filter={"status": ["ACTIVE"]}))[:2] == ([0, 2], 2)
+    assert (await devices("Site A", filter={"metadata": {"n": 1}}))[:2] == ([1], 1)
+    inner = {"assetId": str(tree["Line A1"])}
+    assert (await devices("Site A", filter=inner))[:2] == ([0, 1], 2)
+    outside = {"assetId": str(tree["Site B"])}
+    assert (await devices("Site A", filter=outside))[:2] == ([], 0)
+    first_page = await devices("Site A", first=2)
+    assert first_page[:3] == ([0, 1], 3, True)
+    assert (await devices("Site A", first=2, after=first_page[3]))[:3] == ([2], 3, False)
+
+
+async def _tree_calls(gateway: Gateway, tenant: Tenant, expected_assets: int) -> dict[str, int]:
+    q = """{ assets(first: 500) { edges { node { name parent { name }
+      children { name children { name } } ancestors { name } } } } }"""
+    body = await gateway.query(q, key=tenant.key, trace=True)
+    assert len(_data(body)["assets"]["edges"]) == expected_assets
+    calls: dict[str, int] = body["extensions"]["storeCalls"]
+    return calls
+
+
+async def test_tree_fields_batch_whatever_the_number_of_assets(
+    gateway: Gateway, stores: Stores, tree: dict[str, UUID], tenant: Tenant
+) -> None:
+    small = await _tree_calls(gateway, tenant, 8)
+    for n in range(10):
+        await _insert_tree(stores, tenant, prefix=f"{n}/")
+    assert await _tree_calls(gateway, tenant, 88) == small
+    # auth; page + one lookup for parents and ancestors + one for children (the nested
+    # children are all on the page, so the per-request loader already holds them).
+    assert small == {"registry": 1, "assets": 3, "telemetry": 0, "shadows": 0}
+
+
+async def test_asset_telemetry_is_not_implemented_yet(
+    gateway: Gateway, tree: dict[str, UUID], tenant: Tenant
+) -> None:
+    q = """query($id: ID!) { asset(id: $id) { name
+      telemetry(metric: "temperature", bucket: "5m") { assetId } } }"""
+    body = await gateway.query(q, {"id": str(tree["Site A"])}, key=tenant.key)
+    assert body["data"] == {"asset": {"name": "Site A", "telemetry": None}}
+    [error] = body["errors"]
+    assert error["path"] == ["asset", "telemetry"]
+    assert "not implemented yet" in error["message"]
+    assert error["extensions"] == {"code": "INTERNAL", "notImplemented": True}
