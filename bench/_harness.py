@@ -56,6 +56,15 @@ class Sample:
     execute_span: tuple[float, float] = (0.0, 0.0)
     idle_spans: list[tuple[float, float]] = field(default_factory=list)
 
+    @property
+    def execute_cpu(self) -> float:
+        """Execution proper: resolvers, dataloaders, driver decoding, graphql-core."""
+        return self.execute - self.parse - self.validate - self.idle_in_execute
+
+    @property
+    def rest(self) -> float:
+        return self.total - self.auth - self.execute - self.encode
+
 
 _current: Sample | None = None
 

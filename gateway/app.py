@@ -21,6 +21,7 @@ from gateway.context import GatewayGraphQL
 from gateway.errors import GatewayError
 from gateway.graphiql import STATIC_PATH, graphiql_html, static_app
 from gateway.migrate import migrate_all
+from gateway.reconciler import run_periodically as reconcile_periodically
 from gateway.settings import Settings
 from gateway.stores import Stores, open_stores
 from gateway.stores.base import begin_counting
@@ -97,7 +98,7 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"ready": ready, "stores": checks}, status_code=200 if ready else 503)
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
+async def _cancel(task: asyncio.Future[None]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
@@ -136,9 +137,13 @@ def create_app(
                 opened = await stack.enter_async_context(open_stores(settings))
             if startup is not None:
                 await startup(opened, settings)
+            tasks: list[Awaitable[None]] = [
+                reconcile_periodically(opened, settings.reconcile_interval)
+            ]
             if background is not None:
-                task = asyncio.create_task(background(opened, settings))
-                stack.push_async_callback(_cancel, task)
+                tasks.append(background(opened, settings))
+            for coro in tasks:
+                stack.push_async_callback(_cancel, asyncio.ensure_future(coro))
             yield {"stores": opened, "settings": settings}
 
     endpoint = GraphQLEndpoint(graphql, ide_headers)

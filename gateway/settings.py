@@ -61,6 +61,7 @@ class Settings:
     pool_min_size: int = 1
     pool_max_size: int = 10
     store_timeout: float = 5.0
+    reconcile_interval: float = 300.0
 
     @property
     def production(self) -> bool:
@@ -105,6 +106,7 @@ class Settings:
             pool_min_size=_int(env, "POOL_MIN_SIZE", 1, minimum=0),
             pool_max_size=_int(env, "POOL_MAX_SIZE", 10, minimum=1),
             store_timeout=_float(env, "STORE_TIMEOUT", 5.0),
+            reconcile_interval=_float(env, "RECONCILE_INTERVAL", 300.0),
         )
 
 
@@ -112,4 +114,5 @@ class Settings:
 KEYS = (
     "REGISTRY_DSN", "ASSETS_DSN", "TELEMETRY_DSN", "REDIS_URL", "HOST", "PORT", "DATA_DIR",
     "ENV", "MAX_PAGE_SIZE", "MAX_POINTS", "POOL_MIN_SIZE", "POOL_MAX_SIZE", "STORE_TIMEOUT",
+    "RECONCILE_INTERVAL",
 )

@@ -192,12 +192,13 @@ async def resolve_devices(
     if f.metadata is not None and not isinstance(f.metadata, dict):
         raise BadUserInput("filter.metadata must be a JSON object", argument="filter.metadata")
     ids: list[UUID] | None = None
-    asset_ids = [a for a in (within_asset,) if a is not None]
+    asset_ids: list[UUID] = [within_asset] if within_asset is not None else []
     if f.asset_id is not None:
         asset_ids.append(parse_id(f.asset_id, "filter.assetId"))
     if asset_ids or f.metadata is not None:
         matches: set[UUID] | None = None
-        for asset_id in asset_ids or [None]:
+        scopes: list[UUID | None] = list(asset_ids) or [None]
+        for asset_id in scopes:
             found = set(await ctx.stores.assets.device_ids_matching(
                 ctx.tenant_id, asset_id=asset_id, metadata=f.metadata))
             matches = found if matches is None else matches & found

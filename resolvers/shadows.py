@@ -28,8 +28,9 @@ class Shadow:
     def from_doc(cls, doc: ShadowDoc) -> Shadow:
         return cls(
             device_id=strawberry.ID(str(doc.device_id)), version=doc.version,
-            reported=doc.reported, desired=doc.desired, delta=delta(doc.desired, doc.reported),
-            metadata=doc.metadata, updated_at=doc.updated_at,
+            reported=JSON(doc.reported), desired=JSON(doc.desired),
+            delta=JSON(delta(doc.desired, doc.reported)), metadata=JSON(doc.metadata),
+            updated_at=doc.updated_at,
         )
 
 

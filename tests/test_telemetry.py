@@ -77,9 +77,10 @@ async def test_raw_points_in_time_order_with_exact_stats(
     series = await _series(gateway, tenant, devices.main, "temperature", **{
         "from": _at(0), "to": _at(5)})
     stats = series.pop("stats")
-    assert _points(series.pop("points")) == [(T0 + timedelta(minutes=m), v) for m, v in
+    assert _points(series) == [(T0 + timedelta(minutes=m), v) for m, v in
                                              ((0, 10.0), (1, 12.0), (2, 9.0), (3, 15.0),
                                               (4, 14.0))]
+    del series["points"]
     assert datetime.fromisoformat(series.pop("from")) == T0
     assert datetime.fromisoformat(series.pop("to")) == T0 + timedelta(minutes=5)
     assert series == {"deviceId": str(devices.main), "metric": "temperature",

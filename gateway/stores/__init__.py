@@ -28,15 +28,13 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
         raise RuntimeError("open_stores needs every DSN; start the devstack first")
     assert settings.registry_dsn and settings.assets_dsn and settings.telemetry_dsn
     assert settings.redis_url
-    pool = {
-        "timeout": settings.store_timeout,
-        "min_size": settings.pool_min_size,
-        "max_size": settings.pool_max_size,
-    }
+    timeout, lo, hi = settings.store_timeout, settings.pool_min_size, settings.pool_max_size
     stores = Stores(
-        registry=RegistryStore(settings.registry_dsn, **pool),
-        assets=AssetStore(settings.assets_dsn, **pool),
-        telemetry=TelemetryStore(settings.telemetry_dsn, **pool),
+        registry=RegistryStore(settings.registry_dsn, timeout=timeout, min_size=lo, max_size=hi),
+        assets=AssetStore(settings.assets_dsn, timeout=timeout, min_size=lo, max_size=hi),
+        telemetry=TelemetryStore(
+            settings.telemetry_dsn, timeout=timeout, min_size=lo, max_size=hi
+        ),
         shadows=ShadowStore(settings.redis_url, timeout=settings.store_timeout),
     )
     async with AsyncExitStack() as stack:

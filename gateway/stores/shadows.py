@@ -9,7 +9,7 @@ keeps one tenant's keys in one Redis Cluster slot.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -68,7 +68,7 @@ def _translate() -> Iterator[None]:
         raise StoreUnavailable("shadows", type(exc).__name__) from exc
 
 
-def _encode(doc: ShadowDoc) -> dict[str, bytes | int | str]:
+def _encode(doc: ShadowDoc) -> dict[Any, Any]:
     return {
         "desired": orjson.dumps(doc.desired),
         "reported": orjson.dumps(doc.reported),
@@ -78,7 +78,7 @@ def _encode(doc: ShadowDoc) -> dict[str, bytes | int | str]:
     }
 
 
-def _decode(device_id: UUID, fields: dict[bytes, bytes]) -> ShadowDoc | None:
+def _decode(device_id: UUID, fields: Mapping[Any, Any]) -> ShadowDoc | None:
     if not fields:
         return None
     return ShadowDoc(

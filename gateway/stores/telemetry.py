@@ -143,6 +143,9 @@ class TelemetryStore(PgStore):
                 await conn.execute(self.sql["upsert_latest"])
         return int(status.rsplit(" ", 1)[1])
 
+    async def last_seen_after(self, after: UUID, limit: int) -> list[asyncpg.Record]:
+        return await self.fetch(self.sql["last_seen_after"], after, limit)
+
     async def ensure_partitions(self, start: datetime, end: datetime) -> None:
         await self.execute(self.sql["ensure_partitions"], start, end)
 

@@ -33,7 +33,7 @@ class NewDevice:
     labels: list[str] | None = None
     firmware_version: str | None = None
     asset_id: UUID | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Any = None  # validated as a JSON object
     capabilities: list[Any] | None = None
 
 
@@ -105,7 +105,7 @@ class DevicePatch:
     type: str | None = None
     labels: list[str] | None = None
     firmware_version: str | None = None
-    metadata: dict[str, Any] | None = None
+    metadata: Any = None  # validated as a JSON object
     capabilities: list[Any] | None = None
 
 

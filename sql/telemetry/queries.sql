@@ -97,3 +97,12 @@ WITH input AS (
       AND latest_readings.tenant_id = EXCLUDED.tenant_id
 )
 SELECT count(*) AS inserted FROM inserted;
+
+-- name: last_seen_after
+-- The reconciler's scan: newest reading time per device, in device-id order after $1.
+SELECT tenant_id, device_id, max(time) AS seen
+FROM latest_readings
+WHERE device_id > $1
+GROUP BY tenant_id, device_id
+ORDER BY device_id
+LIMIT $2;
