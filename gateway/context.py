@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+import orjson
 import strawberry
 from starlette.requests import Request
 from starlette.websockets import WebSocket
@@ -55,6 +56,10 @@ def new_context(
 class GatewayGraphQL(GraphQL[Context, None]):
     """Builds a fresh context (and loaders) per HTTP request from what the auth layer put
     on the request state."""
+
+    def encode_json(self, data: object) -> bytes:
+        # orjson: several times faster than json on a 100-device dashboard response.
+        return orjson.dumps(data)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         state = request.state

@@ -42,6 +42,7 @@ class Asset:
     attributes: JSON
     created_at: datetime
     updated_at: datetime
+    uuid: strawberry.Private[UUID]
     parent_id: strawberry.Private[UUID | None]
     path: strawberry.Private[list[UUID]]
 
@@ -50,7 +51,8 @@ class Asset:
         return cls(
             id=strawberry.ID(str(row["id"])), name=row["name"], kind=row["kind"],
             attributes=row["attributes"], created_at=row["created_at"],
-            updated_at=row["updated_at"], parent_id=row["parent_id"], path=list(row["path"]),
+            updated_at=row["updated_at"], uuid=row["id"], parent_id=row["parent_id"],
+            path=list(row["path"]),
         )
 
     @strawberry.field
@@ -62,7 +64,7 @@ class Asset:
 
     @strawberry.field
     async def children(self, info: Info) -> list[Asset]:
-        rows = await info.context.loaders.children.load(UUID(self.id))
+        rows = await info.context.loaders.children.load(self.uuid)
         return [Asset.from_row(r) for r in rows]
 
     @strawberry.field(description="From the root down to the parent.")
@@ -75,7 +77,7 @@ class Asset:
         self, info: Info, first: int | None = 50, after: str | None = None,
         filter: DeviceFilter | None = None,
     ) -> DeviceConnection | None:
-        return await resolve_devices(info, first, after, filter, within_asset=UUID(self.id))
+        return await resolve_devices(info, first, after, filter, within_asset=self.uuid)
 
     @strawberry.field(
         description="One metric aggregated across every device installed on this asset or "

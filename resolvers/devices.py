@@ -62,6 +62,7 @@ class Device:
     created_at: datetime
     updated_at: datetime
     last_seen_at: datetime | None
+    uuid: strawberry.Private[UUID]
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Device:
@@ -70,12 +71,8 @@ class Device:
             type=row["type"], status=DeviceStatus(row["status"]),
             firmware_version=row["firmware_version"], labels=list(row["labels"]),
             created_at=row["created_at"], updated_at=row["updated_at"],
-            last_seen_at=row["last_seen_at"],
+            last_seen_at=row["last_seen_at"], uuid=row["id"],
         )
-
-    @property
-    def uuid(self) -> UUID:
-        return UUID(self.id)
 
     @strawberry.field(description="The asset this device is installed on (Asset DB).")
     async def asset(self, info: Info) -> AssetRef | None:

@@ -38,9 +38,14 @@ def parse_interval(value: object) -> timedelta:
         raise BadUserInput(
             f"Invalid Interval {value!r}: use 30s, 5m, 1h, 1d, 7d or an ISO-8601 duration"
         )
-    if seconds <= 0:
+    try:
+        interval = timedelta(seconds=seconds)
+    except OverflowError:
+        raise BadUserInput(f"Interval {value!r} is too long") from None
+    # Checked after conversion: a sub-microsecond value rounds to zero.
+    if interval <= timedelta(0):
         raise BadUserInput(f"Interval must be positive, got {value!r}")
-    return timedelta(seconds=seconds)
+    return interval
 
 
 def format_interval(value: timedelta) -> str:

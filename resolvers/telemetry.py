@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from enum import Enum
+from functools import lru_cache
 from uuid import UUID
 
 import strawberry
@@ -61,10 +62,11 @@ class TelemetrySeries:
     aggregate: Aggregate | None
     points: list[TelemetryPoint]
     stats: SeriesStats
+    device_uuid: strawberry.Private[UUID]
 
     @strawberry.field
     async def unit(self, info: Info) -> str | None:
-        profile = await info.context.loaders.profile.load(UUID(self.device_id))
+        profile = await info.context.loaders.profile.load(self.device_uuid)
         for capability in (profile["capabilities"] if profile else None) or []:
             if capability.get("metric") == self.metric:
                 return capability.get("unit")
@@ -94,7 +96,18 @@ def series_query(
     if not metric:
         raise BadUserInput("metric must not be empty", argument="metric")
     end = _utc(end) if end else info.context.now
-    start = _utc(start) if start else end - DEFAULT_RANGE
+    try:
+        start = _utc(start) if start else end - DEFAULT_RANGE
+        if bucket is not None:
+            # Gap filling walks from the bucket holding `start` to the first boundary past
+            # `end`: both must be dates Python can represent, or this raises OverflowError.
+            _bucket_start(start, bucket)
+            _bucket_start(end, bucket) + bucket
+    except OverflowError:
+        raise BadUserInput(
+            "The time range (widened to whole buckets) reaches beyond years 1 to 9999",
+            argument="from",
+        ) from None
     if start >= end:
         raise BadUserInput(
             f"Inverted time range: from ({start.isoformat()}) must be before to "
@@ -105,7 +118,10 @@ def series_query(
             f"bucket {bucket} over this range yields {int((end - start) / bucket)} points; "
             f"the maximum is {max_points}", limit="maxPoints", maximum=max_points,
         )
-    if limit is not None and not 0 < limit <= max_points:
+    if limit is not None and limit < 1:
+        raise BadUserInput(f"limit must be between 1 and {max_points}, got {limit}",
+                           argument="limit")
+    if limit is not None and limit > max_points:
         raise LimitExceeded(
             f"limit must be between 1 and {max_points}, got {limit}",
             limit="maxPoints", maximum=max_points,
@@ -123,7 +139,8 @@ def to_series(device_id: UUID, q: SeriesQuery, rows: SeriesRows) -> TelemetrySer
     else:
         points = _gap_filled(q.start, q.end, q.bucket, rows)
     return TelemetrySeries(
-        device_id=strawberry.ID(str(device_id)), metric=q.metric, from_=q.start, to=q.end,
+        device_id=strawberry.ID(str(device_id)), device_uuid=device_id, metric=q.metric,
+        from_=q.start, to=q.end,
         bucket=Interval(q.bucket) if q.bucket else None,
         aggregate=Aggregate(q.aggregate) if q.bucket else None, points=points,
         stats=SeriesStats(
@@ -133,14 +150,22 @@ def to_series(device_id: UUID, q: SeriesQuery, rows: SeriesRows) -> TelemetrySer
     )
 
 
+def _bucket_start(t: datetime, bucket: timedelta) -> datetime:
+    """The boundary at or before ``t``: buckets are aligned to the fixed origin."""
+    return BUCKET_ORIGIN + ((t - BUCKET_ORIGIN) // bucket) * bucket
+
+
 def _gap_filled(
     start: datetime, end: datetime, bucket: timedelta, rows: SeriesRows
 ) -> list[TelemetryPoint]:
     """Every bucket that overlaps [start, end), empty ones as null points."""
     values = dict(zip(rows.times, rows.values, strict=True))
-    t = BUCKET_ORIGIN + ((start - BUCKET_ORIGIN) // bucket) * bucket
-    points = []
-    while t < end:
-        points.append(TelemetryPoint(time=t, value=values.get(t)))
-        t += bucket
-    return points
+    return [TelemetryPoint(time=t, value=values.get(t)) for t in bucket_times(start, end, bucket)]
+
+
+@lru_cache(maxsize=256)
+def bucket_times(start: datetime, end: datetime, bucket: timedelta) -> tuple[datetime, ...]:
+    """Bucket starts covering [start, end); cached because every device of a request
+    shares them."""
+    first = _bucket_start(start, bucket)
+    return tuple(first + n * bucket for n in range(-(-(end - first) // bucket)))

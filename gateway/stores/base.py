@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import BadUserInput, StoreUnavailable
 from gateway.sqlfiles import queries
 
 
@@ -64,13 +64,22 @@ _UNAVAILABLE = (
 
 @contextmanager
 def translate_errors(store: str) -> Iterator[None]:
-    """Maps driver errors that mean an outage to ``StoreUnavailable`` naming the store."""
+    """Maps driver errors that mean an outage to ``StoreUnavailable`` naming the store, and
+    values the store cannot take to ``BadUserInput``."""
     try:
         yield
     except StoreUnavailable:
         raise
     except _UNAVAILABLE as exc:
         raise StoreUnavailable(store, type(exc).__name__) from exc
+    except asyncpg.exceptions.DataError as exc:
+        # SQLSTATE class 22 (and asyncpg's argument encoding): queries take client values
+        # only as parameters, so this is a value such as a NUL character in text or JSON, or
+        # an integer beyond 64 bits. The driver's message names internals; ours does not.
+        raise BadUserInput(
+            f"A value in this request cannot be stored or searched by the {store} store "
+            "(a NUL character, or a number out of range)"
+        ) from exc
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
