@@ -10,16 +10,19 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocketClose
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from gateway.auth import authenticate
 from gateway.context import GatewayGraphQL
 from gateway.errors import GatewayError
 from gateway.graphiql import STATIC_PATH, graphiql_html, static_app
+from gateway.hub import ShadowHub
 from gateway.migrate import migrate_all
 from gateway.reconciler import run_periodically as reconcile_periodically
 from gateway.settings import Settings
@@ -45,6 +48,11 @@ class GraphQLEndpoint:
         self._ide_headers = ide_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and not _origin_allowed(scope):
+            # Browsers send Origin on every WebSocket handshake; a page of another site
+            # must not ride on a user's network position (cross-site WebSocket hijacking).
+            await WebSocketClose(code=4403, reason="Origin not allowed")(scope, receive, send)
+            return
         if scope["type"] == "http" and self._ide_headers is not None and self._is_ide_page(
             Request(scope)
         ):
@@ -71,6 +79,24 @@ class GraphQLEndpoint:
             and "text/html" in request.headers.get("accept", "")
             and "query" not in request.query_params
         )
+
+
+def _origin_allowed(scope: Scope) -> bool:
+    headers = Headers(scope=scope)
+    origin = headers.get("origin")
+    if origin is None:
+        return True  # not a browser: nothing to hijack
+    origin = origin.rstrip("/")
+    settings: Settings = scope["state"]["settings"]
+    if origin in settings.allowed_origins:
+        return True
+    host = headers.get("host", "")
+    return origin in (f"http://{host}", f"https://{host}")
+
+
+def _redis_url(settings: Settings) -> str:
+    assert settings.redis_url
+    return settings.redis_url
 
 
 async def _ping(name: str, probe: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
@@ -135,6 +161,9 @@ def create_app(
                     "telemetry": settings.telemetry_dsn,
                 })
                 opened = await stack.enter_async_context(open_stores(settings))
+            hub = ShadowHub(opened, _redis_url(settings))
+            await hub.start()
+            stack.push_async_callback(hub.aclose)
             if startup is not None:
                 await startup(opened, settings)
             tasks: list[Awaitable[None]] = [
@@ -144,7 +173,7 @@ def create_app(
                 tasks.append(background(opened, settings))
             for coro in tasks:
                 stack.push_async_callback(_cancel, asyncio.ensure_future(coro))
-            yield {"stores": opened, "settings": settings}
+            yield {"stores": opened, "settings": settings, "hub": hub}
 
     endpoint = GraphQLEndpoint(graphql, ide_headers)
     return Starlette(

@@ -12,8 +12,11 @@ import strawberry
 from starlette.requests import Request
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 
-from gateway.auth import Caller
+from gateway.auth import Caller, authenticate
+from gateway.errors import GatewayError, Unauthenticated
+from gateway.hub import ShadowHub
 from gateway.loaders import Loaders
 from gateway.settings import Settings
 from gateway.stores import Stores
@@ -26,9 +29,11 @@ TRACE_HEADER = "x-iotsphere-trace"
 class Context:
     stores: Stores
     settings: Settings
-    caller: Caller
+    caller: Caller | None  # None only on a WebSocket before connection_init
     loaders: Loaders
     calls: StoreCalls
+    hub: ShadowHub | None = None
+    connection_params: dict[str, Any] | None = None
     trace: bool = False
     request: Request | WebSocket | None = None
     # One "now" per request, so every device's default range is the same and batches.
@@ -36,6 +41,8 @@ class Context:
 
     @property
     def tenant_id(self) -> UUID:
+        if self.caller is None:
+            raise Unauthenticated("Not authenticated")
         return self.caller.tenant_id
 
 
@@ -43,14 +50,19 @@ Info = strawberry.Info[Context, None]
 
 
 def new_context(
-    stores: Stores, settings: Settings, caller: Caller, *, calls: StoreCalls | None = None,
-    trace: bool = False, request: Request | WebSocket | None = None,
+    stores: Stores, settings: Settings, caller: Caller | None, *,
+    calls: StoreCalls | None = None, trace: bool = False,
+    request: Request | WebSocket | None = None, hub: ShadowHub | None = None,
 ) -> Context:
+    tenant = caller.tenant_id if caller else None
     return Context(
         stores=stores, settings=settings, caller=caller,
-        loaders=Loaders(stores, caller.tenant_id), calls=calls or begin_counting(),
-        trace=trace, request=request,
+        loaders=Loaders(stores, tenant) if tenant else Loaders(stores, _NO_TENANT),
+        calls=calls or begin_counting(), trace=trace, request=request, hub=hub,
     )
+
+
+_NO_TENANT = UUID(int=0)  # loaders of an unauthenticated socket; every query finds nothing
 
 
 class GatewayGraphQL(GraphQL[Context, None]):
@@ -63,7 +75,24 @@ class GatewayGraphQL(GraphQL[Context, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         state = request.state
+        if isinstance(request, WebSocket):
+            # Built once per connection; the caller comes with connection_init.
+            return new_context(state.stores, state.settings, None, request=request,
+                               hub=state.hub)
         return new_context(
             state.stores, state.settings, state.caller, calls=state.calls,
-            trace=request.headers.get(TRACE_HEADER) == "1", request=request,
+            trace=request.headers.get(TRACE_HEADER) == "1", request=request, hub=state.hub,
         )
+
+    async def on_ws_connect(self, context: Context) -> None:
+        """Authenticates a WebSocket from its connection_init payload; a refusal closes
+        the socket with 4403."""
+        params = context.connection_params or {}
+        authorization = params.get("Authorization") or params.get("authorization")
+        try:
+            context.caller = await authenticate(
+                context.stores.registry, authorization if isinstance(authorization, str) else None
+            )
+        except GatewayError as exc:
+            raise ConnectionRejectionError({"message": exc.message}) from exc
+        context.loaders = Loaders(context.stores, context.caller.tenant_id)

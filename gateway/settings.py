@@ -62,6 +62,7 @@ class Settings:
     pool_max_size: int = 10
     store_timeout: float = 5.0
     reconcile_interval: float = 300.0
+    allowed_origins: tuple[str, ...] = ()
 
     @property
     def production(self) -> bool:
@@ -107,6 +108,10 @@ class Settings:
             pool_max_size=_int(env, "POOL_MAX_SIZE", 10, minimum=1),
             store_timeout=_float(env, "STORE_TIMEOUT", 5.0),
             reconcile_interval=_float(env, "RECONCILE_INTERVAL", 300.0),
+            allowed_origins=tuple(
+                o.strip().rstrip("/") for o in (_str(env, "ALLOWED_ORIGINS", "") or "").split(",")
+                if o.strip()
+            ),
         )
 
 
@@ -114,5 +119,5 @@ class Settings:
 KEYS = (
     "REGISTRY_DSN", "ASSETS_DSN", "TELEMETRY_DSN", "REDIS_URL", "HOST", "PORT", "DATA_DIR",
     "ENV", "MAX_PAGE_SIZE", "MAX_POINTS", "POOL_MIN_SIZE", "POOL_MAX_SIZE", "STORE_TIMEOUT",
-    "RECONCILE_INTERVAL",
+    "RECONCILE_INTERVAL", "ALLOWED_ORIGINS",
 )

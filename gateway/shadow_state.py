@@ -79,15 +79,25 @@ def _check_shape(value: Any, field: str, depth: int) -> None:
             _check_shape(item, field, depth + 1)
 
 
-def _stamp(patch: dict[str, Any], timestamp: int) -> dict[str, Any]:
-    """The metadata patch for a state patch: each leaf becomes {timestamp}, null stays null
-    (deleting the leaf's metadata with it)."""
-    return {
-        key: None if value is None
-        else _stamp(value, timestamp) if isinstance(value, dict) and value
-        else {"timestamp": timestamp}
-        for key, value in patch.items()
-    }
+def _stamp(
+    metadata: Any, before: Any, patch: dict[str, Any], after: dict[str, Any], timestamp: int
+) -> dict[str, Any]:
+    """The metadata of ``after`` (``before`` with ``patch`` merged in), same shape as it:
+    each leaf the patch wrote gets {timestamp}, untouched keys keep theirs, deleted keys lose
+    theirs, and a key that turned from leaf to object (or back) gets metadata of its new
+    shape rather than a mix of both."""
+    old = metadata if isinstance(metadata, dict) and isinstance(before, dict) and before else {}
+    out: dict[str, Any] = {}
+    for key, value in after.items():
+        if key not in patch:
+            if key in old:
+                out[key] = old[key]
+        elif isinstance(value, dict) and value:
+            prior = before.get(key) if isinstance(before, dict) else None
+            out[key] = _stamp(old.get(key), prior, patch[key], value, timestamp)
+        else:
+            out[key] = {"timestamp": timestamp}
+    return out
 
 
 def apply_update(
@@ -106,11 +116,15 @@ def apply_update(
     metadata = current.metadata if current else {}
     timestamp = int(now.timestamp())
     if desired is not None:
-        state_desired = merge_patch(state_desired, desired)
-        metadata = merge_patch(metadata, {"desired": _stamp(desired, timestamp)})
+        merged = merge_patch(state_desired, desired)
+        metadata = {**metadata, "desired": _stamp(
+            metadata.get("desired"), state_desired, desired, merged, timestamp)}
+        state_desired = merged
     if reported is not None:
-        state_reported = merge_patch(state_reported, reported)
-        metadata = merge_patch(metadata, {"reported": _stamp(reported, timestamp)})
+        merged = merge_patch(state_reported, reported)
+        metadata = {**metadata, "reported": _stamp(
+            metadata.get("reported"), state_reported, reported, merged, timestamp)}
+        state_reported = merged
     size = len(orjson.dumps({"desired": state_desired, "reported": state_reported}))
     if size > MAX_STATE_BYTES:
         raise LimitExceeded(

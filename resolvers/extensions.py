@@ -21,6 +21,19 @@ def _client_safe(error: GraphQLError) -> bool:
     return error.path is None
 
 
+def _masked(error: GraphQLError) -> GraphQLError:
+    masked = GraphQLError("Internal server error", error.nodes, error.source, error.positions,
+                          error.path)
+    masked.extensions = {"code": "INTERNAL"}
+    return masked
+
+
+def client_errors(errors: list[GraphQLError]) -> list[GraphQLError]:
+    """The same treatment as ErrorCodes, for results produced outside the extension
+    pipeline (the subscription hub's cohort executions)."""
+    return [_masked(e) if ErrorCodes._mask(e) else e for e in errors]
+
+
 class ErrorCodes(MaskErrors):
     """Keeps client-safe errors (with a code), masks the rest as INTERNAL after logging
     them with their stack trace."""
@@ -39,9 +52,7 @@ class ErrorCodes(MaskErrors):
         return True
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
-        masked = super().anonymise_error(error)
-        masked.extensions = {"code": "INTERNAL"}
-        return masked
+        return _masked(error)
 
 
 class StoreCallTrace(SchemaExtension):

@@ -13,6 +13,7 @@ from gateway.errors import BadUserInput, NotFound
 from resolvers.assets import Asset, AssetConnection, AssetFilter, resolve_assets
 from resolvers.devices import Device, DeviceConnection, DeviceFilter, resolve_devices
 from resolvers.extensions import ErrorCodes, StoreCallTrace
+from resolvers.live import GatewaySchema
 from resolvers.mutations import Mutation
 from resolvers.scalars import INTERVAL_SCALAR, Interval, parse_id
 from resolvers.shadows import Shadow
@@ -80,7 +81,7 @@ class Query:
 
 
 def build_schema(*, production: bool = False) -> strawberry.Schema:
-    return strawberry.Schema(
+    return GatewaySchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,

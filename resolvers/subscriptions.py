@@ -1,4 +1,6 @@
-"""The shadowChanged subscription. Live streaming lands with the subscriptions issue (#4)."""
+"""The shadowChanged subscription field. Its events come from the subscription hub through
+``resolvers.live.GatewaySchema``, which serves every subscription of this field from a shared
+cohort; this resolver only runs if the schema is used without the hub."""
 
 from __future__ import annotations
 
@@ -6,7 +8,7 @@ from collections.abc import AsyncGenerator
 
 import strawberry
 
-from gateway.errors import NotImplementedYet
+from gateway.errors import GatewayError
 from resolvers.shadows import ShadowEvent
 
 
@@ -19,5 +21,5 @@ class Subscription:
     async def shadow_changed(
         self, device_ids: list[strawberry.ID] | None = None, asset_id: strawberry.ID | None = None
     ) -> AsyncGenerator[ShadowEvent, None]:
-        raise NotImplementedYet("Subscription.shadowChanged (lands with issue #4)")
+        raise GatewayError("shadowChanged is served over WebSocket by the gateway's hub")
         yield  # pragma: no cover  (makes this an async generator)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -87,9 +87,11 @@ class AssetStore(PgStore):
     async def update_asset(
         self, tenant_id: UUID, asset_id: UUID, *, name: str | None, kind: str | None,
         attributes_patch: dict[str, Any] | None, new_parent: UUID | None,
+        check: Callable[[dict[str, Any]], object] | None = None,
     ) -> asyncpg.Record:
         """Renames, re-kinds, patches attributes and moves (with its subtree) in one
-        transaction. A move under its own subtree is refused."""
+        transaction. A move under its own subtree is refused. ``check`` sees the merged
+        attributes before anything is written and may raise to write nothing."""
         async with self.transaction() as tx:
             if new_parent is not None:
                 await tx.execute(self.sql["lock_tree"], str(tenant_id))
@@ -99,6 +101,8 @@ class AssetStore(PgStore):
             attributes = current["attributes"]
             if attributes_patch is not None:
                 attributes = merge_patch(attributes, attributes_patch)
+            if check is not None:
+                check(attributes)
             if new_parent is not None and new_parent != current["parent_id"]:
                 parent = await tx.fetchrow(self.sql["lock_asset"], tenant_id, new_parent)
                 if parent is None:
@@ -151,9 +155,11 @@ class AssetStore(PgStore):
     async def patch_profile(
         self, tenant_id: UUID, device_id: UUID, *, metadata_patch: dict[str, Any] | None,
         capabilities: list[dict[str, Any]] | None,
+        check: Callable[[dict[str, Any]], object] | None = None,
     ) -> tuple[asyncpg.Record, dict[str, Any], list[dict[str, Any]]]:
         """Applies a metadata merge patch and/or replaces capabilities; returns the previous
-        profile and the values written (what a compensation needs)."""
+        profile and the values written (what a compensation needs). ``check`` sees the
+        merged metadata before it is written and may raise to write nothing."""
         async with self.transaction() as tx:
             before = await tx.fetchrow(self.sql["lock_profile"], tenant_id, device_id)
             if before is None:
@@ -161,6 +167,8 @@ class AssetStore(PgStore):
             metadata = before["metadata"]
             if metadata_patch is not None:
                 metadata = merge_patch(metadata, metadata_patch)
+            if check is not None:
+                check(metadata)
             caps = before["capabilities"] if capabilities is None else capabilities
             await tx.execute(self.sql["set_profile"], tenant_id, device_id, metadata, caps)
         return before, metadata, caps

@@ -118,6 +118,10 @@ class RegistryStore(PgStore):
     async def credentials_of(self, tenant_id: UUID, device_id: UUID) -> list[asyncpg.Record]:
         return await self.fetch(self.sql["credentials_of"], tenant_id, device_id)
 
+    async def live_device_ids(self, tenant_id: UUID) -> list[UUID]:
+        """Every device of the tenant that is not decommissioned (whole-tenant snapshots)."""
+        return [r["id"] for r in await self.fetch(self.sql["live_device_ids"], tenant_id)]
+
     async def api_key(self, key_hash: bytes) -> asyncpg.Record | None:
         return await self.fetchrow(self.sql["api_key_by_hash"], key_hash)
 

@@ -37,6 +37,10 @@ def version_key(tenant_id: UUID, device_id: UUID) -> str:
     return f"{KEY_PREFIX}:{{{tenant_id}}}:shadowver:{device_id}"
 
 
+def topology_channel(tenant_id: UUID) -> str:
+    return f"{KEY_PREFIX}:{{{tenant_id}}}:topology"
+
+
 # Atomic, so a concurrent update cannot slip between reading the version and deleting.
 _DELETE_KEEPING_VERSION = """
 local version = redis.call('HGET', KEYS[1], 'version')
@@ -79,8 +83,17 @@ def _encode(doc: ShadowDoc) -> dict[Any, Any]:
 
 
 def _decode(device_id: UUID, fields: Mapping[Any, Any]) -> ShadowDoc | None:
-    if not fields:
+    """The shadow in a hash, or None for a missing one. Other clients may write these keys,
+    so a hash without a valid version or timestamp counts as missing."""
+    if not fields or b"version" not in fields or b"updatedAt" not in fields:
         return None
+    try:
+        return _decode_fields(device_id, fields)
+    except (ValueError, orjson.JSONDecodeError):
+        return None
+
+
+def _decode_fields(device_id: UUID, fields: Mapping[Any, Any]) -> ShadowDoc:
     return ShadowDoc(
         device_id=device_id,
         version=int(fields[b"version"]),
@@ -171,6 +184,32 @@ class ShadowStore:
             f"Shadow of device {device_id} is under heavy concurrent update; retry",
             deviceId=str(device_id),
         )
+
+    async def get_with_versions(
+        self, tenant_id: UUID, device_ids: Sequence[UUID]
+    ) -> list[tuple[ShadowDoc | None, int | None]]:
+        """Each device's shadow and, for one that has none, the version a deleted one left
+        (None if it never had one): one pipelined round trip."""
+        record_round_trip(self.name)
+        with _translate():
+            async with self.client.pipeline(transaction=False) as pipe:
+                for device_id in device_ids:
+                    pipe.hgetall(shadow_key(tenant_id, device_id))
+                    pipe.get(version_key(tenant_id, device_id))
+                results = await pipe.execute()
+        out: list[tuple[ShadowDoc | None, int | None]] = []
+        for n, device_id in enumerate(device_ids):
+            doc = _decode(device_id, results[2 * n])
+            tomb = results[2 * n + 1]
+            out.append((doc, doc.version if doc else int(tomb) if tomb else None))
+        return out
+
+    async def publish_topology(self, tenant_id: UUID) -> None:
+        """Tells every gateway replica that devices moved between assets in this tenant,
+        so subscriptions filtered by asset re-resolve their devices."""
+        record_round_trip(self.name)
+        with _translate():
+            await self.client.publish(topology_channel(tenant_id), b"1")
 
     async def delete(self, tenant_id: UUID, device_id: UUID) -> bool:
         """Deletes the shadow, keeping its version for a later re-creation; False when there

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -59,8 +60,8 @@ async def update_asset(
     row = await stores.assets.update_asset(
         tenant_id, asset_id, name=name, kind=kind, attributes_patch=patch.attributes,
         new_parent=patch.parent_id,
+        check=partial(validate.json_object, field="input.attributes"),
     )
-    validate.json_object(row["attributes"], "input.attributes")
     return row
 
 

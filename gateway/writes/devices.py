@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -125,9 +126,9 @@ async def update_device(
     restore = None
     if patch.metadata is not None or caps is not None:
         before, metadata, written_caps = await stores.assets.patch_profile(
-            tenant_id, device_id, metadata_patch=patch.metadata, capabilities=caps
+            tenant_id, device_id, metadata_patch=patch.metadata, capabilities=caps,
+            check=partial(validate.json_object, field="input.metadata"),
         )
-        validate.json_object(metadata, "input.metadata")
         restore = (before, metadata, written_caps)
     try:
         row = await stores.registry.update_device(

@@ -1,0 +1,130 @@
+"""Subscription cohorts and their members.
+
+A cohort is every live subscription with the same tenant, document, operation and
+variables: they select the same fields of the same devices, so each shadow change is
+executed once per cohort (and per event kind) and the result is shared by every member,
+Hasura's cohort idea. Execution is lazy: a change nobody consumes is never executed.
+
+A member is one subscription. Its mailbox holds at most one pending change per device:
+a consumer that falls behind gets the newest state of each device, never a backlog, and
+the hub never waits for it. Per device, what a member receives only moves forward
+(``rank``), and the first thing it receives is always a SNAPSHOT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from gateway.stores.shadows import ShadowDoc
+
+SNAPSHOT, UPDATED, DELETED = "SNAPSHOT", "UPDATED", "DELETED"
+_RESULTS_KEPT = 1024  # per cohort; older results are recomputed if ever asked for again
+
+
+@dataclass(frozen=True)
+class ShadowChange:
+    """What the hub observed for one device: its shadow now (None when it has none)."""
+
+    seq: int
+    tenant_id: UUID
+    device_id: UUID
+    deleted: bool
+    version: int | None
+    doc: ShadowDoc | None
+    at: datetime
+
+    @property
+    def rank(self) -> int:
+        """Orders changes of one device: UPDATED v < DELETED v < UPDATED v+1."""
+        if self.version is None:
+            return -1
+        return 2 * self.version + (1 if self.deleted else 0)
+
+
+Execute = Callable[[ShadowChange, str], Awaitable[Any]]
+
+
+class Cohort:
+    def __init__(
+        self, key: tuple[Any, ...], tenant_id: UUID, *, devices: set[UUID] | None,
+        asset_id: UUID | None, execute: Execute,
+    ) -> None:
+        self.key = key
+        self.tenant_id = tenant_id
+        self.devices = devices  # None: every device of the tenant
+        self.asset_id = asset_id
+        self.members: set[Member] = set()
+        self._execute = execute
+        self._results: OrderedDict[tuple[int, str], asyncio.Future[Any]] = OrderedDict()
+
+    def watches(self, device_id: UUID) -> bool:
+        return self.devices is None or device_id in self.devices
+
+    async def result(self, change: ShadowChange, kind: str) -> Any:
+        """The execution result for ``change`` as ``kind``, computed once per cohort."""
+        key = (change.seq, kind)
+        future = self._results.get(key)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._results[key] = future
+            if len(self._results) > _RESULTS_KEPT:
+                self._results.popitem(last=False)
+            try:
+                future.set_result(await self._execute(change, kind))
+            except BaseException as exc:
+                future.set_exception(exc)
+                self._results.pop(key, None)
+                raise
+        return await asyncio.shield(future)
+
+
+class Member:
+    def __init__(self, cohort: Cohort) -> None:
+        self.cohort = cohort
+        self._pending: dict[UUID, tuple[ShadowChange, str]] = {}
+        self._ranks: dict[UUID, int] = {}
+        self._wake = asyncio.Event()
+        self._closed = False
+
+    def offer(self, change: ShadowChange, *, snapshot: bool = False) -> None:
+        """Queues ``change`` unless the member already has it or something newer; a newer
+        change replaces a pending one of the same device. Never blocks."""
+        if self._closed:
+            return
+        last = self._ranks.get(change.device_id)
+        if last is not None and (change.rank < last or (change.rank == last and not snapshot)):
+            return
+        kind = SNAPSHOT if snapshot or last is None else DELETED if change.deleted else UPDATED
+        queued = self._pending.pop(change.device_id, None)
+        if queued is not None and queued[1] == SNAPSHOT:
+            kind = SNAPSHOT  # the device's first delivery stays a SNAPSHOT when coalesced
+        self._pending[change.device_id] = (change, kind)
+        self._ranks[change.device_id] = change.rank
+        self._wake.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    def __aiter__(self) -> Member:
+        return self
+
+    async def __anext__(self) -> Any:
+        while not self._pending or self._closed:
+            if self._closed:
+                raise StopAsyncIteration
+            self._wake.clear()
+            await self._wake.wait()
+        device = next(iter(self._pending))
+        change, kind = self._pending.pop(device)
+        return await self.cohort.result(change, kind)

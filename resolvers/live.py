@@ -1,0 +1,202 @@
+"""Subscriptions through the hub: a Schema whose ``stream`` serves ``shadowChanged`` from a
+shared cohort instead of running the subscription per connection.
+
+Strawberry's WebSocket handlers (both protocols) call ``schema.stream`` for every
+operation. For a subscription we validate the document, resolve its filter for the
+caller's tenant, and join the hub's cohort for (tenant, role, document, operation,
+variables); each change is then executed once per cohort, with a fresh context (and
+fresh loaders) per event. Queries and mutations sent over a WebSocket run as usual, with
+loaders fresh per operation rather than per connection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import AsyncGenerator
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+from uuid import UUID
+
+import orjson
+import strawberry
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    OperationType,
+    SelectionSetNode,
+    get_operation_ast,
+    parse,
+    validate,
+)
+from graphql.execution import Executor, execute_subscription_event
+from graphql.execution.values import get_argument_values
+from strawberry.types.execution import ExecutionResult, PreExecutionError
+
+from gateway.cohorts import ShadowChange
+from gateway.context import Context
+from gateway.errors import GatewayError, NotFound, Unauthenticated
+from gateway.loaders import Loaders
+from gateway.stores.base import StoreCalls
+from resolvers.extensions import client_errors
+from resolvers.scalars import parse_id
+from resolvers.shadows import Shadow, ShadowEvent, ShadowEventKind
+
+ROOT_FIELD = "shadowChanged"
+
+
+@lru_cache(maxsize=512)
+def _parse(query: str) -> DocumentNode:
+    return parse(query)
+
+
+class GatewaySchema(strawberry.Schema):
+    async def stream(  # type: ignore[override]
+        self, query: str | None, variable_values: dict[str, Any] | None = None,
+        context_value: Any | None = None, root_value: Any | None = None,
+        operation_name: str | None = None, **kwargs: Any,
+    ) -> Any:
+        operation = _operation(query, operation_name)
+        if operation is None or operation.operation is not OperationType.SUBSCRIPTION:
+            if isinstance(context_value, Context):
+                context_value = _fresh(context_value)
+            return await super().stream(
+                query, variable_values=variable_values, context_value=context_value,
+                root_value=root_value, operation_name=operation_name, **kwargs,
+            )
+        assert query is not None and isinstance(context_value, Context)
+        return self._live(query, variable_values, context_value, operation_name)
+
+    async def _live(
+        self, query: str, variables: dict[str, Any] | None, context: Context,
+        operation_name: str | None,
+    ) -> AsyncGenerator[Any, None]:
+        document = _parse(query)
+        errors = validate(self._schema, document)
+        executor = None
+        if not errors:
+            built = Executor.build(self._schema, document, context_value=context,
+                                   raw_variable_values=variables, operation_name=operation_name)
+            errors, executor = (built, None) if isinstance(built, list) else ([], built)
+        if executor is None:
+            yield PreExecutionError(data=None, errors=client_errors(errors))
+            return
+        try:
+            member = await self._join(executor, query, variables, context, operation_name)
+        except GatewayError as error:
+            yield PreExecutionError(data=None, errors=client_errors([error]))
+            return
+        hub = context.hub
+        assert hub is not None
+        try:
+            async for result in member:
+                yield result
+        finally:
+            hub.leave(member)
+
+    async def _join(
+        self, executor: Executor, query: str, variables: dict[str, Any] | None,
+        context: Context, operation_name: str | None,
+    ) -> Any:
+        if context.caller is None:
+            raise Unauthenticated("Send Authorization in the connection_init payload")
+        if context.hub is None:
+            raise GatewayError("Live updates are not available on this server")
+        node = _root_field(executor.operation, document=_parse(query))
+        field = self._schema.subscription_type.fields[ROOT_FIELD]  # type: ignore[union-attr]
+        args = get_argument_values(field, node, executor.variable_values)
+        devices, asset_id = await _filter(context, args)
+        caller = context.caller
+        key = (caller.tenant_id, caller.role, query, operation_name,
+               orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS))
+
+        async def execute(change: ShadowChange, kind: str) -> ExecutionResult:
+            per_event = executor.build_per_event_executor(_payload(change, kind))
+            per_event.context_value = _fresh(context)  # loaders per event, not per socket
+            result = execute_subscription_event(per_event)
+            if inspect.isawaitable(result):
+                result = await result
+            return ExecutionResult(
+                data=result.data,
+                errors=client_errors(result.errors) if result.errors else None,
+            )
+
+        return await context.hub.join(
+            key, caller.tenant_id, devices=devices, asset_id=asset_id, execute=execute
+        )
+
+
+async def _filter(context: Context, args: dict[str, Any]) -> tuple[set[UUID] | None, UUID | None]:
+    """The devices a subscription watches (None: the whole tenant), checked against the
+    caller's tenant: an id of another tenant is NOT_FOUND."""
+    stores = context.stores
+    if args.get("deviceIds") is not None:
+        ids = {parse_id(d, "deviceIds") for d in args["deviceIds"]}
+        rows = await stores.registry.devices_by_ids(context.tenant_id, list(ids))
+        missing = [str(i) for i, row in zip(ids, rows, strict=True) if row is None]
+        if missing:
+            raise NotFound(f"No device {', '.join(sorted(missing))}", argument="deviceIds")
+        return ids, None
+    if args.get("assetId") is not None:
+        asset_id = parse_id(args["assetId"], "assetId")
+        if (await stores.assets.assets_by_ids(context.tenant_id, [asset_id]))[0] is None:
+            raise NotFound(f"No asset {asset_id}", argument="assetId")
+        return None, asset_id
+    return None, None
+
+
+def _payload(change: ShadowChange, kind: str) -> ShadowEvent:
+    return ShadowEvent(
+        kind=ShadowEventKind(kind), device_id=strawberry.ID(str(change.device_id)),
+        version=change.version,
+        shadow=Shadow.from_doc(change.doc) if change.doc is not None else None,
+        at=change.at,
+    )
+
+
+def _fresh(context: Context) -> Context:
+    assert context.caller is not None
+    return dataclasses.replace(
+        context, loaders=Loaders(context.stores, context.caller.tenant_id),
+        calls=StoreCalls(), now=datetime.now(UTC),
+    )
+
+
+def _operation(query: str | None, name: str | None) -> OperationDefinitionNode | None:
+    if not query:
+        return None
+    try:
+        return get_operation_ast(_parse(query), name)
+    except GraphQLError:
+        return None  # Strawberry reports syntax errors itself
+
+
+def _root_field(operation: OperationDefinitionNode, document: DocumentNode) -> FieldNode:
+    """The subscription's single root field (validation guarantees there is one)."""
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+
+    def walk(selections: SelectionSetNode) -> FieldNode | None:
+        for selection in selections.selections:
+            if isinstance(selection, FieldNode):
+                return selection
+            if isinstance(selection, InlineFragmentNode):
+                found = walk(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                found = walk(fragments[selection.name.value].selection_set)
+            else:
+                found = None
+            if found is not None:
+                return found
+        return None
+
+    node = walk(operation.selection_set)
+    assert node is not None
+    return node

@@ -1,0 +1,88 @@
+"""A real uvicorn server on loopback for WebSocket tests, and a small graphql-transport-ws
+client (the protocol's own messages, so tests read like the spec)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+import websockets
+from starlette.applications import Starlette
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def serve(app: Starlette) -> AsyncIterator[str]:
+    """Serves ``app`` on a free loopback port; yields its base URL (ws://...)."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="on", ws="websockets-sansio"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+class TransportWS:
+    """graphql-transport-ws over one socket."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self._next_id = 0
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, address: str, key: str | None, *, origin: str | None = None
+    ) -> AsyncIterator[TransportWS]:
+        headers = {"Origin": origin} if origin else None
+        async with websockets.connect(
+            f"ws://{address}/graphql", subprotocols=["graphql-transport-ws"],
+            additional_headers=headers,
+        ) as ws:
+            client = cls(ws)
+            payload = {"Authorization": f"Bearer {key}"} if key else {}
+            await client.send({"type": "connection_init", "payload": payload})
+            yield client
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.ws.send(json.dumps(message))
+
+    async def receive(self, timeout: float = 10.0) -> dict[str, Any]:
+        message: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        return message
+
+    async def subscribe(self, query: str, variables: dict[str, Any] | None = None) -> str:
+        self._next_id += 1
+        op_id = str(self._next_id)
+        await self.send({"id": op_id, "type": "subscribe",
+                         "payload": {"query": query, "variables": variables or {}}})
+        return op_id
+
+    async def next_event(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The next `next` payload's shadowChanged event (skipping pings)."""
+        while True:
+            message = await self.receive(timeout)
+            if message["type"] == "ping":
+                await self.send({"type": "pong"})
+                continue
+            assert message["type"] == "next", message
+            assert "errors" not in message["payload"], message
+            event: dict[str, Any] = message["payload"]["data"]["shadowChanged"]
+            return event
