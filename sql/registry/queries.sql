@@ -100,3 +100,6 @@ SELECT id FROM devices WHERE id = ANY($1::uuid[]);
 
 -- name: credentials_of
 SELECT * FROM device_credentials WHERE tenant_id = $1 AND device_id = $2 ORDER BY created_at;
+
+-- name: live_device_ids
+SELECT id FROM devices WHERE tenant_id = $1 AND status <> 'DECOMMISSIONED';
