@@ -145,6 +145,8 @@ def create_app(
         build_schema(production=settings.production),
         graphql_ide=None,  # served by GraphQLEndpoint, from local assets
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
+        # Strawberry checks handshake origins too: it must know the configured ones.
+        allowed_origins=settings.allowed_origins,
     )
     ide_headers = None
     if not settings.production:

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -71,17 +72,21 @@ class Cohort:
         key = (change.seq, kind)
         future = self._results.get(key)
         if future is None:
-            future = asyncio.get_running_loop().create_future()
+            # A task of its own: a member that goes away mid-execution (shield) does not
+            # cancel the execution the other members wait for.
+            future = asyncio.ensure_future(self._execute(change, kind))
+            future.add_done_callback(partial(self._forget_failed, key))
             self._results[key] = future
             if len(self._results) > _RESULTS_KEPT:
                 self._results.popitem(last=False)
-            try:
-                future.set_result(await self._execute(change, kind))
-            except BaseException as exc:
-                future.set_exception(exc)
-                self._results.pop(key, None)
-                raise
         return await asyncio.shield(future)
+
+    def _forget_failed(self, key: tuple[int, str], future: asyncio.Future[Any]) -> None:
+        """A failed execution is not kept (a later ask retries); its waiters got the error."""
+        if (future.cancelled() or future.exception() is not None) and (
+            self._results.get(key) is future
+        ):
+            del self._results[key]
 
 
 class Member:

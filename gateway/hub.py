@@ -103,9 +103,10 @@ class ShadowHub:
         """A new member of the cohort ``key``: registered first, then sent a SNAPSHOT of
         every device it watches, so no change between the two is missed."""
         cohort = self._cohorts.get(key)
+        if cohort is None and asset_id is not None:
+            devices = await self._asset_devices(tenant_id, asset_id)
+            cohort = self._cohorts.get(key)  # another join may have made it meanwhile
         if cohort is None:
-            if asset_id is not None:
-                devices = await self._asset_devices(tenant_id, asset_id)
             cohort = Cohort(key, tenant_id, devices=devices, asset_id=asset_id,
                             execute=execute)
             self._index(cohort)
@@ -182,8 +183,11 @@ class ShadowHub:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            dirty, self._dirty = self._dirty, set()
+            # Topology first: a device detached before it changed must not be offered.
             tenants, self._dirty_tenants = self._dirty_tenants, set()
+            for tenant_id in tenants:
+                await self._refresh_assets(tenant_id)
+            dirty, self._dirty = self._dirty, set()
             by_tenant: dict[UUID, list[UUID]] = defaultdict(list)
             for tenant_id, device_id in dirty:
                 by_tenant[tenant_id].append(device_id)
@@ -198,8 +202,6 @@ class ShadowHub:
                     for cohort in self._watchers(tenant_id, change.device_id):
                         for member in list(cohort.members):
                             member.offer(change)
-            for tenant_id in tenants:
-                await self._refresh_assets(tenant_id)
 
     def _on_message(self, channel: bytes) -> None:
         name = channel.split(b":", 1)[1] if channel.startswith(b"__keyspace@") else channel

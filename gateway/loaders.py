@@ -43,6 +43,11 @@ class Loaders:
             self._latest[key] = DataLoader(load)
         return self._latest[key]
 
+    def forget_telemetry(self) -> None:
+        """Drops every cached latest value and series (an ingest in this request wrote)."""
+        self._latest.clear()
+        self._series.clear()
+
     def series(self, query: SeriesQuery) -> DataLoader:
         if query not in self._series:
             async def load(ids: list[UUID]) -> list[Any]:

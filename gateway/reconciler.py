@@ -59,8 +59,7 @@ async def reconcile(stores: Stores, *, grace: timedelta = ORPHAN_GRACE) -> Repai
         for r in rows:
             by_tenant[r["tenant_id"]][r["device_id"]] = r["seen"]
         for tenant_id, seen in by_tenant.items():
-            await stores.registry.touch_last_seen(tenant_id, seen)
-            repairs.last_seen += len(seen)
+            repairs.last_seen += await stores.registry.touch_last_seen(tenant_id, seen)
         after = rows[-1]["device_id"]
     return repairs
 

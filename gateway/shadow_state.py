@@ -11,6 +11,7 @@ import orjson
 from gateway.errors import BadUserInput, LimitExceeded, VersionConflict
 from gateway.merge_patch import merge_patch
 from gateway.stores.shadows import ShadowDoc
+from gateway.writes.validate import json_size
 
 _MISSING = object()
 
@@ -57,6 +58,7 @@ def check_patch(patch: Any, field: str) -> dict[str, Any] | None:
     if not isinstance(patch, dict):
         raise BadUserInput(f"{field} must be a JSON object", argument=field)
     _check_shape(patch, field, 1)
+    json_size(patch, field)
     return patch
 
 

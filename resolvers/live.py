@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
-import orjson
 import strawberry
 from graphql import (
     DocumentNode,
@@ -114,7 +114,7 @@ class GatewaySchema(strawberry.Schema):
         devices, asset_id = await _filter(context, args)
         caller = context.caller
         key = (caller.tenant_id, caller.role, query, operation_name,
-               orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS))
+               json.dumps(variables or {}, sort_keys=True))
 
         async def execute(change: ShadowChange, kind: str) -> ExecutionResult:
             per_event = executor.build_per_event_executor(_payload(change, kind))

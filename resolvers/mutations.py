@@ -193,6 +193,7 @@ class Mutation:
             parent_id=parse_id(input.parent_id, "input.parentId") if input.parent_id else None,
             attributes=input.attributes,
         )
+        info.context.loaders.children.clear_all()
         return _asset(info, row)
 
     @strawberry.mutation
@@ -215,7 +216,9 @@ class Mutation:
     @strawberry.mutation(description="Refused while the asset has children or devices.")
     async def delete_asset(self, info: Info, id: strawberry.ID) -> bool:
         ctx = info.context
-        return await assets.delete_asset(ctx.stores, ctx.tenant_id, parse_id(id))
+        deleted = await assets.delete_asset(ctx.stores, ctx.tenant_id, parse_id(id))
+        ctx.loaders.children.clear_all()
+        return deleted
 
     @strawberry.mutation
     async def attach_device(
@@ -277,6 +280,7 @@ class Mutation:
             ctx.tenant_id,
             [telemetry.RawReading(str(r.device_id), r.metric, r.time, r.value) for r in readings],
         )
+        ctx.loaders.forget_telemetry()
         return IngestResult(
             accepted=outcome.accepted,
             duplicates=outcome.duplicates,

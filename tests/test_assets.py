@@ -12,7 +12,7 @@ import pytest
 from gateway.stores import Stores
 from tests.conftest import Gateway, Tenant
 
-TREE = [  # name, kind, parent name, attributes; inserted in this order
+TREE: list[tuple[str, str, str | None, dict[str, Any]]] = [  # name, kind, parent, attributes
     ("Site A", "site", None, {"city": "Lyon", "tier": 1}),
     ("Line A1", "line", "Site A", {"shift": "24/7"}),
     ("Machine A1-x", "machine", "Line A1", {"model": "CNC-101", "criticality": "high"}),
@@ -62,7 +62,8 @@ async def test_asset_with_parent_children_and_ancestors(
 ) -> None:
     q = """query($id: ID!) { asset(id: $id) { id name kind attributes createdAt updatedAt
       parent { name } children { name } ancestors { name } } }"""
-    row = (await stores.assets.assets_by_ids(tenant.id, [tree["Machine A1-x"]]))[0]
+    [row] = await stores.assets.assets_by_ids(tenant.id, [tree["Machine A1-x"]])
+    assert row is not None
     asset = _data(await gateway.query(q, {"id": str(tree["Machine A1-x"])},
                                       key=tenant.key))["asset"]
     assert datetime.fromisoformat(asset.pop("createdAt")) == row["created_at"]
@@ -88,7 +89,7 @@ async def test_unknown_or_foreign_asset_is_null(
     assert _data(foreign) == {"asset": None}
 
 
-FILTERS = [  # filter, the asset names it matches in creation order
+FILTERS: list[tuple[dict[str, Any], list[str]]] = [  # filter, names matched in creation order
     ({"kind": "machine"}, ["Machine A1-x", "Machine A1-y", "Machine B-z"]),
     ({"kind": "plant"}, []),
     ({"parentId": "Line A1"}, ["Machine A1-x", "Machine A1-y"]),

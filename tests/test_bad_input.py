@@ -16,7 +16,7 @@ from tests.conftest import Gateway, Tenant
 BAD, LIMIT, NOT_FOUND = "BAD_USER_INPUT", "LIMIT_EXCEEDED", "NOT_FOUND"
 # Text that would give away the implementation: stack traces, driver and language names.
 LEAKS = ("Traceback", 'File "', "asyncpg", "Python", "Internal server error",
-         "query argument", "object at 0x", "Error:")
+         "query argument", "object at 0x", "Error(", "Exception")
 DAY = 'from: "2026-01-01T00:00:00Z", to: "2026-01-02T00:00:00Z"'
 
 

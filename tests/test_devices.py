@@ -50,7 +50,8 @@ async def plant(stores: Stores, tenant: Tenant) -> Plant:
     a["m2"] = await _asset(stores, tenant, a["l1"], "Machine 2")
     a["s2"] = await _asset(stores, tenant, None, "Site 2")
     a["m3"] = await _asset(stores, tenant, a["s2"], "Machine 3")
-    specs = [  # serial, name, type, status, labels, asset, metadata
+    specs: list[tuple[str, str, str, str, list[str], str | None, dict[str, Any]]] = [
+        # serial, name, type, status, labels, installed on, metadata
         ("TS-001", "Boiler Thermo", "thermal-sensor", "ACTIVE", ["north", "critical"], "m1",
          {"manufacturer": "Acme", "specs": {"ip": "IP67", "maxTemp": 85}}),
         ("VS_002", "Press Vibration", "vibration-sensor", "ACTIVE", ["north"], "m2",
@@ -59,7 +60,7 @@ async def plant(stores: Stores, tenant: Tenant) -> Plant:
          {"manufacturer": "Acme"}),
         ("TS-004", "boiler backup", "thermal-sensor", "PROVISIONED", ["south"], "m3",
          {"manufacturer": "Initech"}),
-        ("GW-005", "Edge Gateway", "edge-controller", "DECOMMISSIONED", [], None, None),
+        ("GW-005", "Edge Gateway", "edge-controller", "DECOMMISSIONED", [], None, {}),
     ]
     ids, rows = [], []
     for n, (serial, name, type_, status, labels, asset, metadata) in enumerate(specs):
@@ -70,8 +71,11 @@ async def plant(stores: Stores, tenant: Tenant) -> Plant:
         ids.append(row["id"])
         rows.append(row)
         if asset is not None:
-            caps = [{"metric": "temperature", "unit": "celsius", "min": -20, "max": 120.5,
-                     "description": "Core temperature"}, {"metric": "status"}]
+            caps: list[dict[str, Any]] = [
+                {"metric": "temperature", "unit": "celsius", "min": -20, "max": 120.5,
+                 "description": "Core temperature"},
+                {"metric": "status"},
+            ]
             await stores.assets.upsert_profile(tenant.id, row["id"], asset_id=a[asset],
                                                metadata=metadata, capabilities=caps)
     await stores.registry.execute(
@@ -155,7 +159,7 @@ async def test_pagination_walks_every_page_once(
     assert empty["pageInfo"]["hasNextPage"] is True
 
 
-FILTERS = [  # filter, the devices (by index) it matches
+FILTERS: list[tuple[dict[str, Any], list[int]]] = [  # filter, the devices (by index) it matches
     ({"status": ["ACTIVE"]}, [0, 1]),
     ({"status": ["SUSPENDED", "PROVISIONED"]}, [2, 3]),
     ({"types": ["thermal-sensor"]}, [0, 3]),

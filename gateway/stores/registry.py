@@ -100,10 +100,12 @@ class RegistryStore(PgStore):
 
     async def touch_last_seen(
         self, tenant_id: UUID, seen: dict[UUID, datetime]
-    ) -> None:
-        await self.execute(
+    ) -> int:
+        """Moves lastSeenAt forward; returns how many devices it moved."""
+        status = await self.execute(
             self.sql["touch_last_seen"], tenant_id, list(seen), list(seen.values())
         )
+        return int(status.rsplit(" ", 1)[1])
 
     async def decommissioned_ids(
         self, after: UUID, limit: int

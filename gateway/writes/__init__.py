@@ -3,8 +3,9 @@ compensation each multi-store write needs. Resolvers call these; nothing here kn
 
 Write order (the registry row is the commit point a device becomes visible at):
 - registerDevice: asset-side profile first (invisible without a registry row), then the
-  registry row + credential in one statement. A registry failure deletes the profile; if
-  that fails too, the orphan stays invisible and the reconciler removes it.
+  registry row + credential in one statement. A registry failure deletes the profile unless
+  the registry shows the row after all (a timeout can hide a commit); if either step fails,
+  the orphan stays invisible and the reconciler removes it.
 - updateDevice: profile patch first, then registry fields. A registry failure restores the
   profile (compare-and-set, so a concurrent writer's change is never overwritten).
 - decommissionDevice: registry (status + credentials, one statement), then the shadow. A

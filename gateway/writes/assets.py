@@ -13,7 +13,7 @@ import asyncpg
 from gateway.errors import BadUserInput, NotFound
 from gateway.stores import Stores
 from gateway.writes import validate
-from gateway.writes.devices import require_asset
+from gateway.writes.devices import require_asset, topology_changed
 
 KIND_MAX = 64
 SHOWN = 5  # how many blocking children/devices an error names
@@ -62,6 +62,8 @@ async def update_asset(
         new_parent=patch.parent_id,
         check=partial(validate.json_object, field="input.attributes"),
     )
+    if patch.parent_id is not None:
+        await topology_changed(stores, tenant_id)  # the subtree's devices moved with it
     return row
 
 

@@ -90,11 +90,17 @@ async def register_device(stores: Stores, tenant_id: UUID, new: NewDevice) -> Re
     except BaseException:
         await _forget_profile(stores, tenant_id, device_id)
         raise
+    if new.asset_id is not None:
+        await topology_changed(stores, tenant_id)
     return Registered(device=row, credential_id=credential_id, secret=secret)
 
 
 async def _forget_profile(stores: Stores, tenant_id: UUID, device_id: UUID) -> None:
     try:
+        # A timeout or a dropped connection can hide a commit: a device the registry has
+        # keeps its profile. When the registry cannot tell, the reconciler decides later.
+        if device_id in await stores.registry.existing_ids([device_id]):
+            return
         await stores.assets.delete_profiles(tenant_id, [device_id])
     except StoreUnavailable:
         log.warning("orphan profile %s left for the reconciler", device_id)
@@ -181,4 +187,16 @@ async def attach(
         await stores.assets.set_device_asset(tenant_id, device_id, asset_id)
     except asyncpg.ForeignKeyViolationError:
         raise NotFound(f"No asset {asset_id}", argument="assetId") from None
+    await topology_changed(stores, tenant_id)
     return row
+
+
+async def topology_changed(stores: Stores, tenant_id: UUID) -> None:
+    """Tells the subscription hubs that devices moved between assets, so subscriptions
+    filtered by asset re-resolve their devices. Best effort: the hubs also re-resolve
+    periodically."""
+    try:
+        await stores.shadows.publish_topology(tenant_id)
+    except StoreUnavailable:
+        log.warning("topology change of tenant %s not published; hubs catch up later",
+                    tenant_id)

@@ -49,12 +49,23 @@ def metric(value: str, field: str) -> str:
     return value
 
 
+def json_size(value: Any, field: str) -> int:
+    """Encoded size of a client JSON value; numbers beyond 64 bits are refused here, since
+    no store (nor the response encoder) could round-trip them."""
+    try:
+        return len(orjson.dumps(value))
+    except TypeError:
+        raise BadUserInput(
+            f"{field} holds a number outside the 64-bit range", argument=field
+        ) from None
+
+
 def json_object(value: Any, field: str) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, dict):
         raise BadUserInput(f"{field} must be a JSON object", argument=field)
-    if len(orjson.dumps(value)) > MAX_JSON_BYTES:
+    if json_size(value, field) > MAX_JSON_BYTES:
         raise LimitExceeded(f"{field} is larger than {MAX_JSON_BYTES} bytes", argument=field)
     return value
 
