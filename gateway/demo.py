@@ -171,6 +171,6 @@ async def run_demo(stores: Stores, settings: Settings) -> None:
     tenant = await stores.registry.tenant_by_name(DEMO_TENANT)
     assert tenant is not None
     rows, _ = await stores.registry.page_devices(
-        tenant["id"], DeviceQuery(first=settings.max_page_size, status=["ACTIVE"])
+        tenant["id"], DeviceQuery(first=settings.max_page_size, status=("ACTIVE",))
     )
     await _simulate(stores, tenant["id"], [r["id"] for r in rows])

@@ -239,7 +239,12 @@ class ShadowHub:
             cohort.devices = devices
             self._index(cohort)
             if added:
-                await self._snapshot(cohort, cohort.members, added)
+                try:
+                    await self._snapshot(cohort, cohort.members, added)
+                except StoreUnavailable as exc:
+                    # Their next change is their first delivery, hence a SNAPSHOT.
+                    log.warning("snapshot of %d newly matching devices failed: %s",
+                                len(added), exc)
 
     async def _refresh_periodically(self) -> None:
         while True:

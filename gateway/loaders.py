@@ -12,9 +12,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
+import orjson
 from aiodataloader import DataLoader
 
 from gateway.stores import Stores
+from gateway.stores.registry import DeviceQuery
 from gateway.stores.telemetry import SeriesQuery
 
 ASSET_COLUMNS = (
@@ -34,6 +36,7 @@ class Loaders:
         self.shadow = DataLoader(self._shadows)
         self._latest: dict[tuple[str, ...] | None, DataLoader] = {}
         self._series: dict[SeriesQuery, DataLoader] = {}
+        self._asset_devices: dict[tuple[DeviceQuery, str | None], DataLoader] = {}
 
     def latest(self, metrics: Sequence[str] | None) -> DataLoader:
         key = tuple(metrics) if metrics is not None else None
@@ -47,6 +50,20 @@ class Loaders:
         """Drops every cached latest value and series (an ingest in this request wrote)."""
         self._latest.clear()
         self._series.clear()
+
+    def asset_devices(self, query: DeviceQuery, metadata: str | None) -> DataLoader:
+        """Pages of devices under each asset: two round trips for any number of assets.
+        ``metadata`` is the filter's JSON text (hashable, so equal filters share a loader)."""
+        key = (query, metadata)
+        if key not in self._asset_devices:
+            async def load(asset_ids: list[UUID]) -> list[Any]:
+                pairs = await self._stores.assets.device_ids_under_many(
+                    self._tenant, asset_ids, orjson.loads(metadata) if metadata else None)
+                pages = await self._stores.registry.page_devices_grouped(
+                    self._tenant, pairs, query) if pairs else {}
+                return [pages.get(asset_id, ([], 0)) for asset_id in asset_ids]
+            self._asset_devices[key] = DataLoader(load)
+        return self._asset_devices[key]
 
     def series(self, query: SeriesQuery) -> DataLoader:
         if query not in self._series:

@@ -13,7 +13,7 @@ from strawberry.scalars import JSON
 from gateway.context import Info
 from gateway.errors import BadUserInput, NotImplementedYet
 from gateway.stores.assets import AssetQuery
-from resolvers.devices import DeviceConnection, DeviceFilter, resolve_devices
+from resolvers.devices import DeviceConnection, DeviceFilter, resolve_asset_devices
 from resolvers.pagination import PageInfo, check_page_size, decode_cursor, encode_cursor, page_info
 from resolvers.scalars import Interval, parse_id
 from resolvers.telemetry import Aggregate, SeriesStats, TelemetryPoint
@@ -77,7 +77,7 @@ class Asset:
         self, info: Info, first: int | None = 50, after: str | None = None,
         filter: DeviceFilter | None = None,
     ) -> DeviceConnection | None:
-        return await resolve_devices(info, first, after, filter, within_asset=self.uuid)
+        return await resolve_asset_devices(info, self.uuid, first, after, filter)
 
     @strawberry.field(
         description="One metric aggregated across every device installed on this asset or "

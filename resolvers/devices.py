@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
@@ -176,40 +178,74 @@ class DeviceFilter:
     )
 
 
+def _metadata(f: DeviceFilter) -> dict[str, Any] | None:
+    """The metadata containment filter; ``_device_query`` has checked it is an object."""
+    return f.metadata if isinstance(f.metadata, dict) else None
+
+
+def _device_query(
+    info: Info, first: int | None, after: str | None, f: DeviceFilter
+) -> DeviceQuery:
+    """The registry half of a devices page request, validated."""
+    if f.metadata is not None and not isinstance(f.metadata, dict):
+        raise BadUserInput("filter.metadata must be a JSON object", argument="filter.metadata")
+    return DeviceQuery(
+        first=check_page_size(first, info.context.settings.max_page_size),
+        after=decode_cursor(after),
+        status=tuple(s.value for s in f.status) if f.status is not None else None,
+        types=tuple(f.types) if f.types is not None else None,
+        labels=tuple(f.labels) if f.labels is not None else None, search=f.search,
+    )
+
+
+def device_connection(
+    rows: list[Any], total: int, q: DeviceQuery, after: str | None
+) -> DeviceConnection:
+    edges = [
+        DeviceEdge(cursor=encode_cursor(r["created_at"], r["id"]), node=Device.from_row(r))
+        for r in rows[: q.first]
+    ]
+    return DeviceConnection(
+        edges=edges, total_count=total,
+        page_info=page_info([e.cursor for e in edges], len(rows) > q.first, after),
+    )
+
+
 async def resolve_devices(
-    info: Info, first: int | None, after: str | None, filter: DeviceFilter | None,
-    within_asset: UUID | None = None,
+    info: Info, first: int | None, after: str | None, filter: DeviceFilter | None
 ) -> DeviceConnection:
     """A page of the caller's devices; asset-side filters are resolved in the asset store
     first and narrow the registry query to the matching ids."""
     ctx = info.context
-    size = check_page_size(first, ctx.settings.max_page_size)
-    cursor = decode_cursor(after)
     f = filter or DeviceFilter()
-    if f.metadata is not None and not isinstance(f.metadata, dict):
-        raise BadUserInput("filter.metadata must be a JSON object", argument="filter.metadata")
-    ids: list[UUID] | None = None
-    asset_ids: list[UUID] = [within_asset] if within_asset is not None else []
+    q = _device_query(info, first, after, f)
+    if f.asset_id is not None or f.metadata is not None:
+        asset_id = parse_id(f.asset_id, "filter.assetId") if f.asset_id is not None else None
+        ids = await ctx.stores.assets.device_ids_matching(
+            ctx.tenant_id, asset_id=asset_id, metadata=_metadata(f))
+        q = replace(q, ids=tuple(sorted(ids)))
+    rows, total = await ctx.stores.registry.page_devices(ctx.tenant_id, q)
+    return device_connection(rows, total, q, after)
+
+
+async def resolve_asset_devices(
+    info: Info, asset_id: UUID, first: int | None, after: str | None,
+    filter: DeviceFilter | None,
+) -> DeviceConnection:
+    """Asset.devices: batched across every asset of the response (two round trips)."""
+    f = filter or DeviceFilter()
+    q = _device_query(info, first, after, f)
     if f.asset_id is not None:
-        asset_ids.append(parse_id(f.asset_id, "filter.assetId"))
-    if asset_ids or f.metadata is not None:
-        matches: set[UUID] | None = None
-        scopes: list[UUID | None] = list(asset_ids) or [None]
-        for asset_id in scopes:
-            found = set(await ctx.stores.assets.device_ids_matching(
-                ctx.tenant_id, asset_id=asset_id, metadata=f.metadata))
-            matches = found if matches is None else matches & found
-        ids = sorted(matches or ())
-    rows, total = await ctx.stores.registry.page_devices(ctx.tenant_id, DeviceQuery(
-        first=size, after=cursor,
-        status=[s.value for s in f.status] if f.status is not None else None,
-        types=f.types, labels=f.labels, search=f.search, ids=ids,
-    ))
-    edges = [
-        DeviceEdge(cursor=encode_cursor(r["created_at"], r["id"]), node=Device.from_row(r))
-        for r in rows[:size]
-    ]
-    return DeviceConnection(
-        edges=edges, total_count=total,
-        page_info=page_info([e.cursor for e in edges], len(rows) > size, after),
-    )
+        # A second subtree to intersect with: rare enough to resolve on its own.
+        other = parse_id(f.asset_id, "filter.assetId")
+        ctx = info.context
+        mine = await ctx.stores.assets.device_ids_matching(
+            ctx.tenant_id, asset_id=asset_id, metadata=_metadata(f))
+        theirs = await ctx.stores.assets.device_ids_matching(
+            ctx.tenant_id, asset_id=other, metadata=_metadata(f))
+        rows, total = await ctx.stores.registry.page_devices(
+            ctx.tenant_id, replace(q, ids=tuple(sorted(set(mine) & set(theirs)))))
+        return device_connection(rows, total, q, after)
+    metadata = json.dumps(f.metadata, sort_keys=True) if f.metadata is not None else None
+    rows, total = await info.context.loaders.asset_devices(q, metadata).load(asset_id)
+    return device_connection(rows, total, q, after)

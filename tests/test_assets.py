@@ -203,6 +203,32 @@ async def test_tree_fields_batch_whatever_the_number_of_assets(
     assert small == {"registry": 1, "assets": 3, "telemetry": 0, "shadows": 0}
 
 
+async def test_asset_devices_batch_across_assets(
+    gateway: Gateway, stores: Stores, tree: dict[str, UUID], tenant: Tenant
+) -> None:
+    q = """{ assets(first: 500) { edges { node { name
+      devices(first: 2, filter: {status: [ACTIVE]}) { totalCount edges { node { name } } }
+    } } } }"""
+
+    async def calls_and_totals() -> tuple[dict[str, int], dict[str, int]]:
+        body = await gateway.query(q, key=tenant.key, trace=True)
+        edges = _data(body)["assets"]["edges"]
+        totals = {e["node"]["name"]: e["node"]["devices"]["totalCount"] for e in edges}
+        return body["extensions"]["storeCalls"], totals
+
+    for n, asset in enumerate(["Machine A1-x", "Machine A1-x", "Machine A1-y", "Line A2"]):
+        row = await stores.registry.insert_device(tenant.id, serial=f"S{n}", name=f"s{n}",
+                                                  type="sensor", status="ACTIVE")
+        await stores.assets.upsert_profile(tenant.id, row["id"], asset_id=tree[asset],
+                                           metadata={}, capabilities=[])
+    small, totals = await calls_and_totals()
+    assert totals["Site A"] == 4 and totals["Line A1"] == 3 and totals["Site B"] == 0
+    for n in range(10):
+        await _insert_tree(stores, tenant, prefix=f"{n}/")
+    large, _ = await calls_and_totals()
+    assert large == small == {"registry": 2, "assets": 2, "telemetry": 0, "shadows": 0}
+
+
 async def test_asset_telemetry_is_not_implemented_yet(
     gateway: Gateway, tree: dict[str, UUID], tenant: Tenant
 ) -> None:

@@ -54,6 +54,15 @@ class AssetStore(PgStore):
         rows = await self.fetch(self.sql["device_ids_matching"], tenant_id, asset_id, metadata)
         return [row["device_id"] for row in rows]
 
+    async def device_ids_under_many(
+        self, tenant_id: UUID, asset_ids: Sequence[UUID], metadata: dict[str, Any] | None
+    ) -> list[tuple[UUID, UUID]]:
+        """(asset, device) pairs: every device installed on each asset or below it."""
+        rows = await self.fetch(
+            self.sql["device_ids_under_many"], tenant_id, list(asset_ids), metadata
+        )
+        return [(row["root"], row["device_id"]) for row in rows]
+
     async def page_assets(
         self, tenant_id: UUID, q: AssetQuery
     ) -> tuple[list[asyncpg.Record], int]:

@@ -18,11 +18,11 @@ class DeviceQuery:
 
     first: int
     after: tuple[datetime, UUID] | None = None
-    status: list[str] | None = None
-    types: list[str] | None = None
-    labels: list[str] | None = None
+    status: tuple[str, ...] | None = None
+    types: tuple[str, ...] | None = None
+    labels: tuple[str, ...] | None = None
     search: str | None = None
-    ids: list[UUID] | None = None
+    ids: tuple[UUID, ...] | None = None
 
 
 def like_pattern(text: str) -> str:
@@ -123,6 +123,25 @@ class RegistryStore(PgStore):
     async def live_device_ids(self, tenant_id: UUID) -> list[UUID]:
         """Every device of the tenant that is not decommissioned (whole-tenant snapshots)."""
         return [r["id"] for r in await self.fetch(self.sql["live_device_ids"], tenant_id)]
+
+    async def page_devices_grouped(
+        self, tenant_id: UUID, pairs: Sequence[tuple[UUID, UUID]], q: DeviceQuery
+    ) -> dict[UUID, tuple[list[asyncpg.Record], int]]:
+        """``page_devices`` for many parents in one round trip: ``pairs`` link each parent
+        to its candidate devices; returns each parent's page (one extra row, as there) and
+        total. Parents without a match are absent."""
+        after_time, after_id = q.after if q.after else (None, None)
+        rows = await self.fetch(
+            self.sql["page_devices_grouped"], tenant_id, [p[0] for p in pairs],
+            [p[1] for p in pairs], q.status, q.types, q.labels,
+            like_pattern(q.search) if q.search else None, after_time, after_id, q.first + 1,
+        )
+        pages: dict[UUID, tuple[list[asyncpg.Record], int]] = {}
+        for row in rows:
+            page, _ = pages.setdefault(row["page_root"], ([], row["page_total"]))
+            if row["id"] is not None:
+                page.append(row)
+        return pages
 
     async def api_key(self, key_hash: bytes) -> asyncpg.Record | None:
         return await self.fetchrow(self.sql["api_key_by_hash"], key_hash)

@@ -120,3 +120,11 @@ DELETE FROM device_profiles WHERE device_id = ANY($1::uuid[]) AND updated_at < $
 -- name: delete_stale_profiles
 DELETE FROM device_profiles
 WHERE tenant_id = $1 AND device_id = ANY($2::uuid[]) AND updated_at < $3;
+
+-- name: device_ids_under_many
+-- For each asset in $2: the devices installed on it or below it (metadata containing $3).
+SELECT r.id AS root, p.device_id
+FROM unnest($2::uuid[]) AS r(id)
+JOIN assets a ON a.tenant_id = $1 AND a.path @> ARRAY[r.id]
+JOIN device_profiles p ON p.tenant_id = $1 AND p.asset_id = a.id
+WHERE $3::jsonb IS NULL OR p.metadata @> $3;

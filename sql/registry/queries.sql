@@ -103,3 +103,27 @@ SELECT * FROM device_credentials WHERE tenant_id = $1 AND device_id = $2 ORDER B
 
 -- name: live_device_ids
 SELECT id FROM devices WHERE tenant_id = $1 AND status <> 'DECOMMISSIONED';
+
+-- name: page_devices_grouped
+-- page_devices for many parents at once: $2/$3 pair each parent (root) with a device id;
+-- every root gets its filtered total and its first $10 devices after the cursor.
+WITH filtered AS (
+    SELECT p.root, d.*
+    FROM unnest($2::uuid[], $3::uuid[]) AS p(root, id)
+    JOIN devices d ON d.id = p.id
+    WHERE d.tenant_id = $1
+      AND ($4::text[] IS NULL OR d.status = ANY($4))
+      AND ($5::text[] IS NULL OR d.type = ANY($5))
+      AND ($6::text[] IS NULL OR d.labels @> $6)
+      AND ($7::text IS NULL OR d.name ILIKE $7 OR d.serial ILIKE $7)
+), totals AS (
+    SELECT root, count(*) AS total_count FROM filtered GROUP BY root
+), ranked AS (
+    SELECT f.*, row_number() OVER (PARTITION BY f.root ORDER BY f.created_at, f.id) AS rn
+    FROM filtered f
+    WHERE $8::timestamptz IS NULL OR (f.created_at, f.id) > ($8, $9::uuid)
+)
+SELECT t.root AS page_root, t.total_count AS page_total, r.*
+FROM totals t
+LEFT JOIN ranked r ON r.root = t.root AND r.rn <= $10
+ORDER BY t.root, r.created_at, r.id;
