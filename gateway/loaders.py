@@ -9,6 +9,7 @@ and keyed by device id, so only calls with equal parameters batch together.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -36,6 +37,8 @@ class Loaders:
         self.shadow = DataLoader(self._shadows)
         self._latest: dict[tuple[str, ...] | None, DataLoader] = {}
         self._series: dict[SeriesQuery, DataLoader] = {}
+        self._forecasts: dict[tuple[str, datetime, datetime], DataLoader] = {}
+        self._rollups: dict[SeriesQuery, DataLoader] = {}
         self._asset_devices: dict[tuple[DeviceQuery, str | None], DataLoader] = {}
 
     def latest(self, metrics: Sequence[str] | None) -> DataLoader:
@@ -64,6 +67,27 @@ class Loaders:
                 return [pages.get(asset_id, ([], 0)) for asset_id in asset_ids]
             self._asset_devices[key] = DataLoader(load)
         return self._asset_devices[key]
+
+    def forecast(self, metric: str, start: datetime, end: datetime) -> DataLoader:
+        key = (metric, start, end)
+        if key not in self._forecasts:
+            async def load(ids: list[UUID]) -> list[Any]:
+                return await self._stores.telemetry.forecast(self._tenant, ids, metric, start, end)
+            self._forecasts[key] = DataLoader(load)
+        return self._forecasts[key]
+
+    def rollup(self, query: SeriesQuery) -> DataLoader:
+        """Asset.telemetry: the tree resolved in the asset store, the aggregation pushed
+        down to the telemetry store; two round trips for any number of assets."""
+        if query not in self._rollups:
+            async def load(asset_ids: list[UUID]) -> list[Any]:
+                pairs = await self._stores.assets.device_ids_under_many(
+                    self._tenant, asset_ids, None)
+                groups = await self._stores.telemetry.rollup(
+                    self._tenant, pairs, query) if pairs else {}
+                return [groups.get(asset_id) for asset_id in asset_ids]
+            self._rollups[query] = DataLoader(load)
+        return self._rollups[query]
 
     def series(self, query: SeriesQuery) -> DataLoader:
         if query not in self._series:

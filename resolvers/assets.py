@@ -11,12 +11,20 @@ import strawberry
 from strawberry.scalars import JSON
 
 from gateway.context import Info
-from gateway.errors import BadUserInput, NotImplementedYet
+from gateway.errors import BadUserInput
 from gateway.stores.assets import AssetQuery
+from gateway.stores.telemetry import EMPTY_SERIES
 from resolvers.devices import DeviceConnection, DeviceFilter, resolve_asset_devices
 from resolvers.pagination import PageInfo, check_page_size, decode_cursor, encode_cursor, page_info
 from resolvers.scalars import Interval, parse_id
-from resolvers.telemetry import Aggregate, SeriesStats, TelemetryPoint
+from resolvers.telemetry import (
+    Aggregate,
+    SeriesStats,
+    TelemetryPoint,
+    series_points,
+    series_query,
+    series_stats,
+)
 
 
 @strawberry.type
@@ -88,7 +96,15 @@ class Asset:
         from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
         to: datetime | None = None, aggregate: Aggregate | None = Aggregate.AVG,
     ) -> RollupSeries | None:
-        raise NotImplementedYet("Asset.telemetry (rollups over the asset tree)")
+        q = series_query(info, metric, from_, to, bucket, aggregate, None)
+        found = await info.context.loaders.rollup(q).load(self.uuid)
+        rows, devices = found if found is not None else (EMPTY_SERIES, 0)
+        assert q.bucket is not None
+        return RollupSeries(
+            asset_id=self.id, metric=q.metric, from_=q.start, to=q.end,
+            bucket=Interval(q.bucket), aggregate=Aggregate(q.aggregate), device_count=devices,
+            points=series_points(q, rows), stats=series_stats(rows),
+        )
 
 
 @strawberry.type

@@ -14,17 +14,20 @@ import strawberry
 from strawberry.scalars import JSON
 
 from gateway.context import Info
-from gateway.errors import BadUserInput, NotImplementedYet
+from gateway.errors import BadUserInput, LimitExceeded
 from gateway.stores.registry import DeviceQuery
+from gateway.writes import validate
 from resolvers.pagination import PageInfo, check_page_size, decode_cursor, encode_cursor, page_info
 from resolvers.scalars import Interval, parse_id
 from resolvers.shadows import Shadow
 from resolvers.telemetry import (
+    MAX_FORECAST_WINDOW,
     Aggregate,
     Forecast,
     Reading,
     TelemetrySeries,
     series_query,
+    to_forecast,
     to_series,
 )
 
@@ -133,7 +136,14 @@ class Device:
         self, info: Info, metric: str, threshold: float,
         window: Interval | None = DEFAULT_FORECAST_WINDOW,
     ) -> Forecast | None:
-        raise NotImplementedYet("Device.forecast")
+        validate.metric(metric, "metric")
+        span = window or DEFAULT_FORECAST_WINDOW
+        if span > MAX_FORECAST_WINDOW:
+            raise LimitExceeded(f"window may be at most {MAX_FORECAST_WINDOW.days} days",
+                                argument="window", maximum="366d")
+        now = info.context.now
+        trend = await info.context.loaders.forecast(metric, now - span, now).load(self.uuid)
+        return to_forecast(metric, threshold, trend, now)
 
     @strawberry.field(
         description="Current reported/desired state (Redis); null when the device has never "

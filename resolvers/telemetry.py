@@ -11,7 +11,7 @@ import strawberry
 
 from gateway.context import Info
 from gateway.errors import BadUserInput, LimitExceeded
-from gateway.stores.telemetry import BUCKET_ORIGIN, SeriesQuery, SeriesRows
+from gateway.stores.telemetry import BUCKET_ORIGIN, SeriesQuery, SeriesRows, Trend
 from resolvers.scalars import Interval
 
 DEFAULT_RANGE = timedelta(hours=1)
@@ -132,21 +132,53 @@ def series_query(
     )
 
 
-def to_series(device_id: UUID, q: SeriesQuery, rows: SeriesRows) -> TelemetrySeries:
+def series_points(q: SeriesQuery, rows: SeriesRows) -> list[TelemetryPoint]:
+    """Raw points as stored, or every bucket of the range with empty ones as nulls."""
     if q.bucket is None:
-        points = [TelemetryPoint(time=t, value=v) for t, v in zip(rows.times, rows.values,
-                                                                  strict=True)]
-    else:
-        points = _gap_filled(q.start, q.end, q.bucket, rows)
+        return [TelemetryPoint(time=t, value=v)
+                for t, v in zip(rows.times, rows.values, strict=True)]
+    return _gap_filled(q.start, q.end, q.bucket, rows)
+
+
+def series_stats(rows: SeriesRows) -> SeriesStats:
+    return SeriesStats(
+        count=rows.count, min=rows.min, max=rows.max, avg=rows.avg, stddev=rows.stddev,
+        first=rows.first, last=rows.last,
+    )
+
+
+def to_series(device_id: UUID, q: SeriesQuery, rows: SeriesRows) -> TelemetrySeries:
     return TelemetrySeries(
         device_id=strawberry.ID(str(device_id)), device_uuid=device_id, metric=q.metric,
         from_=q.start, to=q.end,
         bucket=Interval(q.bucket) if q.bucket else None,
-        aggregate=Aggregate(q.aggregate) if q.bucket else None, points=points,
-        stats=SeriesStats(
-            count=rows.count, min=rows.min, max=rows.max, avg=rows.avg, stddev=rows.stddev,
-            first=rows.first, last=rows.last,
-        ),
+        aggregate=Aggregate(q.aggregate) if q.bucket else None,
+        points=series_points(q, rows), stats=series_stats(rows),
+    )
+
+
+MAX_FORECAST_WINDOW = timedelta(days=366)
+
+
+def to_forecast(
+    metric: str, threshold: float, trend: Trend, now: datetime
+) -> Forecast:
+    """The trend and when it will reach ``threshold``: a crossing in the past (the trend
+    moves away from the threshold) or a flat line is no crossing."""
+    if trend.count < 3 or trend.slope is None or trend.intercept is None:
+        return Forecast(metric=metric, threshold=threshold, slope_per_hour=None,
+                        crosses_at=None, r2=None, sample_count=trend.count)
+    crosses_at = None
+    if trend.slope != 0:
+        seconds = (threshold - trend.intercept) / trend.slope
+        try:
+            when = trend.origin + timedelta(seconds=seconds)
+        except OverflowError:
+            when = None  # beyond year 9999: never, for any purpose
+        crosses_at = when if when is not None and when >= now else None
+    return Forecast(
+        metric=metric, threshold=threshold, slope_per_hour=trend.slope * 3600,
+        crosses_at=crosses_at, r2=trend.r2, sample_count=trend.count,
     )
 
 

@@ -227,16 +227,3 @@ async def test_asset_devices_batch_across_assets(
         await _insert_tree(stores, tenant, prefix=f"{n}/")
     large, _ = await calls_and_totals()
     assert large == small == {"registry": 2, "assets": 2, "telemetry": 0, "shadows": 0}
-
-
-async def test_asset_telemetry_is_not_implemented_yet(
-    gateway: Gateway, tree: dict[str, UUID], tenant: Tenant
-) -> None:
-    q = """query($id: ID!) { asset(id: $id) { name
-      telemetry(metric: "temperature", bucket: "5m") { assetId } } }"""
-    body = await gateway.query(q, {"id": str(tree["Site A"])}, key=tenant.key)
-    assert body["data"] == {"asset": {"name": "Site A", "telemetry": None}}
-    [error] = body["errors"]
-    assert error["path"] == ["asset", "telemetry"]
-    assert "not implemented yet" in error["message"]
-    assert error["extensions"] == {"code": "INTERNAL", "notImplemented": True}

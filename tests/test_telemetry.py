@@ -208,16 +208,3 @@ async def test_root_telemetry_keeps_the_order_given_in_one_round_trip(
          "stats": {"count": 2}},
     ]
     assert body["extensions"]["storeCalls"]["telemetry"] == 1
-
-
-async def test_forecast_is_not_implemented_yet(
-    gateway: Gateway, devices: Devices, tenant: Tenant
-) -> None:
-    q = """query($id: ID!) { device(id: $id) { id
-      forecast(metric: "temperature", threshold: 80) { crossesAt } } }"""
-    body = await gateway.query(q, {"id": str(devices.main)}, key=tenant.key)
-    assert body["data"] == {"device": {"id": str(devices.main), "forecast": None}}
-    [error] = body["errors"]
-    assert error["path"] == ["device", "forecast"]
-    assert "not implemented yet" in error["message"]
-    assert error["extensions"] == {"code": "INTERNAL", "notImplemented": True}

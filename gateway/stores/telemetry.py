@@ -54,6 +54,17 @@ class SeriesRows:
     values: list[float]
 
 
+@dataclass(frozen=True)
+class Trend:
+    """value = intercept + slope * (seconds since origin), fitted over ``count`` readings."""
+
+    origin: datetime
+    count: int
+    slope: float | None
+    intercept: float | None
+    r2: float | None
+
+
 class TelemetryStore(PgStore):
     name = "telemetry"
 
@@ -143,6 +154,33 @@ class TelemetryStore(PgStore):
                 await conn.execute(self.sql["upsert_latest"])
         return int(status.rsplit(" ", 1)[1])
 
+    async def rollup(
+        self, tenant_id: UUID, pairs: Sequence[tuple[UUID, UUID]], q: SeriesQuery
+    ) -> dict[UUID, tuple[SeriesRows, int]]:
+        """Per group in ``pairs`` (group, device): the bucketed series across its devices
+        and how many devices contributed. Groups without readings are absent."""
+        assert q.bucket is not None
+        sql = self.sql["rollup"].replace("{agg}", AGGREGATES[q.aggregate])
+        rows = await self.fetch(
+            sql, tenant_id, [p[0] for p in pairs], [p[1] for p in pairs], q.metric, q.start,
+            q.end, q.bucket, BUCKET_ORIGIN,
+        )
+        return {row["root"]: (_series(row), row["devices"]) for row in rows}
+
+    async def forecast(
+        self, tenant_id: UUID, device_ids: Sequence[UUID], metric: str, start: datetime,
+        end: datetime,
+    ) -> list[Trend]:
+        """Least-squares trend per device over [start, end), aligned with ``device_ids``."""
+        rows = await self.fetch(
+            self.sql["forecast"], tenant_id, list(device_ids), metric, start, end
+        )
+        by_id = {row["device_id"]: row for row in rows}
+        return [
+            Trend(start, by_id[d]["n"], by_id[d]["slope"], by_id[d]["intercept"], by_id[d]["r2"])
+            for d in device_ids
+        ]
+
     async def last_seen_after(self, after: UUID, limit: int) -> list[asyncpg.Record]:
         return await self.fetch(self.sql["last_seen_after"], after, limit)
 
@@ -150,9 +188,12 @@ class TelemetryStore(PgStore):
         await self.execute(self.sql["ensure_partitions"], start, end)
 
 
+EMPTY_SERIES = SeriesRows(0, None, None, None, None, None, None, [], [])
+
+
 def _series(row: asyncpg.Record | None) -> SeriesRows:
     if row is None or not row["n"]:
-        return SeriesRows(0, None, None, None, None, None, None, [], [])
+        return EMPTY_SERIES
     return SeriesRows(
         count=row["n"], min=row["min"], max=row["max"], avg=row["avg"], stddev=row["stddev"],
         first=row["first"], last=row["last"], times=list(row["times"] or []),

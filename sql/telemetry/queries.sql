@@ -106,3 +106,44 @@ WHERE device_id > $1
 GROUP BY tenant_id, device_id
 ORDER BY device_id
 LIMIT $2;
+
+-- name: forecast
+-- Per device: a least-squares line of value over seconds since the window start ($4)
+-- (centred x keeps float8 precise), over readings in [$4, $5).
+SELECT d.id AS device_id, f.n, f.slope, f.intercept, f.r2
+FROM unnest($2::uuid[]) AS d(id)
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n,
+           regr_slope(value, extract(epoch FROM time - $4)) AS slope,
+           regr_intercept(value, extract(epoch FROM time - $4)) AS intercept,
+           regr_r2(value, extract(epoch FROM time - $4)) AS r2
+    FROM readings
+    WHERE tenant_id = $1 AND device_id = d.id AND metric = $3 AND time >= $4 AND time < $5
+) f;
+
+-- name: rollup
+-- One metric aggregated across groups of devices: $2/$3 pair each group (an asset) with
+-- a device below it. Per group: stats, contributing devices, and one value per non-empty
+-- bucket. {agg} is filled from a fixed table of aggregate expressions, never from input.
+WITH r AS MATERIALIZED (
+    SELECT p.root, x.device_id, x.time, x.value
+    FROM unnest($2::uuid[], $3::uuid[]) AS p(root, device_id)
+    JOIN readings x ON x.device_id = p.device_id
+    WHERE x.tenant_id = $1 AND x.metric = $4 AND x.time >= $5 AND x.time < $6
+), stats AS (
+    SELECT root, count(*) AS n, count(DISTINCT device_id) AS devices,
+           min(value) AS min, max(value) AS max, avg(value) AS avg,
+           stddev_samp(value) AS stddev,
+           (min(ARRAY[extract(epoch FROM time)::float8, value]))[2] AS first,
+           (max(ARRAY[extract(epoch FROM time)::float8, value]))[2] AS last
+    FROM r GROUP BY root
+), buckets AS (
+    SELECT root, date_bin($7::interval, time, $8::timestamptz) AS bucket, {agg} AS v
+    FROM r GROUP BY 1, 2
+)
+SELECT s.*, b.times, b.vals
+FROM stats s
+LEFT JOIN (
+    SELECT root, array_agg(bucket ORDER BY bucket) AS times, array_agg(v ORDER BY bucket) AS vals
+    FROM buckets GROUP BY root
+) b USING (root);
