@@ -23,6 +23,7 @@ from gateway.context import GatewayGraphQL
 from gateway.errors import GatewayError
 from gateway.graphiql import STATIC_PATH, graphiql_html, static_app
 from gateway.hub import ShadowHub
+from gateway.ingest import ingest_endpoint
 from gateway.migrate import migrate_all
 from gateway.reconciler import run_periodically as reconcile_periodically
 from gateway.settings import Settings
@@ -183,6 +184,7 @@ def create_app(
             Route("/graphql", endpoint, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", endpoint),
             Mount(STATIC_PATH, static_app()),
+            Route("/ingest", ingest_endpoint, methods=["POST"]),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],

@@ -6,11 +6,14 @@ which is enough for a secret of that entropy and lets a request find its key by 
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import hashlib
 import secrets
 from dataclasses import dataclass
 from uuid import UUID
 
+from gateway.credentials import verify_secret
 from gateway.errors import Unauthenticated
 from gateway.stores.registry import RegistryStore
 
@@ -22,7 +25,8 @@ ROLES = ("admin", "operator", "viewer", "device")
 class Caller:
     tenant_id: UUID
     role: str
-    key_id: UUID
+    key_id: UUID  # the API key, or the device credential
+    device_id: UUID | None = None  # set when a device authenticated as itself
 
 
 def new_api_key() -> str:
@@ -50,6 +54,28 @@ async def authenticate(registry: RegistryStore, authorization: str | None) -> Ca
     if row is None:
         raise Unauthenticated("Invalid API key")
     return Caller(tenant_id=row["tenant_id"], role=row["role"], key_id=row["id"])
+
+
+async def authenticate_device(registry: RegistryStore, authorization: str | None) -> Caller:
+    """``Authorization: Basic base64(<device id>:<credential secret>)``: the device's own
+    identity, as issued by registerDevice."""
+    scheme, _, token = (authorization or "").partition(" ")
+    try:
+        device_text, _, secret = base64.b64decode(token.strip(), validate=True).decode(
+        ).partition(":")
+        device_id = UUID(device_text)
+    except (ValueError, UnicodeDecodeError):
+        raise Unauthenticated("Invalid device credentials") from None
+    if scheme.lower() != "basic" or not secret:
+        raise Unauthenticated("Invalid device credentials")
+    for row in await registry.device_credentials_for_auth(device_id):
+        # scrypt takes tens of milliseconds by design: off the event loop.
+        if await asyncio.to_thread(verify_secret, secret, row["secret_hash"]):
+            if row["status"] == "DECOMMISSIONED":
+                break
+            return Caller(tenant_id=row["tenant_id"], role="device", key_id=row["id"],
+                          device_id=device_id)
+    raise Unauthenticated("Invalid device credentials")
 
 
 async def create_tenant_with_admin_key(

@@ -63,6 +63,8 @@ class Settings:
     store_timeout: float = 5.0
     reconcile_interval: float = 300.0
     allowed_origins: tuple[str, ...] = ()
+    ingest_max_bytes: int = 256 * 1024 * 1024
+    ingest_max_lines: int = 5_000_000
 
     @property
     def production(self) -> bool:
@@ -108,6 +110,8 @@ class Settings:
             pool_max_size=_int(env, "POOL_MAX_SIZE", 10, minimum=1),
             store_timeout=_float(env, "STORE_TIMEOUT", 5.0),
             reconcile_interval=_float(env, "RECONCILE_INTERVAL", 300.0),
+            ingest_max_bytes=_int(env, "INGEST_MAX_BYTES", 256 * 1024 * 1024, minimum=1),
+            ingest_max_lines=_int(env, "INGEST_MAX_LINES", 5_000_000, minimum=1),
             allowed_origins=tuple(
                 o.strip().rstrip("/") for o in (_str(env, "ALLOWED_ORIGINS", "") or "").split(",")
                 if o.strip()
@@ -119,5 +123,5 @@ class Settings:
 KEYS = (
     "REGISTRY_DSN", "ASSETS_DSN", "TELEMETRY_DSN", "REDIS_URL", "HOST", "PORT", "DATA_DIR",
     "ENV", "MAX_PAGE_SIZE", "MAX_POINTS", "POOL_MIN_SIZE", "POOL_MAX_SIZE", "STORE_TIMEOUT",
-    "RECONCILE_INTERVAL", "ALLOWED_ORIGINS",
+    "RECONCILE_INTERVAL", "ALLOWED_ORIGINS", "INGEST_MAX_BYTES", "INGEST_MAX_LINES",
 )

@@ -143,6 +143,9 @@ class RegistryStore(PgStore):
                 page.append(row)
         return pages
 
+    async def device_credentials_for_auth(self, device_id: UUID) -> list[asyncpg.Record]:
+        return await self.fetch(self.sql["device_credentials_for_auth"], device_id)
+
     async def api_key(self, key_hash: bytes) -> asyncpg.Record | None:
         return await self.fetchrow(self.sql["api_key_by_hash"], key_hash)
 

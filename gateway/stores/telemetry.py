@@ -83,19 +83,19 @@ class TelemetryStore(PgStore):
         if not times:
             return 0
         args = (tenant_id, list(device_ids), list(metrics), list(times), list(values))
-        await self._ensure_days(min(times), max(times))
+        await self.ensure_days(min(times), max(times))
         try:
             row = await self.fetchrow(self.sql["ingest"], *args)
         except asyncpg.CheckViolationError:
             # "no partition found for row": a partition this process remembered was dropped
             # (retention, or another tool). Forget, ensure again, retry once.
             self._ensured_days.clear()
-            await self._ensure_days(min(times), max(times))
+            await self.ensure_days(min(times), max(times))
             row = await self.fetchrow(self.sql["ingest"], *args)
         assert row is not None
         return int(row["inserted"])
 
-    async def _ensure_days(self, start: datetime, end: datetime) -> None:
+    async def ensure_days(self, start: datetime, end: datetime) -> None:
         first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
         days = {first + timedelta(days=n) for n in range((last - first).days + 1)}
         if not days <= self._ensured_days:

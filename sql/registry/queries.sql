@@ -127,3 +127,10 @@ SELECT t.root AS page_root, t.total_count AS page_total, r.*
 FROM totals t
 LEFT JOIN ranked r ON r.root = t.root AND r.rn <= $10
 ORDER BY t.root, r.created_at, r.id;
+
+-- name: device_credentials_for_auth
+-- Authentication of a device by its own id: the tenant is what this finds out.
+SELECT c.id, c.secret_hash, d.tenant_id, d.status
+FROM device_credentials c
+JOIN devices d ON d.id = c.device_id
+WHERE c.device_id = $1 AND c.revoked_at IS NULL;

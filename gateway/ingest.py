@@ -1,0 +1,314 @@
+"""``POST /ingest``: bulk telemetry as NDJSON or CSV, streamed into one transaction.
+
+Lines are parsed as they arrive and checked (a known, live device of the caller's tenant,
+a metric name, a finite value, an RFC 3339 time at most 5 minutes ahead). Good readings
+are binary-COPY'd in batches into a staging table of the request's own transaction; at
+the end of the body one statement moves them into ``readings`` skipping duplicates, and
+the response, sent after COMMIT, counts accepted, duplicate and rejected readings (with
+line numbers). Memory is bounded by the batch, not the body. A body over the size or
+line limit is refused whole (413) with nothing committed; a bad line is rejected alone.
+
+Callers: an API key of a role that may write, or a device by its own credential
+(``Authorization: Basic base64(<device id>:<secret>)``), which may write only its own
+readings.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.auth import Caller, authenticate, authenticate_device
+from gateway.errors import GatewayError, StoreUnavailable
+from gateway.settings import Settings
+from gateway.stores import Stores
+from gateway.stores.base import translate_errors
+from gateway.writes.validate import METRIC
+
+log = logging.getLogger("gateway.ingest")
+
+BATCH = 20_000
+MAX_REPORTED = 1_000  # rejected lines listed one by one; the rest are only counted
+MAX_FUTURE = timedelta(minutes=5)
+WRITERS = ("admin", "operator")
+CSV_COLUMNS = ("deviceId", "metric", "time", "value")
+_COLUMNS = ["tenant_id", "device_id", "metric", "time", "value"]
+# Spelled out rather than LIKE readings: LIKE would lock readings for the whole request,
+# and creating a partition needs that lock.
+STAGING = """CREATE TEMP TABLE ingest_staging (
+    tenant_id uuid NOT NULL, device_id uuid NOT NULL, metric text NOT NULL,
+    time timestamptz NOT NULL, value double precision NOT NULL
+) ON COMMIT DROP"""
+
+
+class Refused(Exception):
+    """The whole request is refused: nothing is committed."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class Outcome:
+    accepted: int = 0
+    valid: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    rejected_count: int = 0
+
+    def reject(self, line: int, reason: str) -> None:
+        self.rejected_count += 1
+        if len(self.rejected) < MAX_REPORTED:
+            self.rejected.append({"line": line, "reason": reason})
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted, "duplicates": self.valid - self.accepted,
+            "rejected": self.rejected, "rejectedCount": self.rejected_count,
+            "rejectedTruncated": self.rejected_count > len(self.rejected),
+        }
+
+
+class Batch:
+    """Readings parsed from lines, waiting for their devices to be checked and COPY'd."""
+
+    def __init__(self, stores: Stores, caller: Caller, outcome: Outcome) -> None:
+        self._stores = stores
+        self._caller = caller
+        self._outcome = outcome
+        self._devices: dict[str, UUID | str] = {}  # device id text -> id, or why refused
+        self._pending: list[tuple[int, str, str, datetime, float]] = []
+        self._now = datetime.now(UTC)
+        self.last_seen: dict[UUID, datetime] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, line: int, device: Any, metric: Any, time: Any, value: Any) -> None:
+        parsed_time, parsed_value = _time(time), _number(value)
+        if not isinstance(device, str) or not device:
+            self._outcome.reject(line, "deviceId is missing")
+        elif not isinstance(metric, str) or not METRIC.match(metric):
+            self._outcome.reject(line, f"metric {metric!r} is not a metric name")
+        elif parsed_time is None:
+            self._outcome.reject(line, "time is not an RFC 3339 date-time")
+        elif parsed_time > self._now + MAX_FUTURE:
+            self._outcome.reject(line, "time is more than 5 minutes in the future")
+        elif parsed_value is None:
+            self._outcome.reject(line, "value is not a finite number")
+        else:
+            self._pending.append((line, device, metric, parsed_time, parsed_value))
+
+    async def flush(self, conn: asyncpg.Connection) -> None:
+        """Checks the devices not seen before (one registry query) and COPYs the batch."""
+        await self._resolve({d for _, d, _, _, _ in self._pending} - self._devices.keys())
+        tenant = self._caller.tenant_id
+        records = []
+        for line, device_text, metric, time, value in self._pending:
+            device = self._devices[device_text]
+            if isinstance(device, str):
+                self._outcome.reject(line, device)
+                continue
+            records.append((tenant, device, metric, time, value))
+            if self.last_seen.get(device, time) <= time:
+                self.last_seen[device] = time
+        self._pending = []
+        if records:
+            with translate_errors("telemetry"):
+                await conn.copy_records_to_table(
+                    "ingest_staging", records=records, columns=_COLUMNS)
+            self._outcome.valid += len(records)
+
+    async def _resolve(self, texts: set[str]) -> None:
+        ids: dict[str, UUID] = {}
+        for text in texts:
+            try:
+                ids[text] = UUID(text)
+            except ValueError:
+                self._devices[text] = "deviceId is not a valid ID"
+        if not ids:
+            return
+        own = self._caller.device_id
+        rows = await self._stores.registry.devices_by_ids(self._caller.tenant_id,
+                                                          list(ids.values()))
+        for (text, device), row in zip(ids.items(), rows, strict=True):
+            if row is None:
+                self._devices[text] = "unknown device"
+            elif own is not None and device != own:
+                self._devices[text] = "a device may only write its own readings"
+            elif row["status"] == "DECOMMISSIONED":
+                self._devices[text] = "device is decommissioned"
+            else:
+                self._devices[text] = device
+
+
+def _time(raw: Any) -> datetime | None:
+    if not isinstance(raw, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _number(raw: Any) -> float | None:
+    if isinstance(raw, bool):
+        return None
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+async def _lines(request: Request, settings: Settings) -> AsyncIterator[tuple[int, bytes]]:
+    """Numbered non-empty lines of the body, enforcing the size and line limits as the
+    bytes arrive."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.ingest_max_bytes:
+        raise Refused(413, "LIMIT_EXCEEDED",
+                      f"Body exceeds the limit of {settings.ingest_max_bytes} bytes")
+    received, number, rest = 0, 0, b""
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > settings.ingest_max_bytes:
+            raise Refused(413, "LIMIT_EXCEEDED",
+                          f"Body exceeds the limit of {settings.ingest_max_bytes} bytes")
+        *complete, rest = (rest + chunk).split(b"\n")
+        for line in complete:
+            number += 1
+            if line.strip():
+                if number > settings.ingest_max_lines:
+                    raise Refused(413, "LIMIT_EXCEEDED",
+                                  f"Body exceeds the limit of {settings.ingest_max_lines} lines")
+                yield number, line
+    if rest.strip():
+        number += 1
+        if number > settings.ingest_max_lines:
+            raise Refused(413, "LIMIT_EXCEEDED",
+                          f"Body exceeds the limit of {settings.ingest_max_lines} lines")
+        yield number, rest
+
+
+async def _parse(
+    request: Request, settings: Settings, kind: str, batch: Batch, outcome: Outcome,
+) -> AsyncIterator[None]:
+    """Feeds every line into ``batch``; yields whenever the batch is full."""
+    columns: dict[str, int] | None = None
+    async for number, raw in _lines(request, settings):
+        try:
+            text = raw.decode().rstrip("\r")
+        except UnicodeDecodeError:
+            outcome.reject(number, "line is not UTF-8")
+            continue
+        if kind == "ndjson":
+            try:
+                item = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                outcome.reject(number, "line is not JSON")
+                continue
+            if not isinstance(item, dict):
+                outcome.reject(number, "line is not a JSON object")
+                continue
+            batch.add(number, item.get("deviceId"), item.get("metric"), item.get("time"),
+                      item.get("value"))
+        else:
+            fields = next(csv.reader([text])) if '"' in text else text.split(",")
+            if columns is None:
+                columns = _csv_header(fields)
+                continue
+            if len(fields) != len(columns):
+                outcome.reject(number, f"expected {len(columns)} fields, got {len(fields)}")
+                continue
+            batch.add(number, *(fields[columns[c]] for c in CSV_COLUMNS))
+        if len(batch) >= BATCH:
+            yield
+
+
+def _csv_header(fields: list[str]) -> dict[str, int]:
+    names = [f.strip() for f in fields]
+    missing = [c for c in CSV_COLUMNS if c not in names]
+    if missing or len(set(names)) != len(names):
+        raise Refused(400, "BAD_USER_INPUT",
+                      "CSV must start with the header line deviceId,metric,time,value")
+    return {name: names.index(name) for name in CSV_COLUMNS}
+
+
+def _kind(request: Request) -> str:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media in ("application/x-ndjson", "application/jsonl", "application/json-seq"):
+        return "ndjson"
+    if media == "text/csv":
+        return "csv"
+    raise Refused(415, "BAD_USER_INPUT",
+                  "Content-Type must be application/x-ndjson or text/csv")
+
+
+async def _caller(request: Request, stores: Stores) -> Caller:
+    authorization = request.headers.get("authorization", "")
+    if authorization.lower().startswith("basic "):
+        return await authenticate_device(stores.registry, authorization)
+    caller = await authenticate(stores.registry, authorization)
+    if caller.role not in WRITERS:
+        raise Refused(403, "FORBIDDEN", f"The {caller.role} role may not write telemetry")
+    return caller
+
+
+async def ingest_endpoint(request: Request) -> Response:
+    stores: Stores = request.state.stores
+    settings: Settings = request.state.settings
+    try:
+        caller = await _caller(request, stores)
+        kind = _kind(request)
+        outcome = await _ingest(request, stores, settings, caller, kind)
+    except Refused as refused:
+        return _error(refused.status, refused.code, refused.message)
+    except GatewayError as error:
+        status = {"UNAUTHENTICATED": 401, "STORE_UNAVAILABLE": 503}.get(error.code, 400)
+        return _error(status, error.code, error.message)
+    except ClientDisconnect:
+        return Response(status_code=499)  # nobody to read it; the transaction rolled back
+    return JSONResponse(outcome.as_json())
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]},
+                        status_code=status)
+
+
+async def _ingest(
+    request: Request, stores: Stores, settings: Settings, caller: Caller, kind: str
+) -> Outcome:
+    outcome = Outcome()
+    batch = Batch(stores, caller, outcome)
+    telemetry = stores.telemetry
+    with translate_errors("telemetry"):
+        async with telemetry.pool.acquire() as conn, conn.transaction():
+            await conn.execute(STAGING)
+            async for _ in _parse(request, settings, kind, batch, outcome):
+                await batch.flush(conn)
+            await batch.flush(conn)
+            if outcome.valid:
+                span = await conn.fetchrow(telemetry.sql["staged_span"])
+                await telemetry.ensure_days(span["first"], span["last"])
+                row = await conn.fetchrow(telemetry.sql["ingest_staged"])
+                outcome.accepted = int(row["inserted"])
+    if batch.last_seen:
+        try:
+            await stores.registry.touch_last_seen(caller.tenant_id, batch.last_seen)
+        except StoreUnavailable:
+            log.warning("lastSeenAt of %d devices left for the reconciler",
+                        len(batch.last_seen))
+    return outcome

@@ -1,0 +1,201 @@
+"""POST /ingest: NDJSON and CSV, streamed, idempotent, all-or-nothing per request."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import httpx
+import orjson
+import pytest
+from asgi_lifespan import LifespanManager
+
+from gateway.app import create_app
+from gateway.auth import hash_key, new_api_key
+from gateway.errors import StoreUnavailable
+from gateway.settings import Settings
+from gateway.stores import Stores
+from tests.conftest import Gateway, Tenant
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+Client = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture
+def client(settings: Settings, stores: Stores) -> Client:
+    @asynccontextmanager
+    async def open_client(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(dataclasses.replace(settings, **overrides), stores=stores)
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+                yield http
+    return open_client
+
+
+async def _device(stores: Stores, tenant: Tenant, serial: str, status: str = "ACTIVE") -> UUID:
+    row = await stores.registry.insert_device(tenant.id, serial=serial, name=serial,
+                                              type="sensor", status=status)
+    device_id: UUID = row["id"]
+    return device_id
+
+
+def _ndjson(*items: Any) -> bytes:
+    return b"\n".join(i if isinstance(i, bytes) else orjson.dumps(i) for i in items) + b"\n"
+
+
+def _reading(device: UUID | str, minutes: float, value: Any = 1.0,
+             metric: str = "temperature") -> dict[str, Any]:
+    return {"deviceId": str(device), "metric": metric,
+            "time": (NOW - timedelta(minutes=minutes)).isoformat(), "value": value}
+
+
+async def _post(http: httpx.AsyncClient, body: bytes, *, auth: str,
+                kind: str = "application/x-ndjson") -> httpx.Response:
+    async def chunks() -> AsyncIterator[bytes]:  # streamed in small pieces, lines split
+        for start in range(0, len(body), 7):
+            yield body[start:start + 7]
+    return await http.post("/ingest", content=chunks(),
+                           headers={"Authorization": auth, "Content-Type": kind})
+
+
+async def _stored(stores: Stores, device: UUID) -> int:
+    rows = await stores.telemetry.pool.fetch(
+        "SELECT count(*) FROM readings WHERE device_id = $1", device)
+    return int(rows[0][0])
+
+
+async def test_ndjson_accepts_good_lines_and_names_bad_ones(
+    client: Client, stores: Stores, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    mine = await _device(stores, tenant, "N1")
+    theirs = await _device(stores, other_tenant, "N2")
+    retired = await _device(stores, tenant, "N3", status="DECOMMISSIONED")
+    body = _ndjson(
+        _reading(mine, 3, 20.5), _reading(mine, 2, 21.0), _reading(mine, 2, 21.0),  # dup
+        b"{not json", _reading(theirs, 1), _reading(mine, 1, "NaN"),
+        _reading(mine, 1, metric="9lives"), _reading(mine, -10), _reading(retired, 1),
+        {"deviceId": "nope", "metric": "t", "time": NOW.isoformat(), "value": 1},
+        _reading(mine, 1, "22.5"),
+    )
+    async with client() as http:
+        response = await _post(http, body, auth=f"Bearer {tenant.key}")
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert (result["accepted"], result["duplicates"]) == (3, 1)
+        assert {r["line"]: r["reason"] for r in result["rejected"]} == {
+            4: "line is not JSON", 5: "unknown device",
+            6: "value is not a finite number", 7: "metric '9lives' is not a metric name",
+            8: "time is more than 5 minutes in the future", 9: "device is decommissioned",
+            10: "deviceId is not a valid ID",
+        }
+        again = (await _post(http, body, auth=f"Bearer {tenant.key}")).json()
+    assert (again["accepted"], again["duplicates"]) == (0, 4)
+    assert await _stored(stores, mine) == 3
+    assert await _stored(stores, theirs) == 0
+
+
+async def test_csv_with_any_column_order(client: Client, stores: Stores, tenant: Tenant,
+                                         gateway: Gateway) -> None:
+    device = await _device(stores, tenant, "C1")
+    t1, t2 = (NOW - timedelta(minutes=2)).isoformat(), (NOW - timedelta(minutes=1)).isoformat()
+    body = (f"time,value,deviceId,metric\n{t1},1.5,{device},power\n"
+            f'"{t2}",2.5,{device},power\n{t2},3\n').encode()
+    async with client() as http:
+        result = (await _post(http, body, auth=f"Bearer {tenant.key}", kind="text/csv")).json()
+        assert (result["accepted"], result["rejectedCount"]) == (2, 1)
+        assert result["rejected"] == [{"line": 4, "reason": "expected 4 fields, got 2"}]
+        bad = await _post(http, b"a,b\n1,2\n", auth=f"Bearer {tenant.key}", kind="text/csv")
+        assert bad.status_code == 400
+        assert bad.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+        unsupported = await _post(http, b"{}", auth=f"Bearer {tenant.key}", kind="text/plain")
+        assert unsupported.status_code == 415
+    body = await gateway.query(
+        'query($d: ID!) { device(id: $d) { lastSeenAt latest { metric value } } }',
+        {"d": str(device)}, key=tenant.key)
+    node = body["data"]["device"]
+    assert node["latest"] == [{"metric": "power", "value": 2.5}]
+    assert datetime.fromisoformat(node["lastSeenAt"]) == NOW - timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(("limits", "lines"), [
+    ({"ingest_max_bytes": 2_000}, 40), ({"ingest_max_lines": 10}, 11),
+])
+async def test_a_body_over_a_limit_is_refused_whole(
+    client: Client, stores: Stores, tenant: Tenant, limits: dict[str, int], lines: int
+) -> None:
+    device = await _device(stores, tenant, "L1")
+    body = _ndjson(*(_reading(device, 100 - n) for n in range(lines)))
+    async with client(**limits) as http:
+        response = await _post(http, body, auth=f"Bearer {tenant.key}")
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["extensions"]["code"] == "LIMIT_EXCEEDED"
+    assert await _stored(stores, device) == 0
+
+
+async def test_a_store_failure_mid_request_commits_nothing(
+    client: Client, stores: Stores, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device = await _device(stores, tenant, "F1")
+
+    async def fail(*args: Any) -> None:
+        raise StoreUnavailable("telemetry", "injected")
+
+    monkeypatch.setattr(stores.telemetry, "ensure_days", fail)
+    async with client() as http:
+        response = await _post(http, _ndjson(_reading(device, 1), _reading(device, 2)),
+                               auth=f"Bearer {tenant.key}")
+        assert response.status_code == 503
+        assert response.json()["errors"][0]["extensions"]["code"] == "STORE_UNAVAILABLE"
+        monkeypatch.undo()
+        assert await _stored(stores, device) == 0
+        ok = await _post(http, _ndjson(_reading(device, 1)), auth=f"Bearer {tenant.key}")
+        assert ok.json()["accepted"] == 1
+
+
+async def test_devices_write_only_their_own_readings(
+    client: Client, gateway: Gateway, stores: Stores, tenant: Tenant
+) -> None:
+    register = """mutation($s: String!) { registerDevice(input: {serial: $s, name: $s,
+      type: "sensor"}) { device { id } credential { secret } } }"""
+    made = [(await gateway.query(register, {"s": s}, key=tenant.key))["data"]["registerDevice"]
+            for s in ("D1", "D2")]
+    me, other = (UUID(m["device"]["id"]) for m in made)
+    basic = base64.b64encode(f"{me}:{made[0]['credential']['secret']}".encode()).decode()
+    async with client() as http:
+        result = (await _post(http, _ndjson(_reading(me, 1), _reading(other, 1)),
+                              auth=f"Basic {basic}")).json()
+        assert result["accepted"] == 1
+        assert result["rejected"] == [
+            {"line": 2, "reason": "a device may only write its own readings"}]
+        wrong = base64.b64encode(f"{me}:not-the-secret".encode()).decode()
+        denied = await _post(http, _ndjson(_reading(me, 2)), auth=f"Basic {wrong}")
+        assert denied.status_code == 401
+        viewer = new_api_key()
+        await stores.registry.create_api_key(tenant.id, "v", hash_key(viewer), "viewer")
+        forbidden = await _post(http, _ndjson(_reading(me, 3)), auth=f"Bearer {viewer}")
+        assert forbidden.status_code == 403
+        anonymous = await http.post("/ingest", content=b"", headers={
+            "Content-Type": "application/x-ndjson"})
+        assert anonymous.status_code == 401
+    assert await _stored(stores, me) == 1 and await _stored(stores, other) == 0
+
+
+async def test_partitions_are_created_for_past_and_future_data(
+    client: Client, stores: Stores, tenant: Tenant
+) -> None:
+    device = await _device(stores, tenant, "P1")
+    old, soon = 60 * 24 * 40, -4  # 40 days ago; 4 minutes ahead
+    async with client() as http:
+        result = (await _post(http, _ndjson(_reading(device, old), _reading(device, soon)),
+                              auth=f"Bearer {tenant.key}")).json()
+    assert result["accepted"] == 2
+    day = (NOW - timedelta(minutes=old)).strftime("%Y%m%d")
+    exists = await stores.telemetry.pool.fetchval("SELECT to_regclass($1) IS NOT NULL",
+                                                  f"readings_{day}")
+    assert exists
