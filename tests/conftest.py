@@ -8,6 +8,7 @@ templates and a flushed Redis.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import shutil
@@ -109,30 +110,50 @@ async def templates(servers: Servers) -> dict[str, str]:
 
 
 _counter = itertools.count()
+_drops: set[asyncio.Task[None]] = set()
+
+
+async def _drop(servers: Servers, names: list[str]) -> None:
+    admin = await asyncpg.connect(servers.dsn("postgres"))
+    try:
+        for name in names:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def _dropped_at_end() -> AsyncIterator[None]:
+    yield
+    await asyncio.gather(*_drops)
 
 
 @pytest.fixture
-async def settings(servers: Servers, templates: dict[str, str]) -> AsyncIterator[Settings]:
+async def settings(
+    servers: Servers, templates: dict[str, str], _dropped_at_end: None
+) -> AsyncIterator[Settings]:
     n = next(_counter)
     names = {store: f"t{os.getpid()}_{n}_{store}" for store in STORES}
     admin = await asyncpg.connect(servers.dsn("postgres"))
     try:
         for store, name in names.items():
             await admin.execute(
-                f'CREATE DATABASE "{name}" TEMPLATE "{templates[store]}" STRATEGY FILE_COPY'
+                f'CREATE DATABASE "{name}" TEMPLATE "{templates[store]}" STRATEGY WAL_LOG'
             )
-        client = redis.Redis.from_url(servers.redis_url)
-        await client.flushdb()
-        await client.aclose()
-        yield Settings(
-            registry_dsn=servers.dsn(names["registry"]), assets_dsn=servers.dsn(names["assets"]),
-            telemetry_dsn=servers.dsn(names["telemetry"]), redis_url=servers.redis_url,
-            pool_min_size=1, pool_max_size=4,
-        )
-        for name in names.values():
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+    client = redis.Redis.from_url(servers.redis_url)
+    await client.flushdb()
+    await client.aclose()
+    yield Settings(
+        registry_dsn=servers.dsn(names["registry"]), assets_dsn=servers.dsn(names["assets"]),
+        telemetry_dsn=servers.dsn(names["telemetry"]), redis_url=servers.redis_url,
+        pool_min_size=1, pool_max_size=4,
+    )
+    # Dropping takes as long as creating; the next test need not wait for it.
+    task = asyncio.create_task(_drop(servers, list(names.values())))
+    _drops.add(task)
+    task.add_done_callback(_drops.discard)
 
 
 @pytest.fixture
