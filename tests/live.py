@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -64,7 +64,7 @@ class TransportWS:
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(message))
 
-    async def receive(self, timeout: float = 10.0) -> dict[str, Any]:
+    async def receive(self, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109
         message: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
         return message
 
@@ -75,7 +75,7 @@ class TransportWS:
                          "payload": {"query": query, "variables": variables or {}}})
         return op_id
 
-    async def next_event(self, timeout: float = 10.0) -> dict[str, Any]:
+    async def next_event(self, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109
         """The next `next` payload's shadowChanged event (skipping pings)."""
         while True:
             message = await self.receive(timeout)
@@ -86,3 +86,30 @@ class TransportWS:
             assert "errors" not in message["payload"], message
             event: dict[str, Any] = message["payload"]["data"]["shadowChanged"]
             return event
+
+
+def lifespan_state(app: Starlette) -> dict[str, Any]:
+    """Keeps the state the app's lifespan yields (stores, settings, hub): once ``serve`` has
+    started ``app``, the returned dict's ``"state"`` is it."""
+    captured: dict[str, Any] = {}
+
+    class _Keep:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                captured["state"] = scope["state"]
+            await self.inner(scope, receive, send)
+
+    app.add_middleware(_Keep)
+    return captured
+
+
+async def wait_until(predicate: Callable[[], bool], within: float = 10.0) -> None:
+    """Waits (bounded) for ``predicate`` to hold; fails the test if it never does."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(0.01)
