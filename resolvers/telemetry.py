@@ -128,7 +128,9 @@ def series_query(
         )
     return SeriesQuery(
         metric=metric, start=start, end=end, bucket=bucket,
-        aggregate=(aggregate or Aggregate.AVG).value, limit=limit or max_points,
+        # Without a limit, one row past the maximum tells a range that holds too many.
+        aggregate=(aggregate or Aggregate.AVG).value, limit=limit or max_points + 1,
+        limit_is_probe=limit is None,
     )
 
 
@@ -148,6 +150,12 @@ def series_stats(rows: SeriesRows) -> SeriesStats:
 
 
 def to_series(device_id: UUID, q: SeriesQuery, rows: SeriesRows) -> TelemetrySeries:
+    if q.bucket is None and q.limit_is_probe and len(rows.times) >= q.limit:
+        maximum = q.limit - 1
+        raise LimitExceeded(
+            f"{q.metric} holds more than {maximum} readings in this range; give a limit, a "
+            "bucket or a shorter range", limit="maxPoints", maximum=maximum,
+        )
     return TelemetrySeries(
         device_id=strawberry.ID(str(device_id)), device_uuid=device_id, metric=q.metric,
         from_=q.start, to=q.end,

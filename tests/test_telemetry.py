@@ -208,3 +208,25 @@ async def test_root_telemetry_keeps_the_order_given_in_one_round_trip(
          "stats": {"count": 2}},
     ]
     assert body["extensions"]["storeCalls"]["telemetry"] == 1
+
+
+async def test_a_raw_range_over_the_maximum_is_refused_not_truncated(
+    gateway: Gateway, stores: Stores, tenant: Tenant
+) -> None:
+    row = await stores.registry.insert_device(tenant.id, serial="BIG", name="big",
+                                              type="sensor", status="ACTIVE")
+    await stores.telemetry.insert_readings([
+        (tenant.id, row["id"], "hz", T0 + timedelta(seconds=s), float(s))
+        for s in range(10_001)])
+    q = """query($id: ID!, $limit: Int) { device(id: $id) {
+      telemetry(metric: "hz", from: "2025-03-01T12:00:00Z", to: "2025-03-01T15:00:00Z",
+                limit: $limit) { points { value } stats { count } } } }"""
+    body = await gateway.query(q, {"id": str(row["id"])}, key=tenant.key)
+    assert body["data"]["device"]["telemetry"] is None
+    error = body["errors"][0]
+    assert error["extensions"]["code"] == "LIMIT_EXCEEDED"
+    assert error["extensions"]["maximum"] == 10_000
+    # Asking for a page is not truncation: the first 10,000 points, and every stat.
+    body = await gateway.query(q, {"id": str(row["id"]), "limit": 10_000}, key=tenant.key)
+    series = body["data"]["device"]["telemetry"]
+    assert len(series["points"]) == 10_000 and series["stats"]["count"] == 10_001

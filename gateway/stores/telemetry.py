@@ -37,6 +37,9 @@ class SeriesQuery:
     aggregate: str = "AVG"
     limit: int = 10_000
     newest_first: bool = False
+    # True when the caller gave no limit: ``limit`` is then the maximum plus one, and a full
+    # page means the range holds more than a response may (LIMIT_EXCEEDED, not truncation).
+    limit_is_probe: bool = False
 
 
 @dataclass(frozen=True)
