@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
+from gateway import retention
 from gateway.auth import authenticate
 from gateway.context import GatewayGraphQL
 from gateway.errors import GatewayError
@@ -170,7 +171,8 @@ def create_app(
             if startup is not None:
                 await startup(opened, settings)
             tasks: list[Awaitable[None]] = [
-                reconcile_periodically(opened, settings.reconcile_interval)
+                reconcile_periodically(opened, settings.reconcile_interval),
+                retention.run_periodically(opened, settings),
             ]
             if background is not None:
                 tasks.append(background(opened, settings))

@@ -65,6 +65,7 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     ingest_max_bytes: int = 256 * 1024 * 1024
     ingest_max_lines: int = 5_000_000
+    telemetry_retention_days: int = 0  # 0 keeps readings forever
 
     @property
     def production(self) -> bool:
@@ -112,6 +113,7 @@ class Settings:
             reconcile_interval=_float(env, "RECONCILE_INTERVAL", 300.0),
             ingest_max_bytes=_int(env, "INGEST_MAX_BYTES", 256 * 1024 * 1024, minimum=1),
             ingest_max_lines=_int(env, "INGEST_MAX_LINES", 5_000_000, minimum=1),
+            telemetry_retention_days=_int(env, "TELEMETRY_RETENTION_DAYS", 0, minimum=0),
             allowed_origins=tuple(
                 o.strip().rstrip("/") for o in (_str(env, "ALLOWED_ORIGINS", "") or "").split(",")
                 if o.strip()
@@ -124,4 +126,5 @@ KEYS = (
     "REGISTRY_DSN", "ASSETS_DSN", "TELEMETRY_DSN", "REDIS_URL", "HOST", "PORT", "DATA_DIR",
     "ENV", "MAX_PAGE_SIZE", "MAX_POINTS", "POOL_MIN_SIZE", "POOL_MAX_SIZE", "STORE_TIMEOUT",
     "RECONCILE_INTERVAL", "ALLOWED_ORIGINS", "INGEST_MAX_BYTES", "INGEST_MAX_LINES",
+    "TELEMETRY_RETENTION_DAYS",
 )

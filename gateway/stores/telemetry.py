@@ -184,6 +184,12 @@ class TelemetryStore(PgStore):
             for d in device_ids
         ]
 
+    async def drop_before(self, cutoff: datetime) -> int:
+        """Drops whole partitions (or chunks) holding only readings before ``cutoff``."""
+        row = await self.fetchrow(self.sql["drop_before"], cutoff)
+        self._ensured_days.clear()  # a dropped day must be created again if data comes
+        return int(row[0]) if row else 0
+
     async def last_seen_after(self, after: UUID, limit: int) -> list[asyncpg.Record]:
         return await self.fetch(self.sql["last_seen_after"], after, limit)
 

@@ -170,3 +170,6 @@ SELECT count(*) AS inserted, min(time) AS first, max(time) AS last FROM inserted
 
 -- name: staged_span
 SELECT min(time) AS first, max(time) AS last FROM ingest_staging;
+
+-- name: drop_before
+SELECT readings_drop_before($1);
