@@ -9,7 +9,7 @@ from typing import Any
 import strawberry
 from strawberry.scalars import JSON
 
-from gateway.context import Info
+from gateway.context import Context, Info
 from gateway.writes import assets, devices, shadows, telemetry
 from resolvers.assets import Asset
 from resolvers.devices import Device, DeviceStatus
@@ -274,15 +274,18 @@ class Mutation:
 
     @strawberry.mutation
     async def ingest_telemetry(self, info: Info, readings: list[ReadingInput]) -> IngestResult:
-        ctx = info.context
-        outcome = await telemetry.ingest(
-            ctx.stores,
-            ctx.tenant_id,
-            [telemetry.RawReading(str(r.device_id), r.metric, r.time, r.value) for r in readings],
-        )
-        ctx.loaders.forget_telemetry()
-        return IngestResult(
-            accepted=outcome.accepted,
-            duplicates=outcome.duplicates,
-            rejected=[RejectedReading(index=i, reason=why) for i, why in outcome.rejected],
-        )
+        # Declares the field; at run time resolvers.fast_paths serves it without converting
+        # each input object (see there). Both go through ingest_readings.
+        return await ingest_readings(info.context, [
+            telemetry.RawReading(str(r.device_id), r.metric, r.time, r.value) for r in readings
+        ])
+
+
+async def ingest_readings(ctx: Context, readings: list[telemetry.RawReading]) -> IngestResult:
+    outcome = await telemetry.ingest(ctx.stores, ctx.tenant_id, readings)
+    ctx.loaders.forget_telemetry()  # later fields of the same document see the new data
+    return IngestResult(
+        accepted=outcome.accepted,
+        duplicates=outcome.duplicates,
+        rejected=[RejectedReading(index=i, reason=why) for i, why in outcome.rejected],
+    )

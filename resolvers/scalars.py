@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import NewType
 from uuid import UUID
 
@@ -62,6 +62,27 @@ INTERVAL_SCALAR = strawberry.scalar(
     description="A time span: 30s, 5m, 1h, 1d, 7d, or an ISO-8601 duration such as PT5M.",
     serialize=format_interval,
     parse_value=parse_interval,
+)
+
+
+def parse_datetime(value: object) -> datetime:
+    """RFC 3339 / ISO 8601 with the standard library's C parser (dateutil, Strawberry's
+    default, costs ~40 µs a value, which dominates a 10,000-reading ingest)."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise BadUserInput(
+        f"Invalid DateTime {value!r}: use RFC 3339, e.g. 2026-11-26T19:00:00Z"
+    )
+
+
+DATETIME_SCALAR = strawberry.scalar(
+    name="DateTime",
+    description="RFC 3339 date-time with offset, e.g. 2026-11-26T19:00:00Z.",
+    serialize=lambda value: value.isoformat(),
+    parse_value=parse_datetime,
 )
 
 

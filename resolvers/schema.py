@@ -10,12 +10,13 @@ from strawberry.schema.config import StrawberryConfig
 
 from gateway.context import Info
 from gateway.errors import BadUserInput, NotFound
+from resolvers import fast_paths
 from resolvers.assets import Asset, AssetConnection, AssetFilter, resolve_assets
 from resolvers.devices import Device, DeviceConnection, DeviceFilter, resolve_devices
 from resolvers.extensions import ErrorCodes, StoreCallTrace
 from resolvers.live import GatewaySchema
 from resolvers.mutations import Mutation
-from resolvers.scalars import INTERVAL_SCALAR, Interval, parse_id
+from resolvers.scalars import DATETIME_SCALAR, INTERVAL_SCALAR, Interval, parse_id
 from resolvers.shadows import Shadow
 from resolvers.subscriptions import Subscription
 from resolvers.telemetry import Aggregate, TelemetrySeries, series_query, to_series
@@ -81,16 +82,18 @@ class Query:
 
 
 def build_schema(*, production: bool = False) -> strawberry.Schema:
-    return GatewaySchema(
+    built = GatewaySchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=[ErrorCodes, StoreCallTrace],
         config=StrawberryConfig(
-            scalar_map={Interval: INTERVAL_SCALAR},
+            scalar_map={Interval: INTERVAL_SCALAR, datetime: DATETIME_SCALAR},
             disable_field_suggestions=production,
         ),
     )
+    fast_paths.install(built)
+    return built
 
 
 schema = build_schema()

@@ -1,0 +1,33 @@
+"""Resolvers set straight on graphql-core fields, where Strawberry's per-object argument
+conversion would dominate the field's cost.
+
+``ingestTelemetry`` takes up to 10,000 input objects. Converting each into a
+``ReadingInput`` (Strawberry's ``convert_argument``) measured ~60% of the mutation's time
+on 10,000-reading batches. graphql-core has already validated and coerced the argument
+(every scalar parsed, non-null checked) into plain dicts keyed by GraphQL field names, so
+this resolver hands those to ``gateway.writes.telemetry`` directly. Whatever a field
+resolver must check (the caller's tenant, and later its role) is checked here too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+
+from gateway.writes import telemetry
+from resolvers.mutations import IngestResult, ingest_readings
+
+
+async def _ingest_telemetry(_root: Any, info: Any, readings: list[dict[str, Any]]
+                            ) -> IngestResult:
+    return await ingest_readings(info.context, [
+        telemetry.RawReading(str(r["deviceId"]), r["metric"], r["time"], r["value"])
+        for r in readings
+    ])
+
+
+def install(schema: strawberry.Schema) -> None:
+    mutation = schema._schema.mutation_type
+    assert mutation is not None
+    mutation.fields["ingestTelemetry"].resolve = _ingest_telemetry
