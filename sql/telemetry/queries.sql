@@ -32,28 +32,40 @@ CROSS JOIN LATERAL (
 ) p;
 
 -- name: series_bucketed
--- Per device: stats over the range and one value per non-empty bucket of width $6,
--- aligned to $7 (the gateway's fixed origin) so equal ranges always bucket alike.
+-- Per device, one scan of the range: one row per non-empty bucket of width $6 (aligned to
+-- $7, the gateway's fixed origin, so equal ranges always bucket alike) with partial
+-- aggregates, from which the range's stats are summed; first and last are index probes.
 -- {agg} is filled from a fixed table of aggregate expressions, never from input.
-SELECT d.id AS device_id, s.*, b.times, b.vals
+SELECT d.id AS device_id, s.n, s.min, s.max, s.avg, s.stddev, f.first, l.last,
+       s.times, s.vals
 FROM unnest($2::uuid[]) AS d(id)
 CROSS JOIN LATERAL (
-    SELECT count(*) AS n, min(value) AS min, max(value) AS max, avg(value) AS avg,
-           stddev_samp(value) AS stddev,
-           (min(ARRAY[extract(epoch FROM time)::float8, value]))[2] AS first,
-           (max(ARRAY[extract(epoch FROM time)::float8, value]))[2] AS last
-    FROM readings
-    WHERE tenant_id = $1 AND device_id = d.id AND metric = $3 AND time >= $4 AND time < $5
-) s
-CROSS JOIN LATERAL (
-    SELECT array_agg(x.bucket ORDER BY x.bucket) AS times, array_agg(x.v ORDER BY x.bucket) AS vals
+    SELECT sum(x.n)::bigint AS n, min(x.lo) AS min, max(x.hi) AS max,
+           sum(x.total) / sum(x.n) AS avg,
+           CASE WHEN sum(x.n) > 1 THEN sqrt(greatest(
+               (sum(x.squares) - sum(x.total) ^ 2 / sum(x.n)) / (sum(x.n) - 1), 0)) END
+               AS stddev,
+           array_agg(x.bucket ORDER BY x.bucket) AS times,
+           array_agg(x.v ORDER BY x.bucket) AS vals
     FROM (
-        SELECT date_bin($6::interval, time, $7::timestamptz) AS bucket, {agg} AS v
+        SELECT date_bin($6::interval, time, $7::timestamptz) AS bucket, count(*) AS n,
+               min(value) AS lo, max(value) AS hi, sum(value) AS total,
+               sum(value * value) AS squares, {agg} AS v
         FROM readings
         WHERE tenant_id = $1 AND device_id = d.id AND metric = $3 AND time >= $4 AND time < $5
         GROUP BY 1
     ) x
-) b;
+) s
+LEFT JOIN LATERAL (
+    SELECT value AS first FROM readings
+    WHERE tenant_id = $1 AND device_id = d.id AND metric = $3 AND time >= $4 AND time < $5
+    ORDER BY time LIMIT 1
+) f ON true
+LEFT JOIN LATERAL (
+    SELECT value AS last FROM readings
+    WHERE tenant_id = $1 AND device_id = d.id AND metric = $3 AND time >= $4 AND time < $5
+    ORDER BY time DESC LIMIT 1
+) l ON true;
 
 -- name: ensure_partitions
 SELECT readings_ensure_partitions($1, $2);
