@@ -26,6 +26,7 @@ from resolvers.telemetry import (
     Forecast,
     Reading,
     TelemetrySeries,
+    TimeOrder,
     series_query,
     to_forecast,
     to_series,
@@ -116,8 +117,13 @@ class Device:
             datetime | None, strawberry.argument(name="from")] = None,
         to: datetime | None = None, bucket: Interval | None = None,
         aggregate: Aggregate | None = Aggregate.AVG, limit: int | None = None,
+        order: Annotated[TimeOrder, strawberry.argument(
+            description="Raw points oldest first (default) or newest first; with `limit`, "
+            "which end of the range the points come from.")] = TimeOrder.OLDEST_FIRST,
     ) -> TelemetrySeries | None:
         q = series_query(info, metric, from_, to, bucket, aggregate, limit)
+        if order is TimeOrder.NEWEST_FIRST:
+            q = replace(q, newest_first=True)
         rows = await info.context.loaders.series(q).load(self.uuid)
         return to_series(self.uuid, q, rows)
 

@@ -28,6 +28,12 @@ class Aggregate(Enum):
     LAST = "LAST"
 
 
+@strawberry.enum
+class TimeOrder(Enum):
+    OLDEST_FIRST = "OLDEST_FIRST"
+    NEWEST_FIRST = "NEWEST_FIRST"
+
+
 @strawberry.type
 class Reading:
     metric: str

@@ -230,3 +230,23 @@ async def test_a_raw_range_over_the_maximum_is_refused_not_truncated(
     body = await gateway.query(q, {"id": str(row["id"]), "limit": 10_000}, key=tenant.key)
     series = body["data"]["device"]["telemetry"]
     assert len(series["points"]) == 10_000 and series["stats"]["count"] == 10_001
+
+
+async def test_raw_points_newest_first(
+    gateway: Gateway, stores: Stores, tenant: Tenant
+) -> None:
+    row = await stores.registry.insert_device(tenant.id, serial="ORD", name="ord",
+                                              type="sensor", status="ACTIVE")
+    await stores.telemetry.insert_readings([
+        (tenant.id, row["id"], "t", T0 + timedelta(minutes=m), float(m)) for m in range(10)])
+    q = """query($id: ID!, $order: TimeOrder) { device(id: $id) {
+      telemetry(metric: "t", from: "2025-03-01T12:00:00Z", to: "2025-03-01T13:00:00Z",
+                limit: 3, order: $order) { points { value } stats { count } } } }"""
+    newest = await gateway.query(q, {"id": str(row["id"]), "order": "NEWEST_FIRST"},
+                                 key=tenant.key)
+    series = newest["data"]["device"]["telemetry"]
+    assert [p["value"] for p in series["points"]] == [9.0, 8.0, 7.0]
+    assert series["stats"]["count"] == 10
+    oldest = await gateway.query(q, {"id": str(row["id"])}, key=tenant.key)
+    assert [p["value"] for p in oldest["data"]["device"]["telemetry"]["points"]] == [
+        0.0, 1.0, 2.0]

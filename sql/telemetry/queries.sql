@@ -22,7 +22,8 @@ CROSS JOIN LATERAL (
     WHERE tenant_id = $1 AND device_id = d.id AND metric = $3 AND time >= $4 AND time < $5
 ) s
 CROSS JOIN LATERAL (
-    SELECT array_agg(x.time ORDER BY x.time) AS times, array_agg(x.value ORDER BY x.time) AS vals
+    SELECT array_agg(x.time ORDER BY CASE WHEN $7 THEN x.time END DESC, x.time) AS times,
+           array_agg(x.value ORDER BY CASE WHEN $7 THEN x.time END DESC, x.time) AS vals
     FROM (
         SELECT time, value FROM readings
         WHERE tenant_id = $1 AND device_id = d.id AND metric = $3 AND time >= $4 AND time < $5
