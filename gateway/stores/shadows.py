@@ -50,6 +50,31 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
+_GET_MANY = """
+local out = {}
+for i, key in ipairs(KEYS) do out[i] = redis.call('HGETALL', key) end
+return out
+"""
+
+
+# KEYS alternate shadow key, version key. A missing version comes back as false (0 here).
+_GET_WITH_VERSIONS = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  out[i] = redis.call('HGETALL', KEYS[i])
+  out[i + 1] = redis.call('GET', KEYS[i + 1]) or 0
+end
+return out
+"""
+
+
+def _pairs(flat: list[bytes] | dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """A script's HGETALL reply is a flat [field, value, ...] list (RESP2 semantics)."""
+    if isinstance(flat, dict):
+        return flat
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
 # Bounded optimistic retries: 20 concurrent writers on one key settle well within this.
 MAX_ATTEMPTS = 100
 
@@ -117,6 +142,8 @@ class ShadowStore:
             self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
         )
         self._delete_script = self._redis.register_script(_DELETE_KEEPING_VERSION)
+        self._get_many_script = self._redis.register_script(_GET_MANY)
+        self._get_with_versions_script = self._redis.register_script(_GET_WITH_VERSIONS)
         try:
             await self._redis.ping()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
@@ -136,16 +163,17 @@ class ShadowStore:
     async def get_many(
         self, tenant_id: UUID, device_ids: Sequence[UUID]
     ) -> list[ShadowDoc | None]:
-        """All shadows in one pipelined round trip, aligned with ``device_ids``."""
+        """All shadows in one command, aligned with ``device_ids``. One script call rather
+        than a pipeline of HGETALLs: redis-py spends ~50 µs of Python per pipelined command,
+        which made 100 shadows cost 6-9 ms; the script's one reply is parsed in C (hiredis).
+        The keys share the tenant's hash tag, so this works on Redis Cluster too."""
+        if not device_ids:
+            return []
         record_round_trip(self.name)
-        try:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for device_id in device_ids:
-                    pipe.hgetall(shadow_key(tenant_id, device_id))
-                results = await pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(self.name, type(exc).__name__) from exc
-        return [_decode(d, r) for d, r in zip(device_ids, results, strict=True)]
+        with _translate():
+            replies = await self._get_many_script(
+                keys=[shadow_key(tenant_id, d) for d in device_ids])
+        return [_decode(d, _pairs(r)) for d, r in zip(device_ids, replies, strict=True)]
 
     async def put(self, tenant_id: UUID, doc: ShadowDoc) -> None:
         """Writes a whole shadow (seeding and tests; updates go through ``update``)."""
@@ -190,17 +218,18 @@ class ShadowStore:
     ) -> list[tuple[ShadowDoc | None, int | None]]:
         """Each device's shadow and, for one that has none, the version a deleted one left
         (None if it never had one): one pipelined round trip."""
+        if not device_ids:
+            return []
         record_round_trip(self.name)
+        keys = []
+        for device_id in device_ids:
+            keys += [shadow_key(tenant_id, device_id), version_key(tenant_id, device_id)]
         with _translate():
-            async with self.client.pipeline(transaction=False) as pipe:
-                for device_id in device_ids:
-                    pipe.hgetall(shadow_key(tenant_id, device_id))
-                    pipe.get(version_key(tenant_id, device_id))
-                results = await pipe.execute()
+            results = await self._get_with_versions_script(keys=keys)
         out: list[tuple[ShadowDoc | None, int | None]] = []
         for n, device_id in enumerate(device_ids):
-            doc = _decode(device_id, results[2 * n])
-            tomb = results[2 * n + 1]
+            doc = _decode(device_id, _pairs(results[2 * n]))
+            tomb = results[2 * n + 1] or None
             out.append((doc, doc.version if doc else int(tomb) if tomb else None))
         return out
 
