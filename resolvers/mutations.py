@@ -77,7 +77,9 @@ class UpdateAssetInput:
     name: str | None = None
     kind: str | None = None
     parent_id: strawberry.ID | None = strawberry.field(
-        default=None, description="Moves the asset; a move under its own subtree is refused."
+        default=strawberry.UNSET,
+        description="Moves the asset (null: to the root); a move under its own subtree is "
+        "refused.",
     )
     attributes: JSON | None = strawberry.field(
         default=None, description="RFC 7396 merge patch: a null value deletes the key."
@@ -207,6 +209,7 @@ class Mutation:
                 name=input.name,
                 kind=input.kind,
                 parent_id=parse_id(input.parent_id, "input.parentId") if input.parent_id else None,
+                to_root=input.parent_id is None,  # given as null; left out is UNSET
                 attributes=input.attributes,
             ),
         )

@@ -142,6 +142,27 @@ async def test_move_carries_the_subtree(gateway: Gateway, tenant: Tenant) -> Non
     assert [a["name"] for a in data["part"]["ancestors"]] == ["Site 2", "Line", "Machine"]
 
 
+async def test_a_null_parent_moves_to_the_root_and_a_missing_one_keeps_it(
+    gateway: Gateway, tenant: Tenant
+) -> None:
+    site = await create(gateway, tenant, "Site")
+    line = await create(gateway, tenant, "Line", site["id"])
+    machine = await create(gateway, tenant, "Machine", line["id"])
+    renamed = await gateway.query(UPDATE, {"id": line["id"], "input": {"name": "Line A"}},
+                                  key=tenant.key)
+    assert renamed["data"]["updateAsset"]["parent"] == {"id": site["id"]}
+    body = await gateway.query(UPDATE, {"id": line["id"], "input": {"parentId": None}},
+                               key=tenant.key)
+    assert "errors" not in body, body
+    assert body["data"]["updateAsset"]["parent"] is None
+    assert body["data"]["updateAsset"]["ancestors"] == []
+    after = await gateway.query(GET, {"id": machine["id"]}, key=tenant.key)
+    assert after["data"]["asset"]["ancestors"] == [{"id": line["id"], "name": "Line A"}]
+    roots = await gateway.query("{ assets(filter: {roots: true}) { totalCount } }",
+                                key=tenant.key)
+    assert roots["data"]["assets"]["totalCount"] == 2
+
+
 async def test_moves_that_would_make_a_cycle_are_refused(
     gateway: Gateway, tenant: Tenant, other_tenant: Tenant
 ) -> None:

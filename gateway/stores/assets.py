@@ -96,13 +96,14 @@ class AssetStore(PgStore):
     async def update_asset(
         self, tenant_id: UUID, asset_id: UUID, *, name: str | None, kind: str | None,
         attributes_patch: dict[str, Any] | None, new_parent: UUID | None,
-        check: Callable[[dict[str, Any]], object] | None = None,
+        to_root: bool = False, check: Callable[[dict[str, Any]], object] | None = None,
     ) -> asyncpg.Record:
-        """Renames, re-kinds, patches attributes and moves (with its subtree) in one
-        transaction. A move under its own subtree is refused. ``check`` sees the merged
-        attributes before anything is written and may raise to write nothing."""
+        """Renames, re-kinds, patches attributes and moves (with its subtree) under
+        ``new_parent``, or to the root with ``to_root``, in one transaction. A move under its
+        own subtree is refused. ``check`` sees the merged attributes before anything is
+        written and may raise to write nothing."""
         async with self.transaction() as tx:
-            if new_parent is not None:
+            if new_parent is not None or to_root:
                 await tx.execute(self.sql["lock_tree"], str(tenant_id))
             current = await tx.fetchrow(self.sql["lock_asset"], tenant_id, asset_id)
             if current is None:
@@ -125,6 +126,9 @@ class AssetStore(PgStore):
                     self.sql["move_subtree"], tenant_id, asset_id,
                     [*parent["path"], asset_id], len(current["path"]), new_parent,
                 )
+            elif to_root and current["parent_id"] is not None:
+                await tx.execute(self.sql["move_subtree"], tenant_id, asset_id, [asset_id],
+                                 len(current["path"]), None)
             row = await tx.fetchrow(
                 self.sql["update_asset"], tenant_id, asset_id, name or current["name"],
                 kind or current["kind"], attributes,

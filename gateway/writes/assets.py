@@ -44,6 +44,7 @@ class AssetPatch:
     name: str | None = None
     kind: str | None = None
     parent_id: UUID | None = None
+    to_root: bool = False  # parentId given as null: the asset becomes a root
     attributes: Any = None
 
 
@@ -59,10 +60,10 @@ async def update_asset(
         raise BadUserInput("An asset cannot be its own parent", argument="input.parentId")
     row = await stores.assets.update_asset(
         tenant_id, asset_id, name=name, kind=kind, attributes_patch=patch.attributes,
-        new_parent=patch.parent_id,
+        new_parent=patch.parent_id, to_root=patch.to_root,
         check=partial(validate.json_object, field="input.attributes"),
     )
-    if patch.parent_id is not None:
+    if patch.parent_id is not None or patch.to_root:
         await topology_changed(stores, tenant_id)  # the subtree's devices moved with it
     return row
 
