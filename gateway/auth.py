@@ -14,19 +14,28 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from gateway.credentials import verify_secret
-from gateway.errors import Unauthenticated
+from gateway.errors import Forbidden, Unauthenticated
 from gateway.stores.registry import RegistryStore
 
 KEY_PREFIX = "iot_"
 ROLES = ("admin", "operator", "viewer", "device")
-
-
 @dataclass(frozen=True)
 class Caller:
     tenant_id: UUID
     role: str
     key_id: UUID  # the API key, or the device credential
     device_id: UUID | None = None  # set when a device authenticated as itself
+
+
+# Roles that may write (mutations, bulk ingest). Viewers and device API keys only read;
+# devices write through their own credentials. The security issue refines this per field.
+WRITERS = frozenset({"admin", "operator"})
+
+
+def require_writer(caller: Caller | None) -> None:
+    if caller is None or caller.role not in WRITERS:
+        role = caller.role if caller else "anonymous"
+        raise Forbidden(f"The {role} role may not write", role=role)
 
 
 def new_api_key() -> str:

@@ -29,7 +29,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.auth import Caller, authenticate, authenticate_device
+from gateway.auth import Caller, authenticate, authenticate_device, require_writer
 from gateway.errors import GatewayError, StoreUnavailable
 from gateway.settings import Settings
 from gateway.stores import Stores
@@ -41,7 +41,6 @@ log = logging.getLogger("gateway.ingest")
 BATCH = 20_000
 MAX_REPORTED = 1_000  # rejected lines listed one by one; the rest are only counted
 MAX_FUTURE = timedelta(minutes=5)
-WRITERS = ("admin", "operator")
 CSV_COLUMNS = ("deviceId", "metric", "time", "value")
 _COLUMNS = ["tenant_id", "device_id", "metric", "time", "value"]
 # Spelled out rather than LIKE readings: LIKE would lock readings for the whole request,
@@ -261,8 +260,7 @@ async def _caller(request: Request, stores: Stores) -> Caller:
     if authorization.lower().startswith("basic "):
         return await authenticate_device(stores.registry, authorization)
     caller = await authenticate(stores.registry, authorization)
-    if caller.role not in WRITERS:
-        raise Refused(403, "FORBIDDEN", f"The {caller.role} role may not write telemetry")
+    require_writer(caller)
     return caller
 
 
@@ -276,7 +274,8 @@ async def ingest_endpoint(request: Request) -> Response:
     except Refused as refused:
         return _error(refused.status, refused.code, refused.message)
     except GatewayError as error:
-        status = {"UNAUTHENTICATED": 401, "STORE_UNAVAILABLE": 503}.get(error.code, 400)
+        status = {"UNAUTHENTICATED": 401, "FORBIDDEN": 403,
+                  "STORE_UNAVAILABLE": 503}.get(error.code, 400)
         return _error(status, error.code, error.message)
     except ClientDisconnect:
         return Response(status_code=499)  # nobody to read it; the transaction rolled back

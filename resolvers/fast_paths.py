@@ -15,12 +15,14 @@ from typing import Any
 
 import strawberry
 
+from gateway.auth import require_writer
 from gateway.writes import telemetry
 from resolvers.mutations import IngestResult, ingest_readings
 
 
 async def _ingest_telemetry(_root: Any, info: Any, readings: list[dict[str, Any]]
                             ) -> IngestResult:
+    require_writer(info.context.caller)  # what Writer checks on the declared field
     return await ingest_readings(info.context, [
         telemetry.RawReading(str(r["deviceId"]), r["metric"], r["time"], r["value"])
         for r in readings

@@ -13,6 +13,7 @@ from gateway.context import Context, Info
 from gateway.writes import assets, devices, shadows, telemetry
 from resolvers.assets import Asset
 from resolvers.devices import Device, DeviceStatus
+from resolvers.permissions import Writer
 from resolvers.scalars import parse_id
 from resolvers.shadows import Shadow
 
@@ -78,8 +79,7 @@ class UpdateAssetInput:
     kind: str | None = None
     parent_id: strawberry.ID | None = strawberry.field(
         default=strawberry.UNSET,
-        description="Moves the asset (null: to the root); a move under its own subtree is "
-        "refused.",
+        description="Moves the asset (null: to the root); a move under its own subtree is refused.",
     )
     attributes: JSON | None = strawberry.field(
         default=None, description="RFC 7396 merge patch: a null value deletes the key."
@@ -125,7 +125,7 @@ def _asset(info: Info, row: Any) -> Asset:
 
 @strawberry.type
 class Mutation:
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=[Writer])
     async def register_device(
         self, info: Info, input: RegisterDeviceInput
     ) -> RegisterDevicePayload:
@@ -151,7 +151,7 @@ class Mutation:
             ),
         )
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=[Writer])
     async def update_device(
         self, info: Info, id: strawberry.ID, input: UpdateDeviceInput
     ) -> Device:
@@ -171,7 +171,7 @@ class Mutation:
         )
         return _device(info, row)
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=[Writer])
     async def set_device_status(
         self, info: Info, id: strawberry.ID, status: DeviceStatus
     ) -> Device:
@@ -179,12 +179,15 @@ class Mutation:
         row = await devices.set_status(ctx.stores, ctx.tenant_id, parse_id(id), status.value)
         return _device(info, row)
 
-    @strawberry.mutation(description="Revokes credentials, deletes the shadow, keeps telemetry.")
+    @strawberry.mutation(
+        permission_classes=[Writer],
+        description="Revokes credentials, deletes the shadow, keeps telemetry.",
+    )
     async def decommission_device(self, info: Info, id: strawberry.ID) -> Device:
         ctx = info.context
         return _device(info, await devices.decommission(ctx.stores, ctx.tenant_id, parse_id(id)))
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=[Writer])
     async def create_asset(self, info: Info, input: CreateAssetInput) -> Asset:
         ctx = info.context
         row = await assets.create_asset(
@@ -198,7 +201,7 @@ class Mutation:
         info.context.loaders.children.clear_all()
         return _asset(info, row)
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=[Writer])
     async def update_asset(self, info: Info, id: strawberry.ID, input: UpdateAssetInput) -> Asset:
         ctx = info.context
         row = await assets.update_asset(
@@ -216,14 +219,16 @@ class Mutation:
         info.context.loaders.children.clear_all()
         return _asset(info, row)
 
-    @strawberry.mutation(description="Refused while the asset has children or devices.")
+    @strawberry.mutation(
+        permission_classes=[Writer], description="Refused while the asset has children or devices."
+    )
     async def delete_asset(self, info: Info, id: strawberry.ID) -> bool:
         ctx = info.context
         deleted = await assets.delete_asset(ctx.stores, ctx.tenant_id, parse_id(id))
         ctx.loaders.children.clear_all()
         return deleted
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=[Writer])
     async def attach_device(
         self, info: Info, device_id: strawberry.ID, asset_id: strawberry.ID
     ) -> Device:
@@ -236,15 +241,16 @@ class Mutation:
         )
         return _device(info, row)
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=[Writer])
     async def detach_device(self, info: Info, device_id: strawberry.ID) -> Device:
         ctx = info.context
         row = await devices.attach(ctx.stores, ctx.tenant_id, parse_id(device_id, "deviceId"), None)
         return _device(info, row)
 
     @strawberry.mutation(
+        permission_classes=[Writer],
         description="Merges into desired and/or reported (null deletes a key). With "
-        "expectedVersion, refused unless it equals the current version."
+        "expectedVersion, refused unless it equals the current version.",
     )
     async def update_shadow(
         self,
@@ -267,7 +273,7 @@ class Mutation:
         ctx.loaders.shadow.clear(device).prime(device, doc)
         return Shadow.from_doc(doc)
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=[Writer])
     async def delete_shadow(self, info: Info, device_id: strawberry.ID) -> bool:
         ctx = info.context
         device = parse_id(device_id, "deviceId")
@@ -275,13 +281,14 @@ class Mutation:
         ctx.loaders.shadow.clear(device)
         return deleted
 
-    @strawberry.mutation
+    @strawberry.mutation(permission_classes=[Writer])
     async def ingest_telemetry(self, info: Info, readings: list[ReadingInput]) -> IngestResult:
         # Declares the field; at run time resolvers.fast_paths serves it without converting
         # each input object (see there). Both go through ingest_readings.
-        return await ingest_readings(info.context, [
-            telemetry.RawReading(str(r.device_id), r.metric, r.time, r.value) for r in readings
-        ])
+        return await ingest_readings(
+            info.context,
+            [telemetry.RawReading(str(r.device_id), r.metric, r.time, r.value) for r in readings],
+        )
 
 
 async def ingest_readings(ctx: Context, readings: list[telemetry.RawReading]) -> IngestResult:
