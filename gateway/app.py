@@ -14,14 +14,14 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from gateway import retention
 from gateway.auth import authenticate
 from gateway.context import GatewayGraphQL
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, LimitExceeded
 from gateway.graphiql import STATIC_PATH, graphiql_html, static_app
 from gateway.hub import ShadowHub
 from gateway.ingest import ingest_endpoint
@@ -72,7 +72,49 @@ class GraphQLEndpoint:
                 status = 401 if error.code == "UNAUTHENTICATED" else 503
                 await _error_response(error, status)(scope, receive, send)
                 return
+            await self._limited(scope, receive, send, state["settings"])
+            return
         await self._graphql(scope, receive, send)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send,
+                       settings: Settings) -> None:
+        """Runs the request within the body size limit and the request timeout; the
+        timeout cancels the request's store work with it."""
+        limit = settings.max_body_bytes
+        declared = Headers(scope=scope).get("content-length", "")
+        too_large = LimitExceeded(f"Request body exceeds {limit} bytes",
+                                  limit="maxBodyBytes", maximum=limit)
+        if declared.isdigit() and int(declared) > limit:
+            await _error_response(too_large, 413)(scope, receive, send)
+            return
+        received = 0
+        started = False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise too_large
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            async with asyncio.timeout(settings.request_timeout):
+                await self._graphql(scope, counted_receive, tracked_send)
+        except LimitExceeded as error:
+            if not started:
+                await _error_response(error, 413)(scope, receive, send)
+        except TimeoutError:
+            if not started:
+                timeout = LimitExceeded(
+                    f"Request took longer than {settings.request_timeout:g} s",
+                    limit="requestTimeout", maximum=settings.request_timeout)
+                await _error_response(timeout, 504)(scope, receive, send)
 
     @staticmethod
     def _is_ide_page(request: Request) -> bool:
@@ -144,7 +186,7 @@ def create_app(
     from resolvers.schema import build_schema
 
     graphql = GatewayGraphQL(
-        build_schema(production=settings.production),
+        build_schema(settings),
         graphql_ide=None,  # served by GraphQLEndpoint, from local assets
         subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL),
         # Strawberry checks handshake origins too: it must know the configured ones.

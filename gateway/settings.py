@@ -66,6 +66,11 @@ class Settings:
     ingest_max_bytes: int = 256 * 1024 * 1024
     ingest_max_lines: int = 5_000_000
     telemetry_retention_days: int = 0  # 0 keeps readings forever
+    max_depth: int = 10
+    max_aliases: int = 30
+    max_tokens: int = 2_000
+    max_body_bytes: int = 2 * 1024 * 1024
+    request_timeout: float = 30.0
 
     @property
     def production(self) -> bool:
@@ -114,6 +119,11 @@ class Settings:
             ingest_max_bytes=_int(env, "INGEST_MAX_BYTES", 256 * 1024 * 1024, minimum=1),
             ingest_max_lines=_int(env, "INGEST_MAX_LINES", 5_000_000, minimum=1),
             telemetry_retention_days=_int(env, "TELEMETRY_RETENTION_DAYS", 0, minimum=0),
+            max_depth=_int(env, "MAX_DEPTH", 10, minimum=1),
+            max_aliases=_int(env, "MAX_ALIASES", 30, minimum=0),
+            max_tokens=_int(env, "MAX_TOKENS", 2_000, minimum=1),
+            max_body_bytes=_int(env, "MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1),
+            request_timeout=_float(env, "REQUEST_TIMEOUT", 30.0),
             allowed_origins=tuple(
                 o.strip().rstrip("/") for o in (_str(env, "ALLOWED_ORIGINS", "") or "").split(",")
                 if o.strip()
@@ -126,5 +136,6 @@ KEYS = (
     "REGISTRY_DSN", "ASSETS_DSN", "TELEMETRY_DSN", "REDIS_URL", "HOST", "PORT", "DATA_DIR",
     "ENV", "MAX_PAGE_SIZE", "MAX_POINTS", "POOL_MIN_SIZE", "POOL_MAX_SIZE", "STORE_TIMEOUT",
     "RECONCILE_INTERVAL", "ALLOWED_ORIGINS", "INGEST_MAX_BYTES", "INGEST_MAX_LINES",
-    "TELEMETRY_RETENTION_DAYS",
+    "TELEMETRY_RETENTION_DAYS", "MAX_DEPTH", "MAX_ALIASES", "MAX_TOKENS", "MAX_BODY_BYTES",
+    "REQUEST_TIMEOUT",
 )

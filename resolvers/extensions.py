@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from graphql import GraphQLError
@@ -11,6 +12,20 @@ from strawberry.extensions import MaskErrors, SchemaExtension
 from gateway.errors import GatewayError
 
 log = logging.getLogger("gateway.errors")
+
+
+_LIMITS = (
+    (re.compile(r"exceeds maximum operation depth of (\d+)"), "maxDepth"),
+    (re.compile(r"aliases found\. Allowed: (\d+)"), "maxAliases"),
+    (re.compile(r"Document contains more than (\d+) tokens"), "maxTokens"),
+)
+
+
+def _limit_code(message: str) -> dict[str, Any]:
+    for pattern, limit in _LIMITS:
+        if match := pattern.search(message):
+            return {"code": "LIMIT_EXCEEDED", "limit": limit, "maximum": int(match[1])}
+    return {"code": "BAD_USER_INPUT"}
 
 
 def _client_safe(error: GraphQLError) -> bool:
@@ -45,8 +60,9 @@ class ErrorCodes(MaskErrors):
     def _mask(error: GraphQLError) -> bool:
         if _client_safe(error):
             if not (error.extensions or {}).get("code"):
-                # Parse, validation and coercion errors: the request itself is wrong.
-                error.extensions = {**(error.extensions or {}), "code": "BAD_USER_INPUT"}
+                # Parse, validation and coercion errors: the request itself is wrong, or
+                # over one of the request limits (their messages name the limit).
+                error.extensions = {**(error.extensions or {}), **_limit_code(error.message)}
             return False
         log.error("unexpected error at %s", error.path, exc_info=error.original_error)
         return True

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from functools import partial
+from typing import Annotated, Any
 
 import strawberry
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+)
 from strawberry.schema.config import StrawberryConfig
 
 from gateway.context import Info
 from gateway.errors import BadUserInput, NotFound
+from gateway.settings import Settings
 from resolvers import fast_paths
 from resolvers.assets import Asset, AssetConnection, AssetFilter, resolve_assets
 from resolvers.devices import Device, DeviceConnection, DeviceFilter, resolve_devices
@@ -81,15 +89,25 @@ class Query:
         return [to_series(i, q, r) for i, r in zip(ids, rows, strict=True)]
 
 
-def build_schema(*, production: bool = False) -> strawberry.Schema:
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    """The schema with the request limits of ``settings`` (defaults when None)."""
+    settings = settings or Settings()
+    extensions: list[Any] = [
+        ErrorCodes, StoreCallTrace,
+        partial(QueryDepthLimiter, max_depth=settings.max_depth),
+        partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
+        partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
+    ]
+    if settings.production:
+        extensions.append(DisableIntrospection)
     built = GatewaySchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        extensions=[ErrorCodes, StoreCallTrace],
+        extensions=extensions,
         config=StrawberryConfig(
             scalar_map={Interval: INTERVAL_SCALAR, datetime: DATETIME_SCALAR},
-            disable_field_suggestions=production,
+            disable_field_suggestions=settings.production,
         ),
     )
     fast_paths.install(built)

@@ -1,0 +1,112 @@
+"""Request limits against hostile queries, and the production posture."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from gateway.stores import Stores
+from tests.conftest import Gateway, Tenant
+
+Client = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture
+def client(settings: Settings, stores: Stores) -> Client:
+    @asynccontextmanager
+    async def open_client(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(dataclasses.replace(settings, **overrides), stores=stores)
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+                yield http
+    return open_client
+
+
+def _limit(body: dict[str, Any]) -> dict[str, Any]:
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "LIMIT_EXCEEDED", body
+    extensions: dict[str, Any] = error["extensions"]
+    return extensions
+
+
+async def test_depth_is_limited(gateway: Gateway, tenant: Tenant) -> None:
+    nested = "{ assets { edges { node { " + "parent { " * 10 + "name" + " }" * 13 + " }"
+    assert _limit(await gateway.query(nested, key=tenant.key))["limit"] == "maxDepth"
+    shallow = "{ assets { edges { node { parent { parent { name } } } } } }"
+    assert "errors" not in await gateway.query(shallow, key=tenant.key)
+
+
+async def test_aliases_are_counted_through_fragments(gateway: Gateway, tenant: Tenant) -> None:
+    fragment = "fragment F on Query { " + " ".join(f"a{n}: devices {{ totalCount }}"
+                                                  for n in range(20)) + " }"
+    body = await gateway.query("{ ...F b: assets { totalCount } ...G } " + fragment +
+                               fragment.replace("fragment F", "fragment G")
+                               .replace(" a", " c"), key=tenant.key)
+    extensions = _limit(body)
+    assert (extensions["limit"], extensions["maximum"]) == ("maxAliases", 30)
+
+
+async def test_tokens_are_limited(gateway: Gateway, tenant: Tenant) -> None:
+    query = "{ " + " ".join("__typename" for _ in range(2_100)) + " }"
+    assert _limit(await gateway.query(query, key=tenant.key))["limit"] == "maxTokens"
+
+
+async def test_body_size_is_limited(client: Client, tenant: Tenant) -> None:
+    async with client(max_body_bytes=10_000) as http:
+        padding = " " * 20_000
+        response = await http.post("/graphql", json={"query": "{ __typename }" + padding},
+                                   headers={"Authorization": f"Bearer {tenant.key}"})
+        assert response.status_code == 413
+        assert _limit(response.json())["limit"] == "maxBodyBytes"
+
+        async def chunked() -> AsyncIterator[bytes]:  # no Content-Length to trust
+            yield b'{"query": "{ __typename }", "x": "'
+            for _ in range(30):
+                yield b" " * 1_000
+            yield b'"}'
+        response = await http.post("/graphql", content=chunked(), headers={
+            "Authorization": f"Bearer {tenant.key}", "Content-Type": "application/json"})
+        assert response.status_code == 413
+
+
+async def test_a_slow_request_is_cut_off(
+    client: Client, stores: Stores, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cancelled = asyncio.Event()
+
+    async def stuck(*args: Any) -> Any:
+        try:
+            await asyncio.sleep(60)
+        finally:
+            cancelled.set()
+
+    monkeypatch.setattr(stores.registry, "page_devices", stuck)
+    async with client(request_timeout=0.2) as http:
+        response = await http.post("/graphql", json={"query": "{ devices { totalCount } }"},
+                                   headers={"Authorization": f"Bearer {tenant.key}"})
+    assert response.status_code == 504
+    assert _limit(response.json())["limit"] == "requestTimeout"
+    assert cancelled.is_set()  # the store work was cancelled, not left running
+
+
+async def test_production_hides_the_schema(client: Client, tenant: Tenant) -> None:
+    async with client(env="production") as http:
+        auth = {"Authorization": f"Bearer {tenant.key}"}
+        body = (await http.post("/graphql", json={"query": "{ __schema { types { name } } }"},
+                                headers=auth)).json()
+        assert body["errors"] and "data" not in body or body["data"] is None
+        typo = (await http.post("/graphql", json={"query": "{ devicez { totalCount } }"},
+                                headers=auth)).json()
+        assert "Did you mean" not in typo["errors"][0]["message"]
+        page = await http.get("/graphql", headers={"Accept": "text/html"})
+        assert page.status_code == 401  # no IDE in production
