@@ -9,13 +9,14 @@ templates and a flushed Redis.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import shutil
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, ExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,23 @@ async def gateway(settings: Settings, stores: Stores) -> AsyncIterator[Gateway]:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
             yield Gateway(http)
+
+
+AppClient = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture
+def app_client(settings: Settings, stores: Stores) -> AppClient:
+    """``async with app_client(max_body_bytes=...) as http``: an HTTP client over an app
+    whose settings differ from the test's in the given fields."""
+    @asynccontextmanager
+    async def open_client(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(dataclasses.replace(settings, **overrides), stores=stores)
+        async with LifespanManager(app) as manager:
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
+                yield http
+    return open_client
 
 
 @dataclass(frozen=True)

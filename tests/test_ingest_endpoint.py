@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -13,29 +11,13 @@ from uuid import UUID
 import httpx
 import orjson
 import pytest
-from asgi_lifespan import LifespanManager
 
-from gateway.app import create_app
 from gateway.auth import hash_key, new_api_key
 from gateway.errors import StoreUnavailable
-from gateway.settings import Settings
 from gateway.stores import Stores
-from tests.conftest import Gateway, Tenant
+from tests.conftest import AppClient, Gateway, Tenant
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-Client = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
-
-
-@pytest.fixture
-def client(settings: Settings, stores: Stores) -> Client:
-    @asynccontextmanager
-    async def open_client(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(dataclasses.replace(settings, **overrides), stores=stores)
-        async with LifespanManager(app) as manager:
-            transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-                yield http
-    return open_client
 
 
 async def _device(stores: Stores, tenant: Tenant, serial: str, status: str = "ACTIVE") -> UUID:
@@ -71,7 +53,7 @@ async def _stored(stores: Stores, device: UUID) -> int:
 
 
 async def test_ndjson_accepts_good_lines_and_names_bad_ones(
-    client: Client, stores: Stores, tenant: Tenant, other_tenant: Tenant
+    app_client: AppClient, stores: Stores, tenant: Tenant, other_tenant: Tenant
 ) -> None:
     mine = await _device(stores, tenant, "N1")
     theirs = await _device(stores, other_tenant, "N2")
@@ -83,7 +65,7 @@ async def test_ndjson_accepts_good_lines_and_names_bad_ones(
         {"deviceId": "nope", "metric": "t", "time": NOW.isoformat(), "value": 1},
         _reading(mine, 1, "22.5"),
     )
-    async with client() as http:
+    async with app_client() as http:
         response = await _post(http, body, auth=f"Bearer {tenant.key}")
         assert response.status_code == 200, response.text
         result = response.json()
@@ -100,13 +82,13 @@ async def test_ndjson_accepts_good_lines_and_names_bad_ones(
     assert await _stored(stores, theirs) == 0
 
 
-async def test_csv_with_any_column_order(client: Client, stores: Stores, tenant: Tenant,
+async def test_csv_with_any_column_order(app_client: AppClient, stores: Stores, tenant: Tenant,
                                          gateway: Gateway) -> None:
     device = await _device(stores, tenant, "C1")
     t1, t2 = (NOW - timedelta(minutes=2)).isoformat(), (NOW - timedelta(minutes=1)).isoformat()
     body = (f"time,value,deviceId,metric\n{t1},1.5,{device},power\n"
             f'"{t2}",2.5,{device},power\n{t2},3\n').encode()
-    async with client() as http:
+    async with app_client() as http:
         result = (await _post(http, body, auth=f"Bearer {tenant.key}", kind="text/csv")).json()
         assert (result["accepted"], result["rejectedCount"]) == (2, 1)
         assert result["rejected"] == [{"line": 4, "reason": "expected 4 fields, got 2"}]
@@ -127,11 +109,11 @@ async def test_csv_with_any_column_order(client: Client, stores: Stores, tenant:
     ({"ingest_max_bytes": 2_000}, 40), ({"ingest_max_lines": 10}, 11),
 ])
 async def test_a_body_over_a_limit_is_refused_whole(
-    client: Client, stores: Stores, tenant: Tenant, limits: dict[str, int], lines: int
+    app_client: AppClient, stores: Stores, tenant: Tenant, limits: dict[str, int], lines: int
 ) -> None:
     device = await _device(stores, tenant, "L1")
     body = _ndjson(*(_reading(device, 100 - n) for n in range(lines)))
-    async with client(**limits) as http:
+    async with app_client(**limits) as http:
         response = await _post(http, body, auth=f"Bearer {tenant.key}")
     assert response.status_code == 413
     assert response.json()["errors"][0]["extensions"]["code"] == "LIMIT_EXCEEDED"
@@ -139,7 +121,7 @@ async def test_a_body_over_a_limit_is_refused_whole(
 
 
 async def test_a_store_failure_mid_request_commits_nothing(
-    client: Client, stores: Stores, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+    app_client: AppClient, stores: Stores, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     device = await _device(stores, tenant, "F1")
 
@@ -147,7 +129,7 @@ async def test_a_store_failure_mid_request_commits_nothing(
         raise StoreUnavailable("telemetry", "injected")
 
     monkeypatch.setattr(stores.telemetry, "ensure_days", fail)
-    async with client() as http:
+    async with app_client() as http:
         response = await _post(http, _ndjson(_reading(device, 1), _reading(device, 2)),
                                auth=f"Bearer {tenant.key}")
         assert response.status_code == 503
@@ -159,7 +141,7 @@ async def test_a_store_failure_mid_request_commits_nothing(
 
 
 async def test_devices_write_only_their_own_readings(
-    client: Client, gateway: Gateway, stores: Stores, tenant: Tenant
+    app_client: AppClient, gateway: Gateway, stores: Stores, tenant: Tenant
 ) -> None:
     register = """mutation($s: String!) { registerDevice(input: {serial: $s, name: $s,
       type: "sensor"}) { device { id } credential { secret } } }"""
@@ -167,7 +149,7 @@ async def test_devices_write_only_their_own_readings(
             for s in ("D1", "D2")]
     me, other = (UUID(m["device"]["id"]) for m in made)
     basic = base64.b64encode(f"{me}:{made[0]['credential']['secret']}".encode()).decode()
-    async with client() as http:
+    async with app_client() as http:
         result = (await _post(http, _ndjson(_reading(me, 1), _reading(other, 1)),
                               auth=f"Basic {basic}")).json()
         assert result["accepted"] == 1
@@ -187,11 +169,11 @@ async def test_devices_write_only_their_own_readings(
 
 
 async def test_partitions_are_created_for_past_and_future_data(
-    client: Client, stores: Stores, tenant: Tenant
+    app_client: AppClient, stores: Stores, tenant: Tenant
 ) -> None:
     device = await _device(stores, tenant, "P1")
     old, soon = 60 * 24 * 40, -4  # 40 days ago; 4 minutes ahead
-    async with client() as http:
+    async with app_client() as http:
         result = (await _post(http, _ndjson(_reading(device, old), _reading(device, soon)),
                               auth=f"Bearer {tenant.key}")).json()
     assert result["accepted"] == 2

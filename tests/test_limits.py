@@ -3,33 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
-from gateway.app import create_app
-from gateway.settings import Settings
 from gateway.stores import Stores
-from tests.conftest import Gateway, Tenant
-
-Client = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
-
-
-@pytest.fixture
-def client(settings: Settings, stores: Stores) -> Client:
-    @asynccontextmanager
-    async def open_client(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(dataclasses.replace(settings, **overrides), stores=stores)
-        async with LifespanManager(app) as manager:
-            transport = httpx.ASGITransport(app=manager.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
-                yield http
-    return open_client
+from tests.conftest import AppClient, Gateway, Tenant
 
 
 def _limit(body: dict[str, Any]) -> dict[str, Any]:
@@ -61,8 +41,8 @@ async def test_tokens_are_limited(gateway: Gateway, tenant: Tenant) -> None:
     assert _limit(await gateway.query(query, key=tenant.key))["limit"] == "maxTokens"
 
 
-async def test_body_size_is_limited(client: Client, tenant: Tenant) -> None:
-    async with client(max_body_bytes=10_000) as http:
+async def test_body_size_is_limited(app_client: AppClient, tenant: Tenant) -> None:
+    async with app_client(max_body_bytes=10_000) as http:
         padding = " " * 20_000
         response = await http.post("/graphql", json={"query": "{ __typename }" + padding},
                                    headers={"Authorization": f"Bearer {tenant.key}"})
@@ -80,7 +60,7 @@ async def test_body_size_is_limited(client: Client, tenant: Tenant) -> None:
 
 
 async def test_a_slow_request_is_cut_off(
-    client: Client, stores: Stores, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+    app_client: AppClient, stores: Stores, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cancelled = asyncio.Event()
 
@@ -91,7 +71,7 @@ async def test_a_slow_request_is_cut_off(
             cancelled.set()
 
     monkeypatch.setattr(stores.registry, "page_devices", stuck)
-    async with client(request_timeout=0.2) as http:
+    async with app_client(request_timeout=0.2) as http:
         response = await http.post("/graphql", json={"query": "{ devices { totalCount } }"},
                                    headers={"Authorization": f"Bearer {tenant.key}"})
     assert response.status_code == 504
@@ -99,8 +79,8 @@ async def test_a_slow_request_is_cut_off(
     assert cancelled.is_set()  # the store work was cancelled, not left running
 
 
-async def test_production_hides_the_schema(client: Client, tenant: Tenant) -> None:
-    async with client(env="production") as http:
+async def test_production_hides_the_schema(app_client: AppClient, tenant: Tenant) -> None:
+    async with app_client(env="production") as http:
         auth = {"Authorization": f"Bearer {tenant.key}"}
         body = (await http.post("/graphql", json={"query": "{ __schema { types { name } } }"},
                                 headers=auth)).json()
