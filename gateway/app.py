@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -25,6 +27,7 @@ from gateway.errors import GatewayError, LimitExceeded
 from gateway.graphiql import STATIC_PATH, graphiql_html, static_app
 from gateway.hub import ShadowHub
 from gateway.ingest import ingest_endpoint
+from gateway.metrics import WEBSOCKETS, metrics_endpoint
 from gateway.migrate import migrate_all
 from gateway.reconciler import run_periodically as reconcile_periodically
 from gateway.settings import Settings
@@ -61,8 +64,17 @@ class GraphQLEndpoint:
             page = HTMLResponse(graphiql_html(endpoint="/graphql", headers=self._ide_headers))
             await page(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            WEBSOCKETS.inc()
+            try:
+                await self._graphql(scope, receive, send)
+            finally:
+                WEBSOCKETS.dec()
+            return
         if scope["type"] == "http":
             state = scope.setdefault("state", {})
+            state["request_id"] = request_id = _request_id(Headers(scope=scope))
+            send = _with_header(send, b"x-request-id", request_id.encode())
             state["calls"] = begin_counting()
             try:
                 state["caller"] = await authenticate(
@@ -123,6 +135,23 @@ class GraphQLEndpoint:
             and "text/html" in request.headers.get("accept", "")
             and "query" not in request.query_params
         )
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _request_id(headers: Headers) -> str:
+    """The caller's X-Request-Id when it is a sane token (it goes into logs), else new."""
+    given = headers.get("x-request-id", "")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def _with_header(send: Send, name: bytes, value: bytes) -> Send:
+    async def sending(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (name, value)]}
+        await send(message)
+    return sending
 
 
 def _origin_allowed(scope: Scope) -> bool:
@@ -229,6 +258,7 @@ def create_app(
             WebSocketRoute("/graphql", endpoint),
             Mount(STATIC_PATH, static_app()),
             Route("/ingest", ingest_endpoint, methods=["POST"]),
+            Route("/metrics", metrics_endpoint),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],

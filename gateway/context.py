@@ -35,6 +35,7 @@ class Context:
     loaders: Loaders
     calls: StoreCalls
     hub: ShadowHub | None = None
+    request_id: str | None = None
     connection_params: dict[str, Any] | None = None
     trace: bool = False
     request: Request | WebSocket | None = None
@@ -95,10 +96,12 @@ class GatewayGraphQL(GraphQL[Context, None]):
             # Built once per connection; the caller comes with connection_init.
             return new_context(state.stores, state.settings, None, request=request,
                                hub=state.hub)
-        return new_context(
+        context = new_context(
             state.stores, state.settings, state.caller, calls=state.calls,
             trace=request.headers.get(TRACE_HEADER) == "1", request=request, hub=state.hub,
         )
+        context.request_id = state.request_id
+        return context
 
     async def on_ws_connect(self, context: Context) -> None:
         """Authenticates a WebSocket from its connection_init payload; a refusal closes

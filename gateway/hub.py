@@ -31,6 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.cohorts import Cohort, Execute, Member, ShadowChange
 from gateway.errors import StoreUnavailable
+from gateway.metrics import HUB_RECONNECTS, SUBSCRIPTIONS
 from gateway.stores import Stores
 from gateway.stores.shadows import KEY_PREFIX
 
@@ -112,6 +113,7 @@ class ShadowHub:
             self._index(cohort)
         member = Member(cohort)
         cohort.members.add(member)
+        SUBSCRIPTIONS.inc()
         try:
             await self._snapshot(cohort, [member], cohort.devices)
         except BaseException:
@@ -122,7 +124,9 @@ class ShadowHub:
     def leave(self, member: Member) -> None:
         member.close()
         cohort = member.cohort
-        cohort.members.discard(member)
+        if member in cohort.members:
+            cohort.members.discard(member)
+            SUBSCRIPTIONS.dec()
         if not cohort.members and self._cohorts.get(cohort.key) is cohort:
             self._unindex(cohort)
 
@@ -287,6 +291,7 @@ class ShadowHub:
             finally:
                 if self.connected.is_set():
                     self.reconnects += 1
+                    HUB_RECONNECTS.inc()
                 self.connected.clear()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()

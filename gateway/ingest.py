@@ -34,6 +34,7 @@ from gateway.errors import GatewayError, StoreUnavailable
 from gateway.settings import Settings
 from gateway.stores import Stores
 from gateway.stores.base import translate_errors
+from gateway.writes.telemetry import count_ingest
 from gateway.writes.validate import METRIC
 
 log = logging.getLogger("gateway.ingest")
@@ -304,6 +305,7 @@ async def _ingest(
                 await telemetry.ensure_days(span["first"], span["last"])
                 row = await conn.fetchrow(telemetry.sql["ingest_staged"])
                 outcome.accepted = int(row["inserted"])
+    count_ingest(outcome.accepted, outcome.valid - outcome.accepted, outcome.rejected_count)
     if batch.last_seen:
         try:
             await stores.registry.touch_last_seen(caller.tenant_id, batch.last_seen)

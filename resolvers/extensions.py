@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, SchemaExtension
 
 from gateway.errors import GatewayError
+from gateway.metrics import ERRORS, REQUEST_SECONDS, REQUESTS
 
 log = logging.getLogger("gateway.errors")
 
@@ -69,6 +73,51 @@ class ErrorCodes(MaskErrors):
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         return _masked(error)
+
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+_MAX_NAMES = 200  # distinct operation names labelled in /metrics; the rest count as "other"
+_names: set[str] = set()
+requests_log = logging.getLogger("gateway.requests")
+
+
+def _metric_name(name: str | None) -> str:
+    if not name:
+        return "anonymous"
+    if name in _names:
+        return name
+    if _NAME.match(name) and len(_names) < _MAX_NAMES:
+        _names.add(name)
+        return name
+    return "other"
+
+
+class RequestLog(SchemaExtension):
+    """One JSON log line and the request metrics per operation: request id, operation,
+    tenant, duration, store calls, error codes. Never variables, never keys."""
+
+    def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - started
+        execution = self.execution_context
+        context = execution.context
+        result = execution.result
+        codes = [(e.extensions or {}).get("code", "INTERNAL")
+                 for e in (getattr(result, "errors", None) or [])]
+        name = _metric_name(execution.operation_name)
+        REQUESTS.labels(name, "error" if codes else "ok").inc()
+        REQUEST_SECONDS.labels(name).observe(elapsed)
+        for code in codes:
+            ERRORS.labels(code).inc()
+        caller = getattr(context, "caller", None)
+        calls = getattr(context, "calls", None)
+        requests_log.info(json.dumps({
+            "requestId": getattr(context, "request_id", None), "operation": name,
+            "tenant": str(caller.tenant_id) if caller else None,
+            "durationMs": round(elapsed * 1000, 2),
+            "storeCalls": calls.as_dict() if calls else None, "errors": codes,
+        }))
 
 
 class StoreCallTrace(SchemaExtension):

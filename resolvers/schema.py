@@ -21,7 +21,7 @@ from gateway.settings import Settings
 from resolvers import fast_paths
 from resolvers.assets import Asset, AssetConnection, AssetFilter, resolve_assets
 from resolvers.devices import Device, DeviceConnection, DeviceFilter, resolve_devices
-from resolvers.extensions import ErrorCodes, StoreCallTrace
+from resolvers.extensions import ErrorCodes, RequestLog, StoreCallTrace
 from resolvers.live import GatewaySchema
 from resolvers.mutations import Mutation
 from resolvers.scalars import DATETIME_SCALAR, INTERVAL_SCALAR, Interval, parse_id
@@ -93,7 +93,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     """The schema with the request limits of ``settings`` (defaults when None)."""
     settings = settings or Settings()
     extensions: list[Any] = [
-        ErrorCodes, StoreCallTrace,
+        RequestLog, ErrorCodes, StoreCallTrace,
         partial(QueryDepthLimiter, max_depth=settings.max_depth),
         partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
         partial(MaxTokensLimiter, max_token_count=settings.max_tokens),

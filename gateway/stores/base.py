@@ -7,6 +7,7 @@ by all requests while ``extensions.storeCalls`` still reports one request's own 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
@@ -17,6 +18,7 @@ import asyncpg
 import orjson
 
 from gateway.errors import BadUserInput, StoreUnavailable
+from gateway.metrics import STORE_CALLS, STORE_SECONDS
 from gateway.sqlfiles import queries
 
 
@@ -44,6 +46,7 @@ def begin_counting() -> StoreCalls:
 
 
 def record_round_trip(store: str) -> None:
+    STORE_CALLS.labels(store).inc()
     calls = _calls.get()
     if calls is not None:
         setattr(calls, store, getattr(calls, store) + 1)
@@ -65,7 +68,8 @@ _UNAVAILABLE = (
 @contextmanager
 def translate_errors(store: str) -> Iterator[None]:
     """Maps driver errors that mean an outage to ``StoreUnavailable`` naming the store, and
-    values the store cannot take to ``BadUserInput``."""
+    values the store cannot take to ``BadUserInput``; times the call for /metrics."""
+    started = time.perf_counter()
     try:
         yield
     except StoreUnavailable:
@@ -80,6 +84,8 @@ def translate_errors(store: str) -> Iterator[None]:
             f"A value in this request cannot be stored or searched by the {store} store "
             "(a NUL character, or a number out of range)"
         ) from exc
+    finally:
+        STORE_SECONDS.labels(store).observe(time.perf_counter() - started)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

@@ -9,6 +9,7 @@ keeps one tenant's keys in one Redis Cluster slot.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from gateway.errors import StoreUnavailable, VersionConflict
+from gateway.metrics import STORE_SECONDS
 from gateway.stores.base import record_round_trip
 
 KEY_PREFIX = "iot"
@@ -91,10 +93,13 @@ class ShadowDoc:
 
 @contextmanager
 def _translate() -> Iterator[None]:
+    started = time.perf_counter()
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise StoreUnavailable("shadows", type(exc).__name__) from exc
+    finally:
+        STORE_SECONDS.labels("shadows").observe(time.perf_counter() - started)
 
 
 def _encode(doc: ShadowDoc) -> dict[Any, Any]:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from gateway.errors import LimitExceeded, StoreUnavailable
+from gateway.metrics import INGESTED
 from gateway.stores import Stores
 from gateway.writes.validate import METRIC
 
@@ -32,6 +33,12 @@ class IngestOutcome:
     accepted: int = 0
     duplicates: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+def count_ingest(accepted: int, duplicates: int, rejected: int) -> None:
+    INGESTED.labels("accepted").inc(accepted)
+    INGESTED.labels("duplicate").inc(duplicates)
+    INGESTED.labels("rejected").inc(rejected)
 
 
 def _device_uuid(text: str) -> UUID | None:
@@ -82,6 +89,7 @@ async def ingest(
     inserted = await stores.telemetry.ingest(tenant_id, devices, metrics, times, values)
     outcome.accepted = inserted
     outcome.duplicates = len(devices) - inserted
+    count_ingest(outcome.accepted, outcome.duplicates, len(outcome.rejected))
     await _touch_last_seen(stores, tenant_id, devices, times)
     return outcome
 

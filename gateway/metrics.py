@@ -1,0 +1,36 @@
+"""Prometheus metrics of this process, served at ``GET /metrics``.
+
+Defined once per process (prometheus_client's default registry). With several workers each
+process serves its own numbers; Prometheus scrapes and sums them per instance label.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+REQUESTS = Counter(
+    "iotsphere_graphql_requests_total", "GraphQL operations by name and outcome",
+    ["operation", "outcome"])
+REQUEST_SECONDS = Histogram(
+    "iotsphere_graphql_request_seconds", "GraphQL operation latency", ["operation"],
+    buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+ERRORS = Counter("iotsphere_graphql_errors_total", "GraphQL errors by code", ["code"])
+STORE_CALLS = Counter(
+    "iotsphere_store_round_trips_total", "Round trips to each store", ["store"])
+STORE_SECONDS = Histogram(
+    "iotsphere_store_call_seconds", "Store call latency", ["store"],
+    buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5))
+LOADER_BATCH = Histogram(
+    "iotsphere_dataloader_batch_size", "Keys per dataloader batch", ["loader"],
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000))
+WEBSOCKETS = Gauge("iotsphere_websocket_connections", "Open GraphQL WebSocket connections")
+SUBSCRIPTIONS = Gauge("iotsphere_subscriptions", "Live shadowChanged subscriptions")
+HUB_RECONNECTS = Counter("iotsphere_hub_reconnects_total", "Subscription hub reconnects to Redis")
+INGESTED = Counter(
+    "iotsphere_ingest_readings_total", "Readings through ingest, by result", ["result"])
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

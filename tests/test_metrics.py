@@ -1,0 +1,69 @@
+"""GET /metrics, request ids and the per-request log line."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from prometheus_client import REGISTRY
+
+from bench.queries import DASHBOARD
+from gateway.demo import seed_fleet
+from gateway.stores import Stores
+from tests.conftest import Gateway, Tenant
+
+
+def _value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_metrics_count_requests_store_calls_and_batches(
+    gateway: Gateway, stores: Stores, tenant: Tenant
+) -> None:
+    await seed_fleet(stores, tenant.id, devices=10, hours=0.5, sites=1, lines=1, machines=2)
+    before_ok = _value("iotsphere_graphql_requests_total", operation="Dashboard", outcome="ok")
+    before_trips = _value("iotsphere_store_round_trips_total", store="telemetry")
+    before_batches = _value("iotsphere_dataloader_batch_size_count", loader="shadow")
+    before_sum = _value("iotsphere_dataloader_batch_size_sum", loader="shadow")
+    body = await gateway.query(DASHBOARD, {"first": 10}, key=tenant.key)
+    assert "errors" not in body
+    assert _value("iotsphere_graphql_requests_total", operation="Dashboard",
+                  outcome="ok") == before_ok + 1
+    assert _value("iotsphere_store_round_trips_total", store="telemetry") == before_trips + 2
+    assert _value("iotsphere_dataloader_batch_size_count", loader="shadow") == before_batches + 1
+    assert _value("iotsphere_dataloader_batch_size_sum", loader="shadow") == before_sum + 10
+
+    before_errors = _value("iotsphere_graphql_errors_total", code="NOT_FOUND")
+    await gateway.query('query Missing { shadow(deviceId: "00000000-0000-0000-0000-000000000001")'
+                        " { version } }", key=tenant.key)
+    assert _value("iotsphere_graphql_errors_total", code="NOT_FOUND") == before_errors + 1
+    assert _value("iotsphere_graphql_requests_total", operation="Missing",
+                  outcome="error") >= 1
+
+    text = (await gateway.http.get("/metrics")).text
+    for name in ("iotsphere_graphql_request_seconds_bucket", "iotsphere_store_call_seconds",
+                 "iotsphere_websocket_connections", "iotsphere_subscriptions",
+                 "iotsphere_hub_reconnects_total"):
+        assert name in text
+
+
+async def test_request_ids_and_the_log_line(
+    gateway: Gateway, tenant: Tenant, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.requests")
+    response = await gateway.http.post(
+        "/graphql", json={"query": "query Count { devices { totalCount } }"},
+        headers={"Authorization": f"Bearer {tenant.key}", "X-Request-Id": "abc-123"})
+    assert response.headers["x-request-id"] == "abc-123"
+    [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway.requests"]
+    assert line["requestId"] == "abc-123" and line["operation"] == "Count"
+    assert line["tenant"] == str(tenant.id) and line["errors"] == []
+    assert line["storeCalls"] == {"registry": 2, "assets": 0, "telemetry": 0, "shadows": 0}
+    assert tenant.key not in caplog.text
+
+    odd = await gateway.http.post(
+        "/graphql", json={"query": "{ devices { totalCount } }"},
+        headers={"Authorization": f"Bearer {tenant.key}", "X-Request-Id": "bad id\nx"})
+    generated = odd.headers["x-request-id"]
+    assert generated != "bad id\nx" and len(generated) == 32
