@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench migrate schema clean
+.PHONY: run test lint bench bench-all migrate schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/dashboard.py
+
+bench-all: bench $(STAMP)
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/telemetry.py
+	$(BIN)/python bench/fanout.py
 
 migrate: $(STAMP)
 	$(BIN)/iotsphere migrate
