@@ -15,7 +15,8 @@ requests/s, CPU per request of each process), the store round trips per request
 bench/RESULTS.md. --profile also times one request's phases in-process (store waits, parse,
 validate, execute, JSON encoding), runs EXPLAIN ANALYZE on each SQL query it made, and
 samples it with pyinstrument when installed. Everything started is stopped on exit, Ctrl-C
-or failure.
+or failure. With stores from the environment, the benchmark's tenant (bench-<time>-<pid>)
+and the fleet seeded for it stay in them.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class Stack:
 
 
 @contextlib.contextmanager
-def stores_up(keep_dir: bool = False) -> Iterator[Stack]:
+def stores_up() -> Iterator[Stack]:
     """The four stores: from IOTSPHERE_* when all four are set, else an embedded devstack
     in a fresh temp dir that is stopped and removed afterwards."""
     given = {store: os.environ.get(var, "") for store, var in DSN_ENV.items()}
@@ -93,8 +94,7 @@ def stores_up(keep_dir: bool = False) -> Iterator[Stack]:
                 "telemetry": endpoints.dsn("telemetry"), "redis": endpoints.redis_url,
             }, "embedded devstack (gateway.devstack)", data_dir)
     finally:
-        if not keep_dir:
-            shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def settings_for(dsns: dict[str, str]) -> Settings:
@@ -161,9 +161,10 @@ class Server:
     """``uvicorn --factory bench._harness:create_server_app`` in its own process and session
     (a Ctrl-C on the terminal reaches only the benchmark, which then stops it)."""
 
-    def __init__(self, dsns: dict[str, str], log_path: Path) -> None:
+    def __init__(self, dsns: dict[str, str], log_path: Path, workers: int = 1) -> None:
         self._dsns = dsns
         self._log_path = log_path
+        self._workers = workers
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -183,6 +184,8 @@ class Server:
         cmd = [sys.executable, "-m", "uvicorn", "--factory", "bench._harness:create_server_app",
                "--host", HOST, "--port", str(self.port), "--no-access-log",
                "--log-level", "warning", "--timeout-graceful-shutdown", "5"]
+        if self._workers > 1:
+            cmd += ["--workers", str(self._workers)]
         with self._log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=log, start_new_session=True)
@@ -232,6 +235,24 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def _with_descendants(root: int) -> list[int]:
+    """``root`` and every process below it (uvicorn's workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
 def _stack_pids(data_dir: Path | None) -> dict[str, list[int]]:
     """PostgreSQL and Valkey processes of our devstack: they work in its data dir."""
     found: dict[str, list[int]] = {"postgres": [], "valkey": []}
@@ -272,7 +293,8 @@ class CpuMeter:
 
     def snapshot(self) -> dict[str, float]:
         pids = _stack_pids(self.data_dir)
-        out = {"gateway": _cpu_seconds(self.server_pid), "client": time.process_time(),
+        gateway = sum(_cpu_seconds(p) for p in _with_descendants(self.server_pid))
+        out = {"gateway": gateway, "client": time.process_time(),
                "machine": _machine_busy_seconds()}
         if self.data_dir is not None:
             out["postgres"] = sum(_cpu_seconds(p) for p in pids["postgres"])
@@ -407,6 +429,24 @@ async def run_load(
 
 # ------------------------------------------------------------------------------ report
 
+def code_version() -> str:
+    """The commit measured, and whether the work tree differed from it."""
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown (not a git checkout)"
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "gateway", "resolvers",
+                  "sql")
+    return f"{commit}" + (" + uncommitted changes in gateway/resolvers/sql" if changed else "")
+
+
 def machine_info(seeded: Seeded) -> dict[str, str]:
     model = "unknown"
     with contextlib.suppress(OSError):
@@ -437,6 +477,7 @@ def machine_info(seeded: Seeded) -> dict[str, str]:
         "strawberry-graphql", "graphql-core", "starlette", "uvicorn", "uvloop", "httptools",
         "asyncpg", "redis", "aiodataloader"))
     return {
+        "Code": code_version(),
         "CPU": model, "Cores": cores, "RAM": ram,
         "OS": f"{platform.system()} {platform.release()}",
         "Python": f"{platform.python_implementation()} {platform.python_version()}",
@@ -450,14 +491,15 @@ def _fmt(value: float | None) -> str:
 
 def results_table(outcome: Outcome) -> str:
     has_stack = "postgres" in outcome.levels[0].cpu
-    head = ["concurrency", "requests", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s",
+    head = ["concurrency", "requests", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms", "req/s",
             "gateway CPU ms/req"]
     if has_stack:
         head += ["PostgreSQL CPU ms/req", "Valkey CPU ms/req"]
     head += ["client CPU ms/req", "other processes (CPUs busy)"]
     rows = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" for _ in head) + "|"]
     for lv in outcome.levels:
-        cells = [str(lv.concurrency), str(len(lv.latencies)), _fmt(lv.pct(50)), _fmt(lv.pct(90)),
+        cells = [str(lv.concurrency), str(len(lv.latencies)), _fmt(min(lv.latencies) * 1e3),
+                 _fmt(lv.pct(50)), _fmt(lv.pct(90)),
                  _fmt(lv.pct(99)), _fmt(max(lv.latencies) * 1e3), f"{lv.rps:.1f}",
                  _fmt(lv.cpu_ms("gateway"))]
         if has_stack:
@@ -488,7 +530,7 @@ def profile_section(profile: Any) -> str:
         ("&nbsp;&nbsp;event loop idle, waiting on the stores", med("idle_in_execute")),
         ("&nbsp;&nbsp;CPU: resolvers, dataloaders, driver decoding, graphql-core completion",
          med("execute_cpu")),
-        ("JSON encoding of the response (`encode_json`, stdlib json)", med("encode")),
+        ("JSON encoding of the response (`encode_json`)", med("encode")),
         ("the rest (Starlette, request parsing, context, response)", med("rest")),
         ("process CPU time during the request (all of the above but idle)", med("cpu")),
     ]
@@ -496,14 +538,15 @@ def profile_section(profile: Any) -> str:
         lines.append(f"| {name} | {ms:.2f} | {ms / total * 100:.0f}% |")
     if profile.alone:
         lines += ["", "Each store call of the request replayed alone from the gateway's pool "
-                  "(wall ms, median of 7: round trip + driver decoding), and PostgreSQL's "
+                  "(wall ms over 7 runs: round trip + driver decoding), and PostgreSQL's "
                   "EXPLAIN ANALYZE of it (median of 5):", "",
-                  "| call | alone ms | planning ms | execution ms | rows |",
-                  "|---|---:|---:|---:|---:|"]
-        for label, ms in sorted(profile.alone.items()):
+                  "| call | alone, min ms | alone, median ms | planning ms | execution ms | rows |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for label, (fastest, median) in sorted(profile.alone.items()):
             plan = profile.explain.get(label)
             cells = [f"{plan[0]:.2f}", f"{plan[1]:.2f}", str(plan[2])] if plan else ["-"] * 3
-            lines.append(f"| {label} | {ms:.2f} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label} | {fastest:.2f} | {median:.2f} | " + " | ".join(cells)
+                         + " |")
     if profile.packages:
         total_s = sum(profile.packages.values())
         n = profile.pyinstrument_requests
@@ -515,6 +558,10 @@ def profile_section(profile: Any) -> str:
         for name, secs in top:
             lines.append(f"| {name} | {secs / n * 1e3:.2f} | {secs / total_s * 100:.0f}% |")
     return "\n".join(lines)
+
+
+def _workers(n: int) -> str:
+    return "one process" if n == 1 else f"{n} worker processes"
 
 
 def report(args: argparse.Namespace, stack: Stack, seeded: Seeded, outcome: Outcome,
@@ -534,7 +581,8 @@ def report(args: argparse.Namespace, stack: Stack, seeded: Seeded, outcome: Outc
         f"- Per level: {args.warmup} warm-up requests, then up to {args.requests} requests or "
         f"{args.duration:g} s; stopped by: "
         + ", ".join(f"c{lv.concurrency} {lv.stopped_by}" for lv in outcome.levels) + ".",
-        f"- Server: one uvicorn process (uvloop + httptools, access log off), stores: "
+        f"- Server: uvicorn, {_workers(args.workers)} (uvloop + httptools, access log off), "
+        f"stores: "
         f"{stack.how}; client: httpx.AsyncClient with keep-alive in the benchmark process; "
         f"all on 127.0.0.1. CPU columns are the processes' user+system time divided by "
         f"requests; the last column is CPU time used meanwhile by processes that are not "
@@ -552,7 +600,8 @@ def write_results(info: dict[str, str], body: str, args: argparse.Namespace) -> 
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     machine = "\n".join(f"| {k} | {v} |" for k, v in info.items())
     section = (
-        f"\n## {stamp}: {args.devices} devices, {args.hours:g} h, first {args.first}\n\n"
+        f"\n## {stamp}: {args.devices} devices, {args.hours:g} h, first {args.first}, "
+        f"{_workers(args.workers)}\n\n"
         f"| machine | |\n|---|---|\n{machine}\n\n{body}\n"
     )
     if not RESULTS.exists():
@@ -588,8 +637,10 @@ def _positive(kind: type) -> Any:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--devices", type=_positive(int), default=120)
-    parser.add_argument("--hours", type=_positive(float), default=24.0)
+    parser.add_argument("--devices", type=_positive(int), default=120,
+                        help="devices to seed (default 120, the demo's size)")
+    parser.add_argument("--hours", type=_positive(float), default=24.0,
+                        help="hours of one-minute telemetry to seed (default 24)")
     parser.add_argument("--first", type=_positive(int), default=100,
                         help="page size of the dashboard query (default 100)")
     parser.add_argument("--concurrency", type=_levels, default=[1, 8],
@@ -600,10 +651,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="time limit per level in seconds (default 60)")
     parser.add_argument("--warmup", type=int, default=20,
                         help="warm-up requests per level (default 20)")
+    parser.add_argument("--workers", type=_positive(int), default=1,
+                        help="uvicorn worker processes (default 1)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile the request in-process (phases, EXPLAIN ANALYZE, "
                              "pyinstrument when installed)")
-    parser.add_argument("--profile-requests", type=_positive(int), default=50)
+    parser.add_argument("--profile-requests", type=_positive(int), default=50,
+                        help="requests per profiling pass (default 50)")
     parser.add_argument("--profile-html", type=Path,
                         help="write pyinstrument's HTML report here (and a .txt beside it)")
     parser.add_argument("--write", action="store_true",
@@ -611,7 +665,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
+def _interrupt(signum: int, frame: Any) -> None:
+    """The first Ctrl-C or SIGTERM unwinds like KeyboardInterrupt; further ones are ignored
+    so that they cannot cut the cleanup short (every step of it is time-bounded)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -619,7 +677,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     expected = min(args.first, args.devices)
     # SIGTERM unwinds like Ctrl-C, so the finally blocks stop what was started.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         with contextlib.ExitStack() as exits:
             print("starting stores...", file=sys.stderr)
@@ -629,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
             seeded = asyncio.run(prepare(settings, args.devices, args.hours))
             log_dir = Path(tempfile.mkdtemp(prefix="iotsphere-bench-log-"))
             exits.callback(shutil.rmtree, log_dir, ignore_errors=True)
-            server = Server(stack.dsns, log_dir / "server.log")
+            server = Server(stack.dsns, log_dir / "server.log", args.workers)
             exits.callback(server.stop)
             server.start()
             assert server.proc is not None

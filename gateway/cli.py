@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -76,6 +77,12 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         if dev_key:
             print(f"\n  GraphiQL:  http://{ready.host}:{ready.port}/graphql", flush=True)
             print(f"  Admin key (demo tenant, embedded mode only): {dev_key}\n", flush=True)
+        # Long-lived objects (schema, pools, modules) leave the GC's view, and young
+        # collections run less often: GC measured 17-40 ms of a 100-device dashboard
+        # request with the defaults.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 20)
         try:
             uvicorn.run(app, host=ready.host, port=ready.port, log_level="info",
                         timeout_graceful_shutdown=10)

@@ -12,6 +12,7 @@ from strawberry.extensions import (
     MaxAliasesLimiter,
     MaxTokensLimiter,
     QueryDepthLimiter,
+    ValidationCache,
 )
 from strawberry.schema.config import StrawberryConfig
 
@@ -94,6 +95,9 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings()
     extensions: list[Any] = [
         RequestLog, ErrorCodes, StoreCallTrace,
+        # Dashboards send the same few documents over and over: validate each once
+        # (validation measured 4-5 ms of a 100-device dashboard request; parsing < 1 ms).
+        partial(ValidationCache, maxsize=512),
         partial(QueryDepthLimiter, max_depth=settings.max_depth),
         partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
         partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
