@@ -1,0 +1,1264 @@
+"""Fanout benchmark: N WebSocket subscribers to `shadowChanged` while shadows change at a rate.
+
+    .venv/bin/python bench/fanout.py [--subscribers 1000,10000] [--rate 100,1000]
+        [--seconds 30] [--writer redis|mutation] [--client-procs N] [--no-compression]
+        [--converge-timeout 30] [--gc-stats] [--gc-freeze] [--profile-server DIR] [--write]
+
+Starts an embedded devstack in a temp dir (or uses the stores named by IOTSPHERE_REGISTRY_DSN,
+IOTSPHERE_ASSETS_DSN, IOTSPHERE_TELEMETRY_DSN and IOTSPHERE_REDIS_URL when all four are set),
+migrates, creates a tenant and an admin key and seeds the demo fleet (gateway.demo.seed_fleet,
+120 devices). Then, for every (subscribers, rate) pair, on a fresh gateway process
+(`iotsphere serve` on a free 127.0.0.1 port, its open-file limit raised to the hard limit):
+
+1. subscriber processes (bench/_fanout_clients.py; one, or two above 2,500 subscribers) open
+   the sockets in bounded parallel batches; subscriber i watches `shadowChanged(deviceIds:
+   [device i mod 120])` selecting `kind deviceId version shadow { reported }`, so the 120
+   devices make 120 cohorts on the server;
+2. the writer changes shadows round-robin over the 120 devices at `--rate` updates/s for
+   `--seconds`: straight into Redis (default) with a pipelined Lua script that reads the
+   hash, bumps `version`, sets `reported.seq` and `reported.writtenAtMs` (Redis `TIME` at the
+   write) in one HSET, so the change reaches the gateway through keyspace notifications like
+   any external writer's; or with `--writer mutation`, through the gateway's `updateShadow`
+   mutation over HTTP (`writtenAtMs` is then the client's clock when it sent the mutation);
+3. after the writer stops, the final version of every device is read from Redis and every
+   subscriber is awaited (at most `--converge-timeout` s) until its last version equals it.
+
+Reported per configuration: UPDATED events delivered (and per second during the write window,
+against the ideal of every write reaching every subscriber of its device), latency from the
+write to receipt (p50/p99/max), versions skipped by coalescing (expected under load; the
+server keeps only the newest pending change per subscriber and device), versions that went
+backwards, errors and unexpected closes, connection setup time, the gateway's RSS (VmRSS at
+idle, after all subscribers connected and at the end, and VmHWM), CPU seconds of the gateway,
+the subscriber processes, the writer and Valkey, and how many subscribers converged on the
+final version and how long that took. During the write, GET /healthz twice a second shows
+how far behind the gateway's event loop runs. Server log lines at WARNING or above are counted
+and the first ones shown. --write appends a dated section to bench/RESULTS.md.
+
+Diagnostics (they change how the gateway is launched, never its code): --gc-stats logs and
+reports the gateway's full garbage collections and their pauses; --gc-freeze (an experiment)
+also has it run gc.collect() and gc.freeze() once every subscriber is connected;
+--profile-server runs it under cProfile.
+
+Everything started is stopped on exit, Ctrl-C or failure. Should this process be killed
+outright (SIGKILL), the gateway and subscriber processes get SIGTERM from the kernel
+(PR_SET_PDEATHSIG); the devstack's PostgreSQL and Valkey would then be left running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import asyncio
+import contextlib
+import ctypes
+import math
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python bench/fanout.py` puts bench/, not the root, first
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import orjson  # noqa: E402
+
+from gateway.settings import Settings  # noqa: E402
+
+HOST = "127.0.0.1"
+RESULTS = ROOT / "bench" / "RESULTS.md"
+CLIENTS = ROOT / "bench" / "_fanout_clients.py"
+DSN_ENV = {
+    "registry": "IOTSPHERE_REGISTRY_DSN", "assets": "IOTSPHERE_ASSETS_DSN",
+    "telemetry": "IOTSPHERE_TELEMETRY_DSN", "redis": "IOTSPHERE_REDIS_URL",
+}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SERVER_START_TIMEOUT = 90.0
+SERVER_STOP_TIMEOUT = 30.0
+SETTLE_SECONDS = 2.0
+WRITER_TICK = 0.005
+PR_SET_PDEATHSIG = 1
+
+QUERY = (
+    "subscription Watch($ids: [ID!]) { shadowChanged(deviceIds: $ids) "
+    "{ kind deviceId version shadow { reported } } }"
+)
+MUTATION = (
+    "mutation Report($id: ID!, $reported: JSON!) "
+    "{ updateShadow(deviceId: $id, reported: $reported) { version } }"
+)
+# One atomic step per update, one HSET (so one keyspace notification): what an external
+# writer of the shadow hash would do. A device without a shadow gets one.
+UPDATE_LUA = """
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local cur = redis.call('HMGET', KEYS[1], 'version', 'reported', 'desired')
+local version = (cur[1] and tonumber(cur[1]) or 0) + 1
+local reported = {}
+if cur[2] then
+  local ok, decoded = pcall(cjson.decode, cur[2])
+  if ok and type(decoded) == 'table' then reported = decoded end
+end
+reported['seq'] = tonumber(ARGV[1])
+reported['writtenAtMs'] = ms
+if cur[3] then
+  redis.call('HSET', KEYS[1], 'version', version, 'reported', cjson.encode(reported),
+             'updatedAt', ARGV[2])
+else
+  redis.call('HSET', KEYS[1], 'version', version, 'reported', cjson.encode(reported),
+             'updatedAt', ARGV[2], 'desired', '{}', 'metadata', '{}')
+end
+return version
+"""
+
+
+# `iotsphere serve`, with a gc callback that logs every full (generation 2) collection of
+# the gateway's process and how long it stopped the event loop: instrumentation only.
+GC_WRAPPER = """
+import gc, sys, time
+_start = [0.0]
+def _on_gc(phase, info):
+    if info["generation"] != 2:
+        return
+    if phase == "start":
+        _start[0] = time.perf_counter()
+    else:
+        ms = (time.perf_counter() - _start[0]) * 1e3
+        print(f"FANOUT-GC {time.time():.3f} gen2 {ms:.1f} ms collected {info['collected']}",
+              file=sys.stderr, flush=True)
+gc.callbacks.append(_on_gc)
+if "--gc-freeze" in sys.argv:  # SIGUSR1 moves every object alive to the permanent generation
+    import signal
+    sys.argv.remove("--gc-freeze")
+    def _freeze(signum, frame):
+        gc.collect()
+        gc.freeze()
+        print(f"FANOUT-GC-FROZEN {time.time():.3f} {gc.get_freeze_count()} objects",
+              file=sys.stderr, flush=True)
+    signal.signal(signal.SIGUSR1, _freeze)
+from gateway.cli import main
+sys.exit(main())
+"""
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run."""
+
+
+# ----------------------------------------------------------------------------- processes
+
+def raise_nofile() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _child_preexec() -> None:
+    """In every child before exec: the open-file limit at its hard limit, and SIGTERM when
+    this process dies (even by SIGKILL), so nothing outlives the benchmark."""
+    raise_nofile()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_CHILDREN: dict[int, subprocess.Popen[bytes] | asyncio.subprocess.Process] = {}
+
+
+def _kill_children() -> None:
+    """Last resort on the way out: whatever child is still running gets SIGKILL."""
+    for pid in list(_CHILDREN):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+        _CHILDREN.pop(pid, None)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _proc_status(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM... of a process, in KiB."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Vm"):
+                name, _, value = line.partition(":")
+                parts = value.split()
+                if parts and parts[0].isdigit():
+                    out[name] = int(parts[0])
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def _stack_pids(data_dir: Path | None, exe: str) -> list[int]:
+    """Processes of our devstack (they work in its data dir) whose executable is ``exe*``."""
+    if data_dir is None:
+        return []
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+            name = Path(os.readlink(f"/proc/{entry}/exe")).name
+        except OSError:
+            continue
+        if cwd.startswith(str(data_dir)) and name.startswith(exe):
+            found.append(int(entry))
+    return found
+
+
+def _machine_busy_seconds() -> float:
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+# ------------------------------------------------------------------------------ stores
+
+@dataclass
+class Stack:
+    dsns: dict[str, str]
+    how: str
+    data_dir: Path | None = None
+
+
+@contextlib.contextmanager
+def stores_up() -> Iterator[Stack]:
+    """The four stores: from IOTSPHERE_* when all four are set, else an embedded devstack in
+    a fresh temp dir that is stopped and removed afterwards."""
+    given = {store: os.environ.get(var, "") for store, var in DSN_ENV.items()}
+    if all(given.values()):
+        yield Stack(given, "IOTSPHERE_* DSNs from the environment")
+        return
+    from gateway.devstack import DevStack
+
+    # As root, PostgreSQL runs as a system user that must be able to traverse the dir.
+    data_dir = Path(tempfile.mkdtemp(prefix="iotsphere-fanout-"))
+    try:
+        data_dir.chmod(0o711)
+        with DevStack(data_dir) as endpoints:
+            yield Stack({
+                "registry": endpoints.dsn("registry"), "assets": endpoints.dsn("assets"),
+                "telemetry": endpoints.dsn("telemetry"), "redis": endpoints.redis_url,
+            }, "embedded devstack (gateway.devstack)", data_dir)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def settings_for(dsns: dict[str, str]) -> Settings:
+    base = Settings.from_env()
+    return Settings(**{**base.__dict__, "registry_dsn": dsns["registry"],
+                       "assets_dsn": dsns["assets"], "telemetry_dsn": dsns["telemetry"],
+                       "redis_url": dsns["redis"]})
+
+
+@dataclass
+class Seeded:
+    key: str
+    tenant_id: str
+    devices: list[str]
+    active: int
+    pg_version: str
+    valkey_version: str
+
+
+async def prepare(settings: Settings, devices: int) -> Seeded:
+    from gateway.auth import create_tenant_with_admin_key
+    from gateway.demo import seed_fleet
+    from gateway.migrate import migrate_all
+    from gateway.stores import open_stores
+
+    assert settings.registry_dsn and settings.assets_dsn and settings.telemetry_dsn
+    await migrate_all({"registry": settings.registry_dsn, "assets": settings.assets_dsn,
+                       "telemetry": settings.telemetry_dsn})
+    async with open_stores(settings) as stores:
+        name = f"fanout-{datetime.now(UTC):%Y%m%d%H%M%S}-{os.getpid()}"
+        tenant_id, key = await create_tenant_with_admin_key(stores.registry, name)
+        # Telemetry plays no part here: a few minutes of it keep the seeding short.
+        fleet = await seed_fleet(stores, tenant_id, devices=devices, hours=0.05)
+        pg_version = await stores.registry.pool.fetchval("SHOW server_version")
+        info = await stores.shadows.client.info("server")
+        if "valkey_version" in info:
+            valkey = f"Valkey {info['valkey_version']}"
+        else:
+            valkey = f"{str(info.get('server_name', 'Redis')).title()} {info.get('redis_version')}"
+    return Seeded(key, str(tenant_id), [str(d) for d in fleet.devices], len(fleet.active),
+                  f"PostgreSQL {pg_version}", valkey)
+
+
+# ------------------------------------------------------------------------------ server
+
+class Server:
+    """``iotsphere serve`` in its own process and session, with every store DSN in its
+    environment (so nothing embedded starts: it migrates and serves)."""
+
+    def __init__(self, dsns: dict[str, str], log_path: Path, data_dir: Path,
+                 profile: Path | None = None, gc_stats: bool = False,
+                 gc_freeze: bool = False) -> None:
+        self._dsns = dsns
+        self._profile = profile
+        self._gc_stats = gc_stats or gc_freeze
+        self._gc_freeze = gc_freeze
+        self.log_path = log_path
+        self._data_dir = data_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    def start(self) -> None:
+        for _attempt in range(3):  # a free port can be taken between probe and bind
+            self.port = _free_port()
+            self._spawn()
+            if self._wait_ready():
+                return
+            self.stop()
+        raise BenchError(f"the gateway did not start; tail of {self.log_path}:\n{self.tail()}")
+
+    def _spawn(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k not in DSN_ENV.values()}
+        env.update({DSN_ENV[store]: dsn for store, dsn in self._dsns.items()})
+        env["IOTSPHERE_DATA_DIR"] = str(self._data_dir)
+        env.pop("IOTSPHERE_PORT", None)
+        exe = Path(sys.executable).parent / "iotsphere"
+        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "gateway.cli"]
+        if self._profile is not None:  # cProfile writes its stats when serve returns
+            cmd = [sys.executable, "-m", "cProfile", "-o", str(self._profile),
+                   "-m", "gateway.cli"]
+        elif self._gc_stats:
+            cmd = [sys.executable, "-c", GC_WRAPPER]
+        cmd += ["serve", "--host", HOST, "--port", str(self.port)]
+        if self._gc_freeze and self._profile is None:
+            cmd.append("--gc-freeze")
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True, preexec_fn=_child_preexec,
+            )
+        _CHILDREN[self.proc.pid] = self.proc
+
+    def _wait_ready(self) -> bool:
+        assert self.proc is not None
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        with httpx.Client(base_url=self.url, timeout=2.0, trust_env=False) as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    return False
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get("/readyz").status_code == 200:
+                        return True
+                time.sleep(0.1)
+        return False
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def memory(self) -> dict[str, int]:
+        return _proc_status(self.pid) if self.proc is not None else {}
+
+    def nofile(self) -> str:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{self.pid}/limits").read_text().splitlines():
+                if line.startswith("Max open files"):
+                    return line.split()[3]
+        return "?"
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as exc:
+            return f"(no log: {exc})"
+
+    def stop(self) -> int | None:
+        """Stops the server; returns its exit code. SIGINT, as a Ctrl-C: uvicorn shuts down
+        gracefully, then re-raises the signal, which `iotsphere serve` takes as a normal end
+        (exit code 0; after SIGTERM it would die of the re-raised signal)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return None
+        try:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=SERVER_STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=15)
+        finally:
+            _CHILDREN.pop(proc.pid, None)
+        return proc.returncode
+
+
+def gc_pauses(path: Path) -> list[tuple[float, float]]:
+    """(unix s, ms) of every full collection the --gc-stats wrapper logged."""
+    out = []
+    with contextlib.suppress(OSError):
+        for line in path.read_text(errors="replace").splitlines():
+            if line.startswith("FANOUT-GC "):
+                parts = line.split()
+                with contextlib.suppress(ValueError, IndexError):
+                    out.append((float(parts[1]), float(parts[3])))
+    return out
+
+
+def log_findings(path: Path, limit: int = 25) -> tuple[int, list[str]]:
+    """Server log lines at WARNING or above, and tracebacks: how many, and the first ones."""
+    count = 0
+    first: list[str] = []
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return 0, []
+    for line in text.splitlines():
+        if any(m in line for m in (" WARNING ", " ERROR ", " CRITICAL ", "Traceback", "Error:")):
+            count += 1
+            if len(first) < limit:
+                first.append(line[:400])
+    return count, first
+
+
+# ------------------------------------------------------------------------------ clients
+
+class ClientProc:
+    """One bench/_fanout_clients.py process; JSON lines on its stdin and stdout."""
+
+    def __init__(self, number: int, log_dir: Path) -> None:
+        self.number = number
+        self.samples_path = log_dir / f"clients-{number}.bin"
+        self.log_path = log_dir / f"clients-{number}.log"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, job: dict[str, Any]) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, str(CLIENTS), cwd=ROOT, stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE, stderr=log, limit=1 << 26,
+                start_new_session=True, preexec_fn=_child_preexec,
+            )
+        _CHILDREN[self.proc.pid] = self.proc
+        await self.send({**job, "samples": str(self.samples_path)})
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write(orjson.dumps(message) + b"\n")
+        await self.proc.stdin.drain()
+
+    async def receive(self, event: str, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
+        assert self.proc is not None and self.proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        except TimeoutError:
+            raise BenchError(f"subscriber process {self.number} sent no {event!r} within "
+                             f"{timeout:.0f}s; log {self.log_path}:\n{self.tail()}") from None
+        if not line:
+            raise BenchError(f"subscriber process {self.number} ended; log {self.log_path}:\n"
+                             f"{self.tail()}")
+        message: dict[str, Any] = orjson.loads(line)
+        if message.get("event") != event:
+            raise BenchError(f"expected {event!r} from subscriber process {self.number}, "
+                             f"got {str(message)[:300]}")
+        return message
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as exc:
+            return f"(no log: {exc})"
+
+    def samples(self) -> array.array[float]:
+        data = array.array("d")
+        with contextlib.suppress(OSError), self.samples_path.open("rb") as fh:
+            data.frombytes(fh.read())
+        return data
+
+    async def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            if proc.returncode is None:
+                with contextlib.suppress(Exception):
+                    assert proc.stdin is not None
+                    proc.stdin.write(b'{"cmd": "close"}\n')
+                    await asyncio.wait_for(proc.stdin.drain(), 5)
+                    proc.stdin.close()
+                try:
+                    await asyncio.wait_for(proc.wait(), 40)
+                except TimeoutError:
+                    proc.kill()
+                    await asyncio.wait_for(proc.wait(), 10)
+        finally:
+            _CHILDREN.pop(proc.pid, None)
+
+
+# ------------------------------------------------------------------------------ writers
+
+@dataclass
+class Written:
+    writes: int = 0
+    errors: int = 0
+    started: float = 0.0  # unix s
+    stopped: float = 0.0
+    behind_max: int = 0  # the most updates the writer was ever behind its schedule
+    error_samples: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return max(1e-9, self.stopped - self.started)
+
+
+def _due(started: float, rate: float, done: int) -> int:
+    return int((time.monotonic() - started) * rate) + 1 - done
+
+
+async def write_redis(redis_url: str, tenant_id: str, devices: list[str], rate: float,
+                      seconds: float) -> Written:
+    import redis.asyncio as redis
+
+    from gateway.stores.shadows import shadow_key
+
+    keys = [shadow_key(UUID(tenant_id), UUID(d)) for d in devices]
+    out = Written()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        sha = await client.script_load(UPDATE_LUA)
+        cap = max(1, int(rate * 0.1))  # a late writer catches up in chunks of 100 ms
+        out.started = time.time()
+        start = time.monotonic()
+        deadline = start + seconds
+        while time.monotonic() < deadline:
+            due = _due(start, rate, out.writes)
+            out.behind_max = max(out.behind_max, due)
+            if due > 0:
+                batch = min(due, cap)
+                stamp = datetime.now(UTC).isoformat()
+                async with client.pipeline(transaction=False) as pipe:
+                    for n in range(out.writes, out.writes + batch):
+                        pipe.evalsha(sha, 1, keys[n % len(keys)], n + 1, stamp)
+                    await pipe.execute()
+                out.writes += batch
+            await asyncio.sleep(WRITER_TICK)
+        out.stopped = time.time()
+    finally:
+        await client.aclose()
+    return out
+
+
+async def write_mutations(url: str, key: str, devices: list[str], rate: float,
+                          seconds: float, concurrency: int = 32) -> Written:
+    out = Written()
+    gate = asyncio.Semaphore(concurrency)
+    tasks: set[asyncio.Task[None]] = set()
+
+    async with httpx.AsyncClient(base_url=url, timeout=30.0, trust_env=False,
+                                 headers={"Authorization": f"Bearer {key}"},
+                                 limits=httpx.Limits(max_connections=concurrency)) as client:
+        async def one(n: int) -> None:
+            try:
+                body = {"query": MUTATION, "variables": {
+                    "id": devices[n % len(devices)],
+                    "reported": {"seq": n + 1, "writtenAtMs": time.time() * 1e3}}}
+                response = await client.post("/graphql", json=body)
+                data = response.json()
+                if response.status_code != 200 or data.get("errors"):
+                    raise BenchError(f"HTTP {response.status_code}: {str(data)[:300]}")
+            except Exception as exc:  # counted and reported
+                out.errors += 1
+                if len(out.error_samples) < 5:
+                    out.error_samples.append(f"{type(exc).__name__}: {exc}")
+            finally:
+                gate.release()
+
+        out.started = time.time()
+        start = time.monotonic()
+        deadline = start + seconds
+        issued = 0
+        while time.monotonic() < deadline:
+            due = _due(start, rate, issued)
+            out.behind_max = max(out.behind_max, due)
+            for _ in range(max(0, due)):
+                if time.monotonic() >= deadline:
+                    break
+                await gate.acquire()  # the gateway's pace bounds ours: the rate may fall short
+                task = asyncio.create_task(one(issued))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                issued += 1
+            await asyncio.sleep(WRITER_TICK)
+        if tasks:
+            await asyncio.wait(set(tasks), timeout=60)
+        for task in tasks:
+            task.cancel()
+        out.writes = issued - out.errors
+        out.stopped = time.time()
+    return out
+
+
+async def final_versions(redis_url: str, tenant_id: str, devices: list[str]) -> dict[str, int]:
+    import redis.asyncio as redis
+
+    from gateway.stores.shadows import shadow_key
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            for device in devices:
+                pipe.hget(shadow_key(UUID(tenant_id), UUID(device)), "version")
+            versions = await pipe.execute()
+    finally:
+        await client.aclose()
+    return {d: int(v) for d, v in zip(devices, versions, strict=True) if v is not None}
+
+
+# ------------------------------------------------------------------------------ a run
+
+@dataclass
+class Config:
+    subscribers: int
+    rate: float
+
+
+@dataclass
+class Outcome:
+    config: Config
+    procs: int
+    connected: int = 0
+    failed: int = 0
+    connect_s: float = 0.0
+    setup_ms: list[float] = field(default_factory=list)
+    written: Written = field(default_factory=Written)
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # UPDATED events in the window
+    latencies_all: list[float] = field(default_factory=list)
+    in_window: int = 0
+    series: list[tuple[float, int, float]] = field(default_factory=list)  # (t, ev/s, p99)
+    memory: dict[str, dict[str, int]] = field(default_factory=dict)
+    rss_series: list[int] = field(default_factory=list)
+    probe_ms: list[float] = field(default_factory=list)  # GET /healthz during the write
+    cpu: dict[str, dict[str, float]] = field(default_factory=dict)
+    converge_wait_s: float = 0.0
+    gc: list[tuple[float, float]] = field(default_factory=list)
+    log_count: int = 0
+    log_first: list[str] = field(default_factory=list)
+    server_nofile: str = "?"
+    server_exit: int | None = None
+    failures: list[str] = field(default_factory=list)
+    final_versions: dict[str, int] = field(default_factory=dict)
+    writer: str = "redis"
+    code: str = ""  # the commit the gateway started from (others commit meanwhile)
+
+    def total(self, key: str) -> int:
+        return sum(int(r.get(key, 0)) for r in self.reports)
+
+    @property
+    def convergence_ms(self) -> list[float]:
+        return sorted(ms for r in self.reports for ms in r["convergence_ms"])
+
+
+def pct(ordered: list[float], p: float) -> float:
+    if not ordered:
+        return math.nan
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]  # nearest rank
+
+
+class CpuMeter:
+    def __init__(self, server: Server, clients: list[ClientProc], data_dir: Path | None) -> None:
+        self._server = server
+        self._clients = clients
+        self._valkey = _stack_pids(data_dir, "valkey")
+        self._data_dir = data_dir
+
+    def snapshot(self) -> dict[str, float]:
+        clients = sum(_cpu_seconds(c.pid) for c in self._clients if c.proc is not None)
+        out = {"gateway": _cpu_seconds(self._server.pid), "clients": clients,
+               "writer": time.process_time(), "machine": _machine_busy_seconds(),
+               "wall": time.monotonic()}
+        if self._data_dir is not None:
+            out["valkey"] = sum(_cpu_seconds(p) for p in self._valkey)
+            out["postgres"] = sum(_cpu_seconds(p) for p in _stack_pids(self._data_dir, "postgres"))
+        return out
+
+
+def _delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    return {k: max(0.0, b[k] - a.get(k, 0.0)) for k in b}
+
+
+async def run_config(cfg: Config, stack: Stack, seeded: Seeded, args: argparse.Namespace,
+                     log_dir: Path) -> Outcome:
+    procs = args.client_procs or (1 if cfg.subscribers <= 2500 else 2)
+    procs = max(1, min(procs, cfg.subscribers))
+    out = Outcome(cfg, procs, writer=args.writer)
+    tag = f"s{cfg.subscribers}-r{cfg.rate:g}"
+    run_dir = log_dir / tag
+    run_dir.mkdir(parents=True, exist_ok=True)
+    profile = None
+    if args.profile_server is not None:
+        args.profile_server.mkdir(parents=True, exist_ok=True)
+        profile = args.profile_server / f"gateway-{tag}.prof"
+    server = Server(stack.dsns, run_dir / "server.log", run_dir, profile, args.gc_stats,
+                    args.gc_freeze)
+    clients = [ClientProc(n, run_dir) for n in range(procs)]
+    say = _say
+    try:
+        out.code = code_version()
+        await asyncio.to_thread(server.start)
+        out.server_nofile = server.nofile()
+        say(f"[{tag}] gateway pid {server.pid} on {server.url} (open files {out.server_nofile})")
+        await asyncio.sleep(SETTLE_SECONDS)
+        out.memory["idle"] = server.memory()
+        meter = CpuMeter(server, clients, stack.data_dir)
+        cpu0 = meter.snapshot()
+
+        # -- connect
+        share = math.ceil(cfg.subscribers / procs)
+        url = f"ws://{HOST}:{server.port}/graphql"
+        for n, client in enumerate(clients):
+            first = n * share
+            await client.start({
+                "url": url, "key": seeded.key, "query": QUERY, "devices": seeded.devices,
+                "first": first, "count": max(0, min(share, cfg.subscribers - first)),
+                "parallel": args.connect_parallel, "step_timeout": args.step_timeout,
+                "compression": None if args.no_compression else "deflate",
+            })
+        say(f"[{tag}] opening {cfg.subscribers} subscriptions in {procs} process(es), "
+            f"{args.connect_parallel} handshakes in flight per process...")
+        readies = await asyncio.gather(*(
+            c.receive("ready", args.connect_timeout) for c in clients))
+        for ready in readies:
+            out.connected += ready["connected"]
+            out.failed += ready["failed"]
+            out.setup_ms += ready["setup_ms"]
+            out.failures += ready["failures"]
+            out.connect_s = max(out.connect_s, ready["connect_s"])
+        say(f"[{tag}] {out.connected} subscribed ({out.failed} failed) in "
+            f"{out.connect_s:.1f}s")
+        if out.connected == 0:
+            raise BenchError(f"no subscriber connected: {out.failures[:3]}\n{server.tail()}")
+        if args.gc_freeze:
+            os.kill(server.pid, signal.SIGUSR1)
+            say(f"[{tag}] asked the gateway to gc.freeze() its {out.connected} subscriptions")
+            for _ in range(600):  # the collection before the freeze takes seconds: wait
+                if "FANOUT-GC-FROZEN" in server.log_path.read_text(errors="replace"):
+                    break
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(SETTLE_SECONDS)
+        out.memory["connected"] = server.memory()
+        cpu1 = meter.snapshot()
+
+        # -- write
+        say(f"[{tag}] writing {cfg.rate:g} updates/s for {args.seconds:g}s "
+            f"({args.writer})...")
+        sampler = asyncio.gather(_sample_rss(server, out.rss_series),
+                                 _probe(server.url, out.probe_ms))
+        try:
+            if args.writer == "redis":
+                out.written = await write_redis(stack.dsns["redis"], seeded.tenant_id,
+                                                seeded.devices, cfg.rate, args.seconds)
+            else:
+                out.written = await write_mutations(server.url, seeded.key, seeded.devices,
+                                                    cfg.rate, args.seconds)
+            cpu2 = meter.snapshot()
+            out.final_versions = await final_versions(stack.dsns["redis"], seeded.tenant_id,
+                                                      seeded.devices)
+            say(f"[{tag}] {out.written.writes} writes in {out.written.seconds:.1f}s; "
+                f"waiting (at most {args.converge_timeout:g}s) for every subscriber to reach "
+                f"its device's final version...")
+            for client in clients:
+                await client.send({"cmd": "final", "versions": out.final_versions,
+                                   "stopped_at": out.written.stopped,
+                                   "timeout": args.converge_timeout})
+            out.reports = list(await asyncio.gather(*(
+                c.receive("report", args.converge_timeout + 60) for c in clients)))
+        finally:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+        cpu3 = meter.snapshot()
+        out.memory["end"] = server.memory()
+        out.cpu = {"connect": _delta(cpu0, cpu1), "write": _delta(cpu1, cpu2),
+                   "converge": _delta(cpu2, cpu3)}
+        out.converge_wait_s = max(r["waited_s"] for r in out.reports)
+        analyse_samples(out, [client.samples() for client in clients])
+    finally:
+        for client in clients:
+            await client.stop()
+        out.server_exit = await asyncio.to_thread(server.stop)
+        out.log_count, out.log_first = log_findings(server.log_path)
+        out.gc = gc_pauses(server.log_path)
+    return out
+
+
+async def _probe(url: str, series: list[float]) -> None:
+    """Times GET /healthz twice a second: a trivial request waits for the gateway's event
+    loop, so its latency shows how far behind the loop runs."""
+    async with httpx.AsyncClient(base_url=url, timeout=60.0, trust_env=False) as client:
+        for _ in range(100_000):  # bounded; cancelled when the run ends
+            started = time.perf_counter()
+            with contextlib.suppress(httpx.HTTPError):
+                await client.get("/healthz")
+                series.append((time.perf_counter() - started) * 1e3)
+            await asyncio.sleep(0.5)
+
+
+async def _sample_rss(server: Server, series: list[int]) -> None:
+    for _ in range(100_000):  # bounded; cancelled when the run ends
+        series.append(server.memory().get("VmRSS", 0))
+        await asyncio.sleep(1.0)
+
+
+def analyse_samples(out: Outcome, arrays: list[array.array[float]]) -> None:
+    """Latency percentiles (all UPDATED events, and those received while the writer ran)
+    and, per 5 s from the writer's start, events/s and p99: a steady state or a queue."""
+    started, stopped = out.written.started, out.written.stopped
+    buckets: dict[int, list[float]] = {}
+    for data in arrays:
+        for t, ms in zip(data[0::2], data[1::2], strict=True):
+            out.latencies_all.append(ms)
+            if started <= t <= stopped:
+                out.latencies.append(ms)
+            buckets.setdefault(int((t - started) // 5), []).append(ms)
+    out.in_window = len(out.latencies)
+    out.latencies.sort()
+    out.latencies_all.sort()
+    out.series = [(b * 5.0, len(v), pct(sorted(v), 99)) for b, v in sorted(buckets.items())]
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------ report
+
+def code_version() -> str:
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=10, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD")
+    if not commit:
+        return "unknown (not a git checkout)"
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "gateway", "resolvers",
+                  "sql")
+    return f"{commit}" + (" + uncommitted changes in gateway/resolvers/sql" if changed else "")
+
+
+def machine_info(seeded: Seeded) -> dict[str, str]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    ram = "unknown"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram = f"{int(line.split()[1]) / 1024 ** 2:.1f} GiB"
+    cores = f"{os.cpu_count()} logical"
+    with contextlib.suppress(AttributeError):
+        cores += f", {len(os.sched_getaffinity(0))} usable"
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores += f", cgroup quota {int(quota) / int(period):g} CPUs"
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "-"
+
+    libs = ", ".join(f"{d} {version(d)}" for d in (
+        "strawberry-graphql", "graphql-core", "starlette", "uvicorn", "uvloop", "websockets",
+        "redis", "orjson"))
+    return {
+        "Code": code_version(),
+        "CPU": model, "Cores": cores, "RAM": ram,
+        "OS": f"{platform.system()} {platform.release()}",
+        "Python": f"{platform.python_implementation()} {platform.python_version()}",
+        "Stores": f"{seeded.pg_version}; {seeded.valkey_version}", "Libraries": libs,
+    }
+
+
+def _mib(kib: int | None) -> str:
+    return "-" if not kib else f"{kib / 1024:.0f}"
+
+
+def _ms(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def delivery_table(outcomes: list[Outcome]) -> str:
+    head = ["subscribers", "target updates/s", "writes (achieved/s)", "events delivered",
+            "events/s in window", "share of ideal", "coalesced versions", "p50 ms", "p99 ms",
+            "max ms", "converged", "convergence max s", "backwards / errors / closed"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" for _ in head) + "|"]
+    for o in outcomes:
+        w = o.written
+        ideal = _ideal(o)
+        conv = o.convergence_ms
+        rows.append("| " + " | ".join([
+            f"{o.config.subscribers:,}" + (f" ({o.connected:,} up)" if o.failed else ""),
+            f"{o.config.rate:g}",
+            f"{w.writes:,} ({w.writes / w.seconds:.0f})",
+            f"{o.total('events'):,}",
+            f"{o.in_window / w.seconds:,.0f}",
+            f"{o.total('events') / ideal * 100:.1f}%" if ideal else "-",
+            f"{o.total('coalesced'):,}",
+            _ms(pct(o.latencies_all, 50)), _ms(pct(o.latencies_all, 99)),
+            _ms(o.latencies_all[-1] if o.latencies_all else math.nan),
+            f"{o.total('converged'):,}/{o.connected:,}",
+            f"{conv[-1] / 1e3:.2f}" if conv else "-",
+            f"{o.total('backwards')} / {o.total('errors')} / {o.total('closed')}",
+        ]) + " |")
+    return "\n".join(rows)
+
+
+def _ideal(o: Outcome) -> int:
+    """UPDATED events if no version were coalesced: every version after a subscriber's
+    SNAPSHOT, up to its device's final one."""
+    return o.total("expected")
+
+
+def resource_table(outcomes: list[Outcome]) -> str:
+    head = ["subscribers", "target updates/s", "connect all s", "setup p50 / p99 / max ms",
+            "RSS idle MiB", "RSS connected MiB", "RSS end MiB", "VmHWM MiB",
+            "gateway CPU s (connect / write / converge)", "gateway CPU % of write window",
+            "subscriber procs CPU s (write)", "writer CPU s", "Valkey CPU s", "machine busy %",
+            "other processes (CPUs busy)"]
+    rows = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" for _ in head) + "|"]
+    for o in outcomes:
+        setup = sorted(o.setup_ms)
+        c, w, v = o.cpu.get("connect", {}), o.cpu.get("write", {}), o.cpu.get("converge", {})
+        wall = max(1e-9, w.get("wall", 0.0))
+        cores = os.cpu_count() or 1
+        rows.append("| " + " | ".join([
+            f"{o.config.subscribers:,}", f"{o.config.rate:g}", f"{o.connect_s:.1f}",
+            f"{_ms(pct(setup, 50))} / {_ms(pct(setup, 99))} / "
+            f"{_ms(setup[-1] if setup else math.nan)}",
+            _mib(o.memory.get("idle", {}).get("VmRSS")),
+            _mib(o.memory.get("connected", {}).get("VmRSS")),
+            _mib(o.memory.get("end", {}).get("VmRSS")),
+            _mib(o.memory.get("end", {}).get("VmHWM")),
+            f"{c.get('gateway', 0):.1f} / {w.get('gateway', 0):.1f} / {v.get('gateway', 0):.1f}",
+            f"{w.get('gateway', 0) / wall * 100:.0f}%",
+            f"{w.get('clients', 0):.1f}", f"{w.get('writer', 0):.1f}",
+            f"{w.get('valkey', 0):.1f}" if "valkey" in w else "-",
+            f"{w.get('machine', 0) / wall / cores * 100:.0f}%",
+            f"{_others(w) / wall:.2f}",
+        ]) + " |")
+    return "\n".join(rows)
+
+
+def _others(cpu: dict[str, float]) -> float:
+    """CPU seconds used meanwhile by processes that are not this benchmark's: noise."""
+    ours = sum(v for k, v in cpu.items() if k not in ("machine", "wall"))
+    return max(0.0, cpu.get("machine", 0.0) - ours)
+
+
+def details(o: Outcome) -> list[str]:
+    tag = f"{o.config.subscribers:,} subscribers at {o.config.rate:g} updates/s"
+    lines = [f"- **{tag}**: {o.procs} subscriber process(es); in the write window "
+             f"({o.written.seconds:.1f} s) p50/p99 "
+             f"{_ms(pct(o.latencies, 50))}/{_ms(pct(o.latencies, 99))} ms over {o.in_window:,} "
+             f"events; events/s and p99 ms per 5 s from the writer's start: "
+             + ", ".join(f"{n / 5:,.0f}@{_ms(p99)}" for _t, n, p99 in o.series[:16])
+             + (" ..." if len(o.series) > 16 else "") + "."]
+    extra = o.total("extra_snapshots")
+    if extra:
+        lines.append(f"  - {extra} SNAPSHOT(s) after the first (a hub reconnect re-snapshots).")
+    conv = o.convergence_ms
+    if conv:
+        lines.append(f"  - Convergence after the writer stopped: p50 {pct(conv, 50) / 1e3:.2f} s, "
+                     f"p99 {pct(conv, 99) / 1e3:.2f} s, max {conv[-1] / 1e3:.2f} s "
+                     f"(waited {o.converge_wait_s:.1f} s).")
+    laggards = o.total("laggard_count")
+    if laggards:
+        sample = [lag for r in o.reports for lag in r["laggards"]][:5]
+        lines.append(f"  - **{laggards} subscriber(s) did not reach the final version** within "
+                     f"{o.converge_wait_s:.0f} s, e.g. {sample}.")
+    if o.failed:
+        lines.append(f"  - {o.failed} subscription(s) failed to open, e.g. {o.failures[:3]}.")
+    errors = [e for r in o.reports for e in r["error_samples"]]
+    if errors:
+        lines.append(f"  - Client-side errors/closes, e.g. {errors[:3]}.")
+    if o.written.errors:
+        lines.append(f"  - Writer errors: {o.written.errors}, e.g. {o.written.error_samples[:2]}.")
+    probe = sorted(o.probe_ms)
+    if probe:
+        lines.append(f"  - Gateway event-loop delay seen by GET /healthz twice a second during "
+                     f"the write: p50 {_ms(pct(probe, 50))} ms, max {_ms(probe[-1])} ms "
+                     f"({len(probe)} probes).")
+    if o.gc:
+        w = o.written
+        during = sorted(ms for t, ms in o.gc if w.started <= t <= w.stopped)
+        lines.append(f"  - Gateway full (gen 2) garbage collections: {len(o.gc)} in all, "
+                     f"{len(during)} during the write, pausing the event loop "
+                     f"{sum(during) / 1e3:.2f} s in all, max {_ms(max(during, default=0))} ms; "
+                     f"largest of the whole run {_ms(max(ms for _t, ms in o.gc))} ms.")
+    lines.append(f"  - Gateway code: {o.code}.")
+    lines.append(f"  - Writer: behind schedule by at most {o.written.behind_max} update(s); "
+                 f"gateway RSS during the write: max {_mib(max(o.rss_series, default=0))} MiB; "
+                 f"subscriber processes' peak RSS "
+                 + " + ".join(_mib(r["maxrss_kb"]) for r in o.reports) + " MiB; "
+                 f"gateway open-file limit {o.server_nofile}; gateway exit code "
+                 f"{o.server_exit}.")
+    if o.log_count:
+        lines.append(f"  - **Gateway log: {o.log_count} line(s) at WARNING or above**, first:")
+        lines += [f"    `{line}`" for line in o.log_first[:10]]
+    else:
+        lines.append("  - Gateway log: nothing at WARNING or above.")
+    return lines
+
+
+def report(args: argparse.Namespace, stack: Stack, seeded: Seeded,
+           outcomes: list[Outcome]) -> str:
+    writer = ("Lua script in Redis (HMGET + one HSET per update, pipelined every 5 ms; "
+              "`writtenAtMs` is Redis TIME at the write)" if args.writer == "redis" else
+              "`updateShadow` mutations over HTTP, 32 in flight (`writtenAtMs` is the "
+              "writer's clock when it sent each)")
+    lines = [
+        delivery_table(outcomes), "", resource_table(outcomes), "",
+        f"- Subscription: `{QUERY}` with `ids: [device i mod {len(seeded.devices)}]`; "
+        f"{len(seeded.devices)} demo devices ({seeded.active} ACTIVE with a seeded shadow; the "
+        f"writer's first update gives the others one), so {len(seeded.devices)} cohorts.",
+        f"- Writer: {writer}, round-robin over the devices, {args.seconds:g} s per "
+        f"configuration. Latency: receipt wall clock in the subscriber process minus "
+        f"`writtenAtMs`, for every UPDATED event (all columns) or only those received while "
+        f"the writer ran (the details).",
+        "- Events: UPDATED events received; share of ideal = events / (versions a subscriber "
+        "could have seen: its device's final version minus its SNAPSHOT's). Coalesced = "
+        "versions skipped between consecutive events of a subscriber. Converged = "
+        "subscribers whose last version equals the device's final version in Redis after "
+        f"the writer stopped (waited at most {args.converge_timeout:g} s); convergence = "
+        "receipt of that final version minus the writer's stop.",
+        f"- Clients: `websockets` {_version('websockets')} asyncio clients on uvloop, "
+        f"compression {'off' if args.no_compression else 'permessage-deflate (as browsers)'}, "
+        f"no client pings, {args.connect_parallel} handshakes in flight per process; "
+        f"connect = connection_init, connection_ack, subscribe, first SNAPSHOT. Server: one "
+        f"`iotsphere serve` process (uvicorn, uvloop, websockets-sansio, log level INFO); "
+        f"stores: {stack.how}. All on 127.0.0.1, on the same {os.cpu_count()} CPUs: the "
+        f"gateway, the subscriber processes, the writer, Valkey and PostgreSQL compete.",
+    ]
+    if args.gc_freeze:
+        lines.append("- **Experiment, not the gateway as shipped**: once every subscriber was "
+                     "connected, the gateway process ran `gc.collect(); gc.freeze()` (through "
+                     "a SIGUSR1 handler that the benchmark's launcher installed).")
+    elif args.gc_stats:
+        lines.append("- The gateway ran under a launcher that only logs its full garbage "
+                     "collections (a `gc.callbacks` hook); the gateway code is unchanged.")
+    for o in outcomes:
+        lines += details(o)
+    return "\n".join(lines)
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+def write_results(info: dict[str, str], body: str, title: str) -> None:
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    machine = "\n".join(f"| {k} | {v} |" for k, v in info.items())
+    section = f"\n## {stamp}: fanout, {title}\n\n| machine | |\n|---|---|\n{machine}\n\n{body}\n"
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmark results\n")
+    with RESULTS.open("a") as fh:  # others append their sections too: never rewrite
+        fh.write(section)
+
+
+# ------------------------------------------------------------------------------ main
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(x.replace("_", "")) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected e.g. 1000,10000, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError("values must be >= 1")
+    return values
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected e.g. 100,1000, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError("rates must be > 0")
+    return values
+
+
+def _positive(kind: type) -> Any:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n", 1)[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subscribers", type=_ints, default=[1000],
+                        help="comma-separated subscriber counts (default 1000)")
+    parser.add_argument("--rate", type=_floats, default=[1000.0],
+                        help="comma-separated update rates per second (default 1000); every "
+                             "(subscribers, rate) pair runs, each on a fresh gateway")
+    parser.add_argument("--seconds", type=_positive(float), default=30.0,
+                        help="how long the writer runs per configuration (default 30)")
+    parser.add_argument("--writer", choices=("redis", "mutation"), default="redis",
+                        help="write straight into Redis (default) or via updateShadow")
+    parser.add_argument("--devices", type=_positive(int), default=120,
+                        help="devices to seed (default 120, the demo's)")
+    parser.add_argument("--client-procs", type=int, default=0,
+                        help="subscriber processes (default: 1 up to 2,500 subscribers, else 2)")
+    parser.add_argument("--connect-parallel", type=_positive(int), default=100,
+                        help="handshakes in flight per subscriber process (default 100)")
+    parser.add_argument("--step-timeout", type=_positive(float), default=60.0,
+                        help="time limit of one subscription's setup (default 60 s)")
+    parser.add_argument("--connect-timeout", type=_positive(float), default=900.0,
+                        help="time limit for all subscriptions to open (default 900 s)")
+    parser.add_argument("--converge-timeout", type=_positive(float), default=30.0,
+                        help="time limit to reach the final versions (default 30 s)")
+    parser.add_argument("--no-compression", action="store_true",
+                        help="do not offer permessage-deflate from the clients")
+    parser.add_argument("--profile-server", type=Path, metavar="DIR",
+                        help="run the gateway under cProfile; its stats go to "
+                             "DIR/gateway-s<subscribers>-r<rate>.prof (slows it down)")
+    parser.add_argument("--gc-stats", action="store_true",
+                        help="log the gateway's full garbage collections (gen 2) and their "
+                             "pauses, and report them")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="experiment (implies --gc-stats): once every subscriber is "
+                             "connected, the gateway runs gc.collect() and gc.freeze(), so "
+                             "later full collections skip the objects alive then")
+    parser.add_argument("--keep-logs", action="store_true",
+                        help="keep the gateway and subscriber logs (always kept on failure)")
+    parser.add_argument("--write", action="store_true",
+                        help=f"append a dated section to {RESULTS.relative_to(ROOT)}")
+    return parser.parse_args(argv)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """The first Ctrl-C or SIGTERM unwinds like KeyboardInterrupt; further ones are ignored
+    so that they cannot cut the cleanup short (every step of it is time-bounded)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+async def run_all(configs: list[Config], stack: Stack, seeded: Seeded,
+                  args: argparse.Namespace, log_dir: Path) -> list[Outcome]:
+    outcomes = []
+    for cfg in configs:
+        outcome = await run_config(cfg, stack, seeded, args, log_dir)
+        outcomes.append(outcome)
+        print(delivery_table([outcome]), file=sys.stderr, flush=True)
+    return outcomes
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configs = [Config(s, r) for s in args.subscribers for r in args.rate]
+    nofile = raise_nofile()
+    need = max(args.subscribers) + 200
+    if nofile < need:
+        _say(f"warning: open-file limit {nofile} < {need}: the gateway may run out of sockets")
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    log_dir = Path(tempfile.mkdtemp(prefix="iotsphere-fanout-log-"))
+    keep = args.keep_logs
+    started_on = code_version()
+    try:
+        with contextlib.ExitStack() as exits:
+            _say("starting stores...")
+            stack = exits.enter_context(stores_up())
+            settings = settings_for(stack.dsns)
+            _say(f"seeding {args.devices} devices...")
+            seeded = asyncio.run(prepare(settings, args.devices))
+            try:
+                outcomes = asyncio.run(run_all(configs, stack, seeded, args, log_dir))
+            except BaseException:
+                keep = True
+                raise
+            info = machine_info(seeded)
+            ended_on = info["Code"]
+            if ended_on != started_on:  # others commit while it runs
+                info["Code"] = f"{started_on} at the start, {ended_on} at the end"
+            title = ", ".join(f"{c.subscribers:,} subs @ {c.rate:g}/s" for c in configs)
+            body = report(args, stack, seeded, outcomes)
+            print("\n".join(f"{k}: {v}" for k, v in info.items()))
+            print()
+            print(body)
+            if any(o.log_count or o.total("laggard_count") for o in outcomes):
+                keep = True
+            if args.write:
+                write_results(info, body, title)
+                _say(f"\nappended to {RESULTS}")
+    except KeyboardInterrupt:
+        _say("\ninterrupted; everything started was stopped")
+        return 130
+    except BenchError as exc:
+        _say(f"bench failed: {exc}")
+        return 1
+    finally:
+        _kill_children()
+        if keep:
+            _say(f"logs kept in {log_dir}")
+        else:
+            shutil.rmtree(log_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
