@@ -4,7 +4,6 @@ migrated tenant with devices, the gateway as a separate server process, machine 
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -24,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench._machine import machine_info  # noqa: E402
 from gateway.auth import create_tenant_with_admin_key  # noqa: E402
 from gateway.devstack import DevStack  # noqa: E402
 from gateway.migrate import migrate_all  # noqa: E402
@@ -128,13 +128,9 @@ def gateway_server(stack: Stack, log: Path) -> Iterator[Server]:
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-               if line.startswith("MemTotal"))
-    return (f"{cpu}, {os.cpu_count()} cores, {mem / 1024 / 1024:.0f} GiB, "
-            f"Python {platform.python_version()}, PostgreSQL 18 and Valkey 8.1 (embedded)")
+    info = machine_info("PostgreSQL 18 and Valkey 8.1 (embedded)", ())
+    return (f"{info['CPU']}, {info['Cores']}, {info['RAM']}, {info['Python']}, "
+            f"{info['Stores']}, code {info['Code']}")
 
 
 def append_results(section: str) -> None:

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import math
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -37,7 +36,6 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +46,7 @@ if str(ROOT) not in sys.path:  # `python bench/dashboard.py` puts bench/, not th
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 
+from bench import _machine  # noqa: E402
 from bench.queries import DASHBOARD  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 
@@ -429,60 +428,12 @@ async def run_load(
 
 # ------------------------------------------------------------------------------ report
 
-def code_version() -> str:
-    """The commit measured, and whether the work tree differed from it."""
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=10, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short", "HEAD")
-    if not commit:
-        return "unknown (not a git checkout)"
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", "gateway", "resolvers",
-                  "sql")
-    return f"{commit}" + (" + uncommitted changes in gateway/resolvers/sql" if changed else "")
-
-
 def machine_info(seeded: Seeded) -> dict[str, str]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    ram = "unknown"
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = f"{int(line.split()[1]) / 1024 ** 2:.1f} GiB"
-    cores = f"{os.cpu_count()} logical"
-    with contextlib.suppress(AttributeError):
-        cores += f", {len(os.sched_getaffinity(0))} usable"
-    with contextlib.suppress(OSError, ValueError):
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cores += f", cgroup quota {int(quota) / int(period):g} CPUs"
-
-    def version(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "-"
-
-    libs = ", ".join(f"{d} {version(d)}" for d in (
-        "strawberry-graphql", "graphql-core", "starlette", "uvicorn", "uvloop", "httptools",
-        "asyncpg", "redis", "aiodataloader"))
-    return {
-        "Code": code_version(),
-        "CPU": model, "Cores": cores, "RAM": ram,
-        "OS": f"{platform.system()} {platform.release()}",
-        "Python": f"{platform.python_implementation()} {platform.python_version()}",
-        "Stores": f"{seeded.pg_version}; {seeded.valkey_version}", "Libraries": libs,
-    }
+    return _machine.machine_info(
+        f"{seeded.pg_version}; {seeded.valkey_version}",
+        ("strawberry-graphql", "graphql-core", "starlette", "uvicorn", "uvloop", "httptools",
+        "asyncpg", "redis", "aiodataloader"),
+    )
 
 
 def _fmt(value: float | None) -> str:

@@ -53,7 +53,6 @@ import contextlib
 import ctypes
 import math
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -77,6 +76,7 @@ if str(ROOT) not in sys.path:  # `python bench/fanout.py` puts bench/, not the r
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 
+from bench import _machine  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -741,7 +741,7 @@ async def run_config(cfg: Config, stack: Stack, seeded: Seeded, args: argparse.N
     clients = [ClientProc(n, run_dir) for n in range(procs)]
     say = _say
     try:
-        out.code = code_version()
+        out.code = _machine.code_version()
         await asyncio.to_thread(server.start)
         out.server_nofile = server.nofile()
         say(f"[{tag}] gateway pid {server.pid} on {server.url} (open files {out.server_nofile})")
@@ -869,59 +869,12 @@ def _say(text: str) -> None:
 
 # ------------------------------------------------------------------------------ report
 
-def code_version() -> str:
-    def git(*args: str) -> str:
-        try:
-            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=10, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short", "HEAD")
-    if not commit:
-        return "unknown (not a git checkout)"
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", "gateway", "resolvers",
-                  "sql")
-    return f"{commit}" + (" + uncommitted changes in gateway/resolvers/sql" if changed else "")
-
-
 def machine_info(seeded: Seeded) -> dict[str, str]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    ram = "unknown"
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                ram = f"{int(line.split()[1]) / 1024 ** 2:.1f} GiB"
-    cores = f"{os.cpu_count()} logical"
-    with contextlib.suppress(AttributeError):
-        cores += f", {len(os.sched_getaffinity(0))} usable"
-    with contextlib.suppress(OSError, ValueError):
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cores += f", cgroup quota {int(quota) / int(period):g} CPUs"
-
-    def version(dist: str) -> str:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            return "-"
-
-    libs = ", ".join(f"{d} {version(d)}" for d in (
-        "strawberry-graphql", "graphql-core", "starlette", "uvicorn", "uvloop", "websockets",
-        "redis", "orjson"))
-    return {
-        "Code": code_version(),
-        "CPU": model, "Cores": cores, "RAM": ram,
-        "OS": f"{platform.system()} {platform.release()}",
-        "Python": f"{platform.python_implementation()} {platform.python_version()}",
-        "Stores": f"{seeded.pg_version}; {seeded.valkey_version}", "Libraries": libs,
-    }
+    return _machine.machine_info(
+        f"{seeded.pg_version}; {seeded.valkey_version}",
+        ("strawberry-graphql", "graphql-core", "starlette", "uvicorn", "uvloop", "websockets",
+        "redis", "orjson"),
+    )
 
 
 def _mib(kib: int | None) -> str:
@@ -1218,7 +1171,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     log_dir = Path(tempfile.mkdtemp(prefix="iotsphere-fanout-log-"))
     keep = args.keep_logs
-    started_on = code_version()
+    started_on = _machine.code_version()
     try:
         with contextlib.ExitStack() as exits:
             _say("starting stores...")
