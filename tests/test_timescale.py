@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from gateway.migrate import migrate, telemetry_variant
-from gateway.stores.telemetry import SeriesQuery, TelemetryStore
+from gateway.stores.telemetry import BUCKET_ORIGIN, SeriesQuery, TelemetryStore, rolled_span
 from tests.conftest import _docker_available
 
 
@@ -58,7 +58,7 @@ async def test_hypertable_policies_and_queries(database: str) -> None:
             "WHERE hypertable_name = 'readings'") == 1
         assert await conn.fetchval(
             "SELECT count(*) FROM timescaledb_information.continuous_aggregates "
-            "WHERE view_name = 'readings_1h'") == 1
+            "WHERE view_name = 'readings_5m' AND NOT materialized_only") == 1
         jobs = {r["proc_name"] for r in await conn.fetch(
             "SELECT proc_name FROM timescaledb_information.jobs")}
         assert {"policy_compression", "policy_refresh_continuous_aggregate"} <= jobs
@@ -79,6 +79,24 @@ async def test_hypertable_policies_and_queries(database: str) -> None:
             metric="t", start=start, end=start + timedelta(hours=1),
             bucket=timedelta(minutes=30), aggregate="SUM"))
         assert series.count == 60 and series.values == [sum(range(30)), sum(range(30, 60))]
+        # Buckets of whole 5 minutes read the continuous aggregate readings_5m, before its
+        # refresh (real-time aggregation) and after; from an unaligned start the edge comes
+        # from readings.
+        quarter = timedelta(minutes=15)
+        hourly = SeriesQuery(metric="t", start=start + timedelta(seconds=30),
+                             end=start + timedelta(hours=1), bucket=quarter,
+                             aggregate="SUM")
+        assert rolled_span(hourly) is not None
+        sums: dict[datetime, float] = {}
+        for m, t in enumerate(times[1:], start=1):  # the first reading is before `from`
+            b = BUCKET_ORIGIN + (t - BUCKET_ORIGIN) // quarter * quarter
+            sums[b] = sums.get(b, 0.0) + m
+        expected = [sums[b] for b in sorted(sums)]
+        [series] = await store.series(tenant, [device], hourly)
+        assert series.count == 59 and series.values == expected
+        await store.execute("CALL refresh_continuous_aggregate('readings_5m', NULL, NULL)")
+        [series] = await store.series(tenant, [device], hourly)
+        assert series.count == 59 and series.values == expected
         [latest] = await store.latest(tenant, [device], None)
         assert latest[0]["value"] == 59.0
     finally:

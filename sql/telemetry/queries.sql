@@ -68,6 +68,90 @@ LEFT JOIN LATERAL (
     ORDER BY time DESC LIMIT 1
 ) l ON true;
 
+-- name: series_rolled
+-- The bucketed series for buckets that are multiples of 5 minutes, from the 5-minute
+-- rollup (readings_5m: a table maintained on ingest, or TimescaleDB's continuous
+-- aggregate). Rollup rows cover [$8, $9), the whole 5-minute buckets inside the range;
+-- the partial buckets at its edges, [$4, $8) and [$9, $5), are aggregated from readings
+-- into the same partial form, so the answer equals series_bucketed's over readings.
+-- {agg} is filled from a fixed table of aggregate expressions over partials.
+WITH parts AS (
+    SELECT device_id, bucket, n, total, squares, lo, hi, first_time, first_value,
+           last_time, last_value
+    FROM readings_5m
+    WHERE tenant_id = $1 AND device_id = ANY($2::uuid[]) AND metric = $3
+      AND bucket >= $8 AND bucket < $9
+    UNION ALL
+    SELECT device_id, date_bin(INTERVAL '5 minutes', time, $7::timestamptz), count(*),
+           sum(value), sum(value * value), min(value), max(value),
+           min(time), (min(ARRAY[extract(epoch FROM time)::float8, value]))[2],
+           max(time), (max(ARRAY[extract(epoch FROM time)::float8, value]))[2]
+    FROM readings
+    WHERE tenant_id = $1 AND device_id = ANY($2::uuid[]) AND metric = $3
+      AND ((time >= $4 AND time < $8) OR (time >= $9 AND time < $5))
+    GROUP BY 1, 2
+), buckets AS (
+    SELECT device_id, date_bin($6::interval, bucket, $7::timestamptz) AS bucket,
+           sum(n)::bigint AS n, sum(total) AS total, sum(squares) AS squares,
+           min(lo) AS lo, max(hi) AS hi,
+           min(ARRAY[extract(epoch FROM first_time)::float8, first_value]) AS first,
+           max(ARRAY[extract(epoch FROM last_time)::float8, last_value]) AS last,
+           {agg} AS v
+    FROM parts
+    GROUP BY 1, 2
+)
+SELECT device_id, sum(n)::bigint AS n, min(lo) AS min, max(hi) AS max,
+       sum(total) / sum(n)::float8 AS avg,
+       CASE WHEN sum(n) > 1 THEN sqrt(greatest(
+           (sum(squares) - sum(total) ^ 2 / sum(n)::float8) / (sum(n)::float8 - 1), 0)) END
+           AS stddev,
+       (min(first))[2] AS first, (max(last))[2] AS last,
+       array_agg(bucket ORDER BY bucket) AS times, array_agg(v ORDER BY bucket) AS vals
+FROM buckets
+GROUP BY device_id;
+
+-- name: rollup_rolled
+-- The asset-tree rollup (see rollup) from the 5-minute rollup plus raw edges, as in
+-- series_rolled: $9/$10 bound the whole 5-minute buckets inside [$5, $6).
+WITH parts AS (
+    SELECT device_id, bucket, n, total, squares, lo, hi, first_time, first_value,
+           last_time, last_value
+    FROM readings_5m
+    WHERE tenant_id = $1 AND device_id = ANY($3::uuid[]) AND metric = $4
+      AND bucket >= $9 AND bucket < $10
+    UNION ALL
+    SELECT device_id, date_bin(INTERVAL '5 minutes', time, $8::timestamptz), count(*),
+           sum(value), sum(value * value), min(value), max(value),
+           min(time), (min(ARRAY[extract(epoch FROM time)::float8, value]))[2],
+           max(time), (max(ARRAY[extract(epoch FROM time)::float8, value]))[2]
+    FROM readings
+    WHERE tenant_id = $1 AND device_id = ANY($3::uuid[]) AND metric = $4
+      AND ((time >= $5 AND time < $9) OR (time >= $10 AND time < $6))
+    GROUP BY 1, 2
+), r AS MATERIALIZED (
+    SELECT p.root, x.*
+    FROM (SELECT DISTINCT * FROM unnest($2::uuid[], $3::uuid[]) AS p(root, device_id)) p
+    JOIN parts x USING (device_id)
+), stats AS (
+    SELECT root, sum(n)::bigint AS n, count(DISTINCT device_id) AS devices,
+           min(lo) AS min, max(hi) AS max, sum(total) / sum(n)::float8 AS avg,
+           CASE WHEN sum(n) > 1 THEN sqrt(greatest(
+               (sum(squares) - sum(total) ^ 2 / sum(n)::float8) / (sum(n)::float8 - 1), 0))
+               END AS stddev,
+           (min(ARRAY[extract(epoch FROM first_time)::float8, first_value]))[2] AS first,
+           (max(ARRAY[extract(epoch FROM last_time)::float8, last_value]))[2] AS last
+    FROM r GROUP BY root
+), buckets AS (
+    SELECT root, date_bin($7::interval, bucket, $8::timestamptz) AS bucket, {agg} AS v
+    FROM r GROUP BY 1, 2
+)
+SELECT s.*, b.times, b.vals
+FROM stats s
+LEFT JOIN (
+    SELECT root, array_agg(bucket ORDER BY bucket) AS times, array_agg(v ORDER BY bucket) AS vals
+    FROM buckets GROUP BY root
+) b USING (root);
+
 -- name: ensure_partitions
 SELECT readings_ensure_partitions($1, $2);
 
