@@ -71,6 +71,7 @@ class Settings:
     max_tokens: int = 2_000
     max_body_bytes: int = 2 * 1024 * 1024
     request_timeout: float = 30.0
+    max_cost: int = 100_000  # estimated field resolutions per operation (resolvers/cost.py)
 
     @property
     def production(self) -> bool:
@@ -124,6 +125,7 @@ class Settings:
             max_tokens=_int(env, "MAX_TOKENS", 2_000, minimum=1),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1),
             request_timeout=_float(env, "REQUEST_TIMEOUT", 30.0),
+            max_cost=_int(env, "MAX_COST", 100_000, minimum=1),
             allowed_origins=tuple(
                 o.strip().rstrip("/") for o in (_str(env, "ALLOWED_ORIGINS", "") or "").split(",")
                 if o.strip()
@@ -133,6 +135,7 @@ class Settings:
 
 # The keys the gateway reads, for documentation and for the compose.yml check.
 KEYS = (
+    "MAX_COST",
     "REGISTRY_DSN", "ASSETS_DSN", "TELEMETRY_DSN", "REDIS_URL", "HOST", "PORT", "DATA_DIR",
     "ENV", "MAX_PAGE_SIZE", "MAX_POINTS", "POOL_MIN_SIZE", "POOL_MAX_SIZE", "STORE_TIMEOUT",
     "RECONCILE_INTERVAL", "ALLOWED_ORIGINS", "INGEST_MAX_BYTES", "INGEST_MAX_LINES",
