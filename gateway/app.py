@@ -78,7 +78,8 @@ class GraphQLEndpoint:
             state["calls"] = begin_counting()
             try:
                 state["caller"] = await authenticate(
-                    state["stores"].registry, Request(scope).headers.get("authorization")
+                    state["stores"].registry, Request(scope).headers.get("authorization"),
+                    settings=state["settings"],
                 )
             except GatewayError as error:
                 status = 401 if error.code == "UNAUTHENTICATED" else 503

@@ -110,7 +110,8 @@ class GatewayGraphQL(GraphQL[Context, None]):
         authorization = params.get("Authorization") or params.get("authorization")
         try:
             context.caller = await authenticate(
-                context.stores.registry, authorization if isinstance(authorization, str) else None
+                context.stores.registry, authorization if isinstance(authorization, str) else None,
+                settings=context.settings,
             )
         except GatewayError as exc:
             raise ConnectionRejectionError({"message": exc.message}) from exc

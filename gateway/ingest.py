@@ -29,7 +29,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.auth import Caller, authenticate, authenticate_device, require_writer
+from gateway.auth import Caller, authenticate, require_ingest
 from gateway.errors import GatewayError, StoreUnavailable
 from gateway.settings import Settings
 from gateway.stores import Stores
@@ -257,11 +257,10 @@ def _kind(request: Request) -> str:
 
 
 async def _caller(request: Request, stores: Stores) -> Caller:
-    authorization = request.headers.get("authorization", "")
-    if authorization.lower().startswith("basic "):
-        return await authenticate_device(stores.registry, authorization)
-    caller = await authenticate(stores.registry, authorization)
-    require_writer(caller)
+    # Basic (a device), an API key or a JWT; a device caller writes only its own lines.
+    caller = await authenticate(stores.registry, request.headers.get("authorization"),
+                                settings=request.state.settings)
+    require_ingest(caller)
     return caller
 
 

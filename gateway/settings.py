@@ -71,6 +71,14 @@ class Settings:
     max_tokens: int = 2_000
     max_body_bytes: int = 2 * 1024 * 1024
     request_timeout: float = 30.0
+    # JWT bearer tokens (gateway/jwt_auth.py); off while neither key is set.
+    jwt_secret: str | None = None  # HS256, at least 32 bytes
+    jwt_public_key: str | None = None  # RS256 PEM (from JWT_PUBLIC_KEY or JWT_PUBLIC_KEY_FILE)
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway: int = 30  # seconds of clock skew allowed on exp/nbf/iat, at most 300
+    jwt_tenant_claim: str = "tenant"
+    jwt_role_claim: str = "role"
     max_cost: int = 100_000  # estimated field resolutions per operation (resolvers/cost.py)
 
     @property
@@ -102,7 +110,7 @@ class Settings:
             raise SettingsError(
                 f"{PREFIX}ENV must be 'development' or 'production', got {settings_env!r}"
             )
-        return cls(
+        return check_jwt(cls(
             registry_dsn=_str(env, "REGISTRY_DSN"),
             assets_dsn=_str(env, "ASSETS_DSN"),
             telemetry_dsn=_str(env, "TELEMETRY_DSN"),
@@ -125,12 +133,41 @@ class Settings:
             max_tokens=_int(env, "MAX_TOKENS", 2_000, minimum=1),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1),
             request_timeout=_float(env, "REQUEST_TIMEOUT", 30.0),
+            jwt_secret=_str(env, "JWT_SECRET"),
+            jwt_public_key=_public_key(env),
+            jwt_issuer=_str(env, "JWT_ISSUER"),
+            jwt_audience=_str(env, "JWT_AUDIENCE"),
+            jwt_leeway=_int(env, "JWT_LEEWAY", 30, minimum=0),
+            jwt_tenant_claim=_str(env, "JWT_TENANT_CLAIM", "tenant") or "tenant",
+            jwt_role_claim=_str(env, "JWT_ROLE_CLAIM", "role") or "role",
             max_cost=_int(env, "MAX_COST", 100_000, minimum=1),
             allowed_origins=tuple(
                 o.strip().rstrip("/") for o in (_str(env, "ALLOWED_ORIGINS", "") or "").split(",")
                 if o.strip()
             ),
-        )
+        ))
+
+
+def _public_key(env: Mapping[str, str]) -> str | None:
+    """The RS256 public key PEM, given inline or as a file."""
+    inline, path = _str(env, "JWT_PUBLIC_KEY"), _str(env, "JWT_PUBLIC_KEY_FILE")
+    if inline and path:
+        raise SettingsError(f"Set {PREFIX}JWT_PUBLIC_KEY or {PREFIX}JWT_PUBLIC_KEY_FILE, not both")
+    if path is None:
+        return inline
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise SettingsError(f"{PREFIX}JWT_PUBLIC_KEY_FILE cannot be read: {exc}") from None
+
+
+def check_jwt(settings: Settings) -> Settings:
+    """Weak or malformed JWT keys stop the gateway at start (SettingsError naming the key)."""
+    if settings.jwt_secret is not None or settings.jwt_public_key is not None:
+        from gateway.jwt_auth import verifier
+
+        verifier(settings)
+    return settings
 
 
 # The keys the gateway reads, for documentation and for the compose.yml check.
@@ -141,4 +178,6 @@ KEYS = (
     "RECONCILE_INTERVAL", "ALLOWED_ORIGINS", "INGEST_MAX_BYTES", "INGEST_MAX_LINES",
     "TELEMETRY_RETENTION_DAYS", "MAX_DEPTH", "MAX_ALIASES", "MAX_TOKENS", "MAX_BODY_BYTES",
     "REQUEST_TIMEOUT",
+    "JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_PUBLIC_KEY_FILE", "JWT_ISSUER", "JWT_AUDIENCE",
+    "JWT_LEEWAY", "JWT_TENANT_CLAIM", "JWT_ROLE_CLAIM",
 )

@@ -18,6 +18,7 @@ from gateway.errors import BadUserInput, LimitExceeded
 from gateway.stores.registry import DeviceQuery
 from gateway.writes import validate
 from resolvers.pagination import PageInfo, check_page_size, decode_cursor, encode_cursor, page_info
+from resolvers.permissions import TENANT_READERS, allow
 from resolvers.scalars import Interval, parse_id
 from resolvers.shadows import Shadow
 from resolvers.telemetry import (
@@ -80,7 +81,9 @@ class Device:
             last_seen_at=row["last_seen_at"], uuid=row["id"],
         )
 
-    @strawberry.field(description="The asset this device is installed on (Asset DB).")
+    # The asset tree leads to other devices: not for a device caller.
+    @strawberry.field(description="The asset this device is installed on (Asset DB).",
+                      extensions=[allow(*TENANT_READERS)])
     async def asset(self, info: Info) -> AssetRef | None:
         from resolvers.assets import Asset
 

@@ -6,7 +6,7 @@ conversion would dominate the field's cost.
 on 10,000-reading batches. graphql-core has already validated and coerced the argument
 (every scalar parsed, non-null checked) into plain dicts keyed by GraphQL field names, so
 this resolver hands those to ``gateway.writes.telemetry`` directly. Whatever a field
-resolver must check (the caller's tenant, and later its role) is checked here too.
+resolver must check (the caller's tenant, its role) is checked here too.
 """
 
 from __future__ import annotations
@@ -15,14 +15,17 @@ from typing import Any
 
 import strawberry
 
-from gateway.auth import require_writer
 from gateway.writes import telemetry
-from resolvers.mutations import IngestResult, ingest_readings
+from resolvers.mutations import IngestResult, Mutation, ingest_readings
+from resolvers.permissions import declared_rule
+
+# Who may ingest, as declared on Mutation.ingest_telemetry (a device: its own readings).
+_INGEST_RULE = declared_rule(Mutation, "ingest_telemetry")
 
 
 async def _ingest_telemetry(_root: Any, info: Any, readings: list[dict[str, Any]]
                             ) -> IngestResult:
-    require_writer(info.context.caller)  # what Writer checks on the declared field
+    _INGEST_RULE.check(info.context.caller, {"readings": readings}, "ingestTelemetry")
     return await ingest_readings(info.context, [
         telemetry.RawReading(str(r["deviceId"]), r["metric"], r["time"], r["value"])
         for r in readings

@@ -45,10 +45,13 @@ from gateway.errors import GatewayError, NotFound, Unauthenticated
 from gateway.loaders import Loaders
 from gateway.stores.base import StoreCalls
 from resolvers.extensions import client_errors
+from resolvers.permissions import declared_rule
 from resolvers.scalars import parse_id
 from resolvers.shadows import Shadow, ShadowEvent, ShadowEventKind
+from resolvers.subscriptions import Subscription
 
 ROOT_FIELD = "shadowChanged"
+_SHADOW_CHANGED_RULE = declared_rule(Subscription, "shadow_changed")
 
 
 @lru_cache(maxsize=512)
@@ -121,9 +124,13 @@ class GatewaySchema(strawberry.Schema):
         node = _root_field(executor.operation, document=_parse(query))
         field = self._schema.subscription_type.fields[ROOT_FIELD]  # type: ignore[union-attr]
         args = get_argument_values(field, node, executor.variable_values)
-        devices, asset_id = await _filter(context, args)
         caller = context.caller
-        key = (caller.tenant_id, caller.role, query, operation_name,
+        # The hub never calls the field's resolver: its declared rule is checked here.
+        _SHADOW_CHANGED_RULE.check(
+            caller, {"device_ids": args.get("deviceIds"), "asset_id": args.get("assetId")},
+            ROOT_FIELD)
+        devices, asset_id = await _filter(context, args)
+        key = (caller.tenant_id, caller.role, caller.device_id, query, operation_name,
                json.dumps(variables or {}, sort_keys=True))
 
         async def execute(change: ShadowChange, kind: str) -> ExecutionResult:

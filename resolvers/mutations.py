@@ -11,9 +11,10 @@ from strawberry.scalars import JSON
 
 from gateway.context import Context, Info
 from gateway.writes import assets, devices, shadows, telemetry
+from resolvers.api_keys import ApiKeyMutation
 from resolvers.assets import Asset
 from resolvers.devices import Device, DeviceStatus
-from resolvers.permissions import Writer
+from resolvers.permissions import TENANT_WRITERS, OwnDevice, allow
 from resolvers.scalars import parse_id
 from resolvers.shadows import Shadow
 
@@ -124,8 +125,8 @@ def _asset(info: Info, row: Any) -> Asset:
 
 
 @strawberry.type
-class Mutation:
-    @strawberry.mutation(permission_classes=[Writer])
+class Mutation(ApiKeyMutation):
+    @strawberry.mutation(extensions=[allow(*TENANT_WRITERS)])
     async def register_device(
         self, info: Info, input: RegisterDeviceInput
     ) -> RegisterDevicePayload:
@@ -151,7 +152,7 @@ class Mutation:
             ),
         )
 
-    @strawberry.mutation(permission_classes=[Writer])
+    @strawberry.mutation(extensions=[allow(*TENANT_WRITERS)])
     async def update_device(
         self, info: Info, id: strawberry.ID, input: UpdateDeviceInput
     ) -> Device:
@@ -171,7 +172,7 @@ class Mutation:
         )
         return _device(info, row)
 
-    @strawberry.mutation(permission_classes=[Writer])
+    @strawberry.mutation(extensions=[allow(*TENANT_WRITERS)])
     async def set_device_status(
         self, info: Info, id: strawberry.ID, status: DeviceStatus
     ) -> Device:
@@ -180,14 +181,14 @@ class Mutation:
         return _device(info, row)
 
     @strawberry.mutation(
-        permission_classes=[Writer],
+        extensions=[allow(*TENANT_WRITERS)],
         description="Revokes credentials, deletes the shadow, keeps telemetry.",
     )
     async def decommission_device(self, info: Info, id: strawberry.ID) -> Device:
         ctx = info.context
         return _device(info, await devices.decommission(ctx.stores, ctx.tenant_id, parse_id(id)))
 
-    @strawberry.mutation(permission_classes=[Writer])
+    @strawberry.mutation(extensions=[allow(*TENANT_WRITERS)])
     async def create_asset(self, info: Info, input: CreateAssetInput) -> Asset:
         ctx = info.context
         row = await assets.create_asset(
@@ -201,7 +202,7 @@ class Mutation:
         info.context.loaders.children.clear_all()
         return _asset(info, row)
 
-    @strawberry.mutation(permission_classes=[Writer])
+    @strawberry.mutation(extensions=[allow(*TENANT_WRITERS)])
     async def update_asset(self, info: Info, id: strawberry.ID, input: UpdateAssetInput) -> Asset:
         ctx = info.context
         row = await assets.update_asset(
@@ -220,7 +221,8 @@ class Mutation:
         return _asset(info, row)
 
     @strawberry.mutation(
-        permission_classes=[Writer], description="Refused while the asset has children or devices."
+        extensions=[allow(*TENANT_WRITERS)],
+        description="Refused while the asset has children or devices.",
     )
     async def delete_asset(self, info: Info, id: strawberry.ID) -> bool:
         ctx = info.context
@@ -228,7 +230,7 @@ class Mutation:
         ctx.loaders.children.clear_all()
         return deleted
 
-    @strawberry.mutation(permission_classes=[Writer])
+    @strawberry.mutation(extensions=[allow(*TENANT_WRITERS)])
     async def attach_device(
         self, info: Info, device_id: strawberry.ID, asset_id: strawberry.ID
     ) -> Device:
@@ -241,14 +243,14 @@ class Mutation:
         )
         return _device(info, row)
 
-    @strawberry.mutation(permission_classes=[Writer])
+    @strawberry.mutation(extensions=[allow(*TENANT_WRITERS)])
     async def detach_device(self, info: Info, device_id: strawberry.ID) -> Device:
         ctx = info.context
         row = await devices.attach(ctx.stores, ctx.tenant_id, parse_id(device_id, "deviceId"), None)
         return _device(info, row)
 
     @strawberry.mutation(
-        permission_classes=[Writer],
+        extensions=[allow(*TENANT_WRITERS, device=OwnDevice("device_id", refused=("desired",)))],
         description="Merges into desired and/or reported (null deletes a key). With "
         "expectedVersion, refused unless it equals the current version.",
     )
@@ -273,7 +275,7 @@ class Mutation:
         ctx.loaders.shadow.clear(device).prime(device, doc)
         return Shadow.from_doc(doc)
 
-    @strawberry.mutation(permission_classes=[Writer])
+    @strawberry.mutation(extensions=[allow(*TENANT_WRITERS)])
     async def delete_shadow(self, info: Info, device_id: strawberry.ID) -> bool:
         ctx = info.context
         device = parse_id(device_id, "deviceId")
@@ -281,7 +283,7 @@ class Mutation:
         ctx.loaders.shadow.clear(device)
         return deleted
 
-    @strawberry.mutation(permission_classes=[Writer])
+    @strawberry.mutation(extensions=[allow(*TENANT_WRITERS, device=OwnDevice("readings"))])
     async def ingest_telemetry(self, info: Info, readings: list[ReadingInput]) -> IngestResult:
         # Declares the field; at run time resolvers.fast_paths serves it without converting
         # each input object (see there). Both go through ingest_readings.

@@ -19,6 +19,7 @@ from gateway.context import Info
 from gateway.errors import BadUserInput, NotFound
 from gateway.settings import Settings
 from resolvers import fast_paths
+from resolvers.api_keys import ApiKeyQuery
 from resolvers.assets import Asset, AssetConnection, AssetFilter, resolve_assets
 from resolvers.cost import CostLimits, QueryCost
 from resolvers.devices import Device, DeviceConnection, DeviceFilter, resolve_devices
@@ -26,6 +27,7 @@ from resolvers.document_limits import aliases_rule, depth_rule
 from resolvers.extensions import ErrorCodes, RequestLog, StoreCallTrace
 from resolvers.live import GatewaySchema
 from resolvers.mutations import Mutation
+from resolvers.permissions import TENANT_READERS, OwnDevice, allow
 from resolvers.scalars import DATETIME_SCALAR, INTERVAL_SCALAR, Interval, parse_id
 from resolvers.shadows import Shadow
 from resolvers.subscriptions import Subscription
@@ -35,32 +37,32 @@ MAX_SERIES_DEVICES = 500
 
 
 @strawberry.type
-class Query:
-    @strawberry.field
+class Query(ApiKeyQuery):
+    @strawberry.field(extensions=[allow(*TENANT_READERS, device=OwnDevice("id"))])
     async def device(self, info: Info, id: strawberry.ID) -> Device | None:
         row = await info.context.loaders.device.load(parse_id(id))
         return Device.from_row(row) if row else None
 
-    @strawberry.field
+    @strawberry.field(extensions=[allow(*TENANT_READERS)])
     async def devices(
         self, info: Info, first: int | None = 50, after: str | None = None,
         filter: DeviceFilter | None = None,
     ) -> DeviceConnection | None:
         return await resolve_devices(info, first, after, filter)
 
-    @strawberry.field
+    @strawberry.field(extensions=[allow(*TENANT_READERS)])
     async def asset(self, info: Info, id: strawberry.ID) -> Asset | None:
         row = await info.context.loaders.asset.load(parse_id(id))
         return Asset.from_row(row) if row else None
 
-    @strawberry.field
+    @strawberry.field(extensions=[allow(*TENANT_READERS)])
     async def assets(
         self, info: Info, first: int | None = 50, after: str | None = None,
         filter: AssetFilter | None = None,
     ) -> AssetConnection | None:
         return await resolve_assets(info, first, after, filter)
 
-    @strawberry.field
+    @strawberry.field(extensions=[allow(*TENANT_READERS, device=OwnDevice("device_id"))])
     async def shadow(self, info: Info, device_id: strawberry.ID) -> Shadow | None:
         device_uuid = parse_id(device_id, "deviceId")
         # The registry is the authority on which devices the tenant has.
@@ -72,7 +74,10 @@ class Query:
         doc = await info.context.loaders.shadow.load(device_uuid)
         return Shadow.from_doc(doc) if doc else None
 
-    @strawberry.field(description="One series per device for the same metric and range.")
+    @strawberry.field(
+        description="One series per device for the same metric and range.",
+        extensions=[allow(*TENANT_READERS, device=OwnDevice("device_ids"))],
+    )
     async def telemetry(
         self, info: Info, device_ids: list[strawberry.ID], metric: str,
         from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,

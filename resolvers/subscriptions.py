@@ -9,14 +9,17 @@ from collections.abc import AsyncGenerator
 import strawberry
 
 from gateway.errors import GatewayError
+from resolvers.permissions import TENANT_READERS, OwnDevice, allow
 from resolvers.shadows import ShadowEvent
 
 
 @strawberry.type
 class Subscription:
+    # A device may watch only its own shadow: deviceIds naming itself, no assetId.
     @strawberry.subscription(
         description="Shadow changes of the given devices, or of every device installed under "
-        "assetId, or of the whole tenant when both are omitted."
+        "assetId, or of the whole tenant when both are omitted.",
+        extensions=[allow(*TENANT_READERS, device=OwnDevice("device_ids", refused=("asset_id",)))],
     )
     async def shadow_changed(
         self, device_ids: list[strawberry.ID] | None = None, asset_id: strawberry.ID | None = None

@@ -161,8 +161,35 @@ class RegistryStore(PgStore):
         return await self.fetch(self.sql["list_tenants"])
 
     async def create_api_key(
-        self, tenant_id: UUID, name: str, key_hash: bytes, role: str
-    ) -> asyncpg.Record:
-        row = await self.fetchrow(self.sql["insert_api_key"], tenant_id, name, key_hash, role)
+        self, tenant_id: UUID, name: str, key_hash: bytes, role: str,
+        device_id: UUID | None = None,
+    ) -> asyncpg.Record | None:
+        """The new key's row; None when ``device_id`` names no live device of the tenant."""
+        return await self.fetchrow(
+            self.sql["insert_api_key"], tenant_id, name, key_hash, role, device_id
+        )
+
+    async def page_api_keys(
+        self, tenant_id: UUID, *, first: int, after: tuple[datetime, UUID] | None,
+        include_revoked: bool,
+    ) -> tuple[list[asyncpg.Record], int]:
+        """Up to ``first + 1`` keys after the cursor (one extra tells hasNextPage), and the
+        total."""
+        after_time, after_id = after if after else (None, None)
+        rows = await self.fetch(self.sql["page_api_keys"], tenant_id, include_revoked,
+                                after_time, after_id, first + 1)
+        total = rows[0]["total_count"] if rows else 0
+        return [r for r in rows if r["id"] is not None], total
+
+    async def revoke_api_key(self, tenant_id: UUID, key_id: UUID) -> asyncpg.Record | None:
+        """Revokes a key unless it is the tenant's last active admin key (the row then says
+        ``refused``); None when the tenant has no such key."""
+        async with self.transaction() as tx:
+            await tx.fetchrow(self.sql["lock_tenant"], tenant_id)
+            return await tx.fetchrow(self.sql["revoke_api_key"], tenant_id, key_id)
+
+    async def jwt_subject(self, tenant_id: UUID, device_id: UUID | None) -> asyncpg.Record:
+        """Whether a token's tenant exists, and its device's status there (None: none)."""
+        row = await self.fetchrow(self.sql["jwt_subject"], tenant_id, device_id)
         assert row is not None
         return row

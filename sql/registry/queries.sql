@@ -25,9 +25,22 @@ LEFT JOIN LATERAL (
 ) p ON true;
 
 -- name: api_key_by_hash
-SELECT k.id, k.tenant_id, k.role, k.name
-FROM api_keys k
-WHERE k.key_hash = $1 AND k.revoked_at IS NULL;
+-- Authentication by key. last_used_at moves at most once a minute per key: on every other
+-- request the UPDATE matches no row, so a request costs one index lookup and no write.
+-- Concurrent requests of a stale key queue on its row lock and then re-check, so only one
+-- writes. The device status lets a key of a decommissioned device fail.
+WITH k AS (
+    SELECT k.id, k.tenant_id, k.role, k.name, k.device_id, k.last_used_at
+    FROM api_keys k
+    WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+), touched AS (
+    UPDATE api_keys a SET last_used_at = now()
+    FROM k
+    WHERE a.id = k.id
+      AND (a.last_used_at IS NULL OR a.last_used_at < now() - interval '1 minute')
+)
+SELECT k.*, d.status AS device_status
+FROM k LEFT JOIN devices d ON d.id = k.device_id;
 
 -- name: insert_tenant
 INSERT INTO tenants (name) VALUES ($1) RETURNING *;
@@ -39,7 +52,64 @@ SELECT * FROM tenants WHERE name = $1;
 SELECT * FROM tenants ORDER BY created_at, name;
 
 -- name: insert_api_key
-INSERT INTO api_keys (tenant_id, name, key_hash, role) VALUES ($1, $2, $3, $4) RETURNING *;
+-- A device key ($5) only for a live device of the same tenant: no row back otherwise.
+INSERT INTO api_keys (tenant_id, name, key_hash, role, device_id)
+SELECT $1, $2, $3, $4, $5
+WHERE $5::uuid IS NULL OR EXISTS (
+    SELECT 1 FROM devices
+    WHERE tenant_id = $1 AND id = $5 AND status <> 'DECOMMISSIONED'
+)
+RETURNING id, tenant_id, name, role, device_id, created_at, last_used_at, revoked_at;
+
+-- name: page_api_keys
+-- A page of the tenant's keys (never their hashes) and the total, as page_devices does.
+WITH filtered AS (
+    SELECT id, tenant_id, name, role, device_id, created_at, last_used_at, revoked_at
+    FROM api_keys
+    WHERE tenant_id = $1 AND ($2::boolean OR revoked_at IS NULL)
+)
+SELECT t.total_count, p.*
+FROM (SELECT count(*) AS total_count FROM filtered) t
+LEFT JOIN LATERAL (
+    SELECT * FROM filtered f
+    WHERE $3::timestamptz IS NULL OR (f.created_at, f.id) > ($3, $4::uuid)
+    ORDER BY f.created_at, f.id
+    LIMIT $5
+) p ON true;
+
+-- name: lock_tenant
+-- Serialises key revocations of one tenant (see revoke_api_key).
+SELECT id FROM tenants WHERE id = $1 FOR UPDATE;
+
+-- name: revoke_api_key
+-- Run after lock_tenant in the same transaction, so two admins cannot revoke the last two
+-- admin keys at once. Revokes the key unless it is the tenant's last active admin key
+-- (refused = true); a key revoked before keeps its first revocation time. No row: no such
+-- key in this tenant.
+WITH target AS (
+    SELECT id, tenant_id, name, role, device_id, created_at, last_used_at, revoked_at
+    FROM api_keys WHERE tenant_id = $1 AND id = $2
+), verdict AS (
+    SELECT t.role = 'admin' AND t.revoked_at IS NULL AND NOT EXISTS (
+        SELECT 1 FROM api_keys o
+        WHERE o.tenant_id = $1 AND o.role = 'admin' AND o.revoked_at IS NULL AND o.id <> $2
+    ) AS refused
+    FROM target t
+), revoked AS (
+    UPDATE api_keys k SET revoked_at = now()
+    FROM verdict v
+    WHERE k.tenant_id = $1 AND k.id = $2 AND k.revoked_at IS NULL AND NOT v.refused
+    RETURNING k.revoked_at
+)
+SELECT t.id, t.tenant_id, t.name, t.role, t.device_id, t.created_at, t.last_used_at,
+       coalesce(t.revoked_at, (SELECT revoked_at FROM revoked)) AS revoked_at, v.refused
+FROM target t CROSS JOIN verdict v;
+
+-- name: jwt_subject
+-- What a verified token names: does its tenant exist, and (for role device) the status of
+-- its device in that tenant (NULL: no such device there).
+SELECT EXISTS (SELECT 1 FROM tenants WHERE id = $1) AS tenant_exists,
+       (SELECT status FROM devices WHERE tenant_id = $1 AND id = $2) AS device_status;
 
 -- name: insert_device
 INSERT INTO devices (tenant_id, serial, name, type, status, firmware_version, labels)
@@ -79,6 +149,9 @@ WITH d AS (
     RETURNING *
 ), c AS (
     UPDATE device_credentials SET revoked_at = now()
+    WHERE tenant_id = $1 AND device_id = $2 AND revoked_at IS NULL
+), k AS (
+    UPDATE api_keys SET revoked_at = now()
     WHERE tenant_id = $1 AND device_id = $2 AND revoked_at IS NULL
 )
 SELECT * FROM d;
