@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -181,3 +182,84 @@ async def test_partitions_are_created_for_past_and_future_data(
     exists = await stores.telemetry.pool.fetchval("SELECT to_regclass($1) IS NOT NULL",
                                                   f"readings_{day}")
     assert exists
+
+
+async def _rolled_up(stores: Stores, device: UUID) -> int:
+    """Readings the 5-minute rollup counts for ``device``."""
+    return int(await stores.telemetry.pool.fetchval(
+        "SELECT coalesce(sum(n), 0) FROM readings_5m WHERE device_id = $1", device))
+
+
+async def test_batches_with_and_without_duplicates_keep_rollup_and_latest_exact(
+    app_client: AppClient, stores: Stores, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.ingest.BATCH", 2)
+    device = await _device(stores, tenant, "B1")
+    body = _ndjson(_reading(device, 9, 1.0), _reading(device, 8, 2.0),  # COPY'd
+                   _reading(device, 7, 3.0), _reading(device, 9, 99.0),  # a duplicate
+                   _reading(device, 6, 4.0), _reading(device, 5, 5.0))  # COPY'd
+    async with app_client() as http:
+        result = (await _post(http, body, auth=f"Bearer {tenant.key}")).json()
+        assert (result["accepted"], result["duplicates"]) == (5, 1)
+        assert await _stored(stores, device) == await _rolled_up(stores, device) == 5
+        # A retry: every batch a duplicate, nothing counted twice; the last value stays.
+        again = (await _post(http, body, auth=f"Bearer {tenant.key}")).json()
+        assert (again["accepted"], again["duplicates"]) == (0, 6)
+        late = _ndjson(_reading(device, 30, 7.0), _reading(device, 5, 0.0))
+        assert (await _post(http, late, auth=f"Bearer {tenant.key}")).json()["accepted"] == 1
+    assert await _stored(stores, device) == await _rolled_up(stores, device) == 6
+    value = await stores.telemetry.pool.fetchval(
+        "SELECT value FROM latest_readings WHERE device_id = $1", device)
+    assert value == 5.0
+    total = await stores.telemetry.pool.fetchval(
+        "SELECT sum(total) FROM readings_5m WHERE device_id = $1", device)
+    assert total == 1.0 + 2.0 + 3.0 + 4.0 + 5.0 + 7.0
+
+
+async def test_a_failure_after_batches_were_written_commits_nothing(
+    app_client: AppClient, stores: Stores, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.ingest.BATCH", 2)
+    first, second = await _device(stores, tenant, "W1"), await _device(stores, tenant, "W2")
+    lookups = stores.registry.devices_by_ids
+
+    async def fail_for_second(tenant_id: UUID, ids: list[UUID]) -> list[Any]:
+        if second in ids:
+            raise StoreUnavailable("registry", "injected")
+        return await lookups(tenant_id, ids)
+
+    monkeypatch.setattr(stores.registry, "devices_by_ids", fail_for_second)
+    body = _ndjson(*(_reading(first, 20 - n) for n in range(6)), _reading(second, 1))
+    async with app_client() as http:
+        response = await _post(http, body, auth=f"Bearer {tenant.key}")
+    assert response.status_code == 503
+    assert await _stored(stores, first) == 0
+    assert await _rolled_up(stores, first) == 0
+    assert await stores.telemetry.pool.fetchval(
+        "SELECT count(*) FROM latest_readings WHERE device_id = $1", first) == 0
+
+
+async def test_a_day_reached_mid_request_is_created_without_blocking_readers(
+    app_client: AppClient, stores: Stores, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.ingest.BATCH", 2)
+    device = await _device(stores, tenant, "M1")
+    days = (0, 0, 50, 51, 52)  # the second batch reaches days no partition holds yet
+    body = _ndjson(*(_reading(device, 60 * 24 * d + n) for n, d in enumerate(days)))
+    reader = await stores.telemetry.pool.acquire()
+    try:
+        async with reader.transaction():
+            # An open transaction that has read readings: CREATE TABLE .. PARTITION OF
+            # would wait for it; ATTACH PARTITION does not.
+            await reader.fetchval("SELECT count(*) FROM readings")
+            async with app_client() as http:
+                response = await asyncio.wait_for(
+                    _post(http, body, auth=f"Bearer {tenant.key}"), timeout=60)
+    finally:
+        await stores.telemetry.pool.release(reader)
+    assert response.json()["accepted"] == 5
+    for d in (50, 51, 52):
+        day = (NOW - timedelta(days=d)).strftime("%Y%m%d")
+        assert await stores.telemetry.pool.fetchval(
+            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
+            f"readings_{day}", f"readings_5m_{day}")

@@ -123,11 +123,13 @@ class TelemetryStore(PgStore):
         return int(row["inserted"])
 
     async def ensure_days(self, start: datetime, end: datetime) -> None:
-        first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
-        days = {first + timedelta(days=n) for n in range((last - first).days + 1)}
-        if not days <= self._ensured_days:
+        if not self.days_ensured(start, end):
             await self.ensure_partitions(start, end)
-            self._ensured_days |= days
+            self._ensured_days |= _days(start, end)
+
+    def days_ensured(self, start: datetime, end: datetime) -> bool:
+        """Whether this process has already ensured the partitions of [start, end]."""
+        return _days(start, end) <= self._ensured_days
 
     async def latest(
         self, tenant_id: UUID, device_ids: Sequence[UUID], metrics: Sequence[str] | None
@@ -227,6 +229,11 @@ class TelemetryStore(PgStore):
 
     async def ensure_partitions(self, start: datetime, end: datetime) -> None:
         await self.execute(self.sql["ensure_partitions"], start, end)
+
+
+def _days(start: datetime, end: datetime) -> set[date]:
+    first, last = start.astimezone(UTC).date(), end.astimezone(UTC).date()
+    return {first + timedelta(days=n) for n in range((last - first).days + 1)}
 
 
 EMPTY_SERIES = SeriesRows(0, None, None, None, None, None, None, [], [])

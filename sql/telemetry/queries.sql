@@ -265,6 +265,25 @@ WITH inserted AS (
 )
 SELECT count(*) AS inserted, min(time) AS first, max(time) AS last FROM inserted;
 
+-- name: insert_staged_returning
+-- POST /ingest, for a batch that holds a duplicate: the batch, COPY'd into the staging
+-- table, is stored skipping duplicates; the new readings come back for the last values.
+INSERT INTO readings (tenant_id, device_id, metric, time, value)
+SELECT tenant_id, device_id, metric, time, value FROM ingest_staging
+ON CONFLICT (device_id, metric, time) DO NOTHING
+RETURNING device_id, metric, time, value;
+
+-- name: upsert_latest_many
+-- POST /ingest's last values, one row per (device, metric) written by the request; the
+-- last-value table moves forward only.
+INSERT INTO latest_readings (tenant_id, device_id, metric, time, value)
+SELECT $1, x.device_id, x.metric, x.time, x.value
+FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::float8[])
+     AS x(device_id, metric, time, value)
+ON CONFLICT (device_id, metric) DO UPDATE
+SET time = EXCLUDED.time, value = EXCLUDED.value
+WHERE latest_readings.time < EXCLUDED.time AND latest_readings.tenant_id = EXCLUDED.tenant_id;
+
 -- name: staged_span
 SELECT min(time) AS first, max(time) AS last FROM ingest_staging;
 
