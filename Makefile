@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-all migrate schema clean
+.PHONY: run test lint bench bench-all soak migrate schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ bench-all: bench $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/telemetry.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/soak.py
+
+# 32 clients mixing queries, mutations and subscriptions for 10 minutes (--minutes N).
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py
 
 migrate: $(STAMP)
 	$(BIN)/iotsphere migrate

@@ -32,11 +32,18 @@ import contextlib
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: bench/, not the root, is first
+    sys.path.insert(0, str(ROOT))
+
+from bench._procs import raise_nofile  # noqa: E402
 
 try:
     import uvloop
@@ -46,15 +53,6 @@ except ImportError:  # pragma: no cover - the gateway's dependencies include it
 MAX_LINE = 1 << 26  # job and commands: a few KB; read with a generous limit anyway
 CLOSE_TIMEOUT = 20.0
 ERROR_SAMPLES = 5
-
-
-def raise_nofile() -> int:
-    """Lifts this process's open-file limit to its hard limit; returns the new soft limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def emit(message: dict[str, Any]) -> None:

@@ -6,8 +6,9 @@
 Starts an embedded devstack in a temp dir (or uses the stores named by IOTSPHERE_REGISTRY_DSN,
 IOTSPHERE_ASSETS_DSN, IOTSPHERE_TELEMETRY_DSN and IOTSPHERE_REDIS_URL when all four are set),
 migrates, creates a tenant and an admin key, seeds a fleet with gateway.demo.seed_fleet, and
-serves the gateway with uvicorn in a separate process on a free 127.0.0.1 port, so client and
-server share no GIL and the numbers include HTTP. Each concurrency level warms up, then runs
+serves the gateway in a separate process on a free 127.0.0.1 port (all three by
+bench/_stack.py: `iotsphere serve`, or uvicorn's process manager with --workers), so client
+and server share no GIL and the numbers include HTTP. Each concurrency level warms up, then runs
 until its request count or its time limit is reached, whichever comes first; every response
 must be 200 with no errors and `first` edges. It prints a Markdown table (latency percentiles,
 requests/s, CPU per request of each process), the store round trips per request
@@ -25,17 +26,11 @@ import argparse
 import asyncio
 import contextlib
 import math
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,241 +42,28 @@ import httpx  # noqa: E402
 import orjson  # noqa: E402
 
 from bench import _machine  # noqa: E402
+from bench._cli import positive, stop_on_signals  # noqa: E402
+from bench._procs import (  # noqa: E402
+    cpu_seconds,
+    machine_busy_seconds,
+    stack_pids,
+    with_descendants,
+)
+from bench._stack import (  # noqa: E402
+    RESULTS,
+    BenchError,
+    Seeded,
+    Server,
+    Stack,
+    append_results,
+    dated_section,
+    seed_demo,
+    stack_up,
+)
 from bench.queries import DASHBOARD  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 
-HOST = "127.0.0.1"
-RESULTS = ROOT / "bench" / "RESULTS.md"
-DSN_ENV = {
-    "registry": "IOTSPHERE_REGISTRY_DSN", "assets": "IOTSPHERE_ASSETS_DSN",
-    "telemetry": "IOTSPHERE_TELEMETRY_DSN", "redis": "IOTSPHERE_REDIS_URL",
-}
-SERVER_START_TIMEOUT = 60.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-class BenchError(RuntimeError):
-    """The benchmark could not run, or a response was wrong."""
-
-
-# ------------------------------------------------------------------------------ stores
-
-@dataclass
-class Stack:
-    dsns: dict[str, str]
-    how: str
-    data_dir: Path | None = None  # the devstack's, for per-process CPU accounting
-
-
-@contextlib.contextmanager
-def stores_up() -> Iterator[Stack]:
-    """The four stores: from IOTSPHERE_* when all four are set, else an embedded devstack
-    in a fresh temp dir that is stopped and removed afterwards."""
-    given = {store: os.environ.get(var, "") for store, var in DSN_ENV.items()}
-    if all(given.values()):
-        yield Stack(given, "IOTSPHERE_* DSNs from the environment")
-        return
-    from gateway.devstack import DevStack
-
-    # As root, PostgreSQL runs as a system user that must be able to traverse the dir.
-    data_dir = Path(tempfile.mkdtemp(prefix="iotsphere-bench-"))
-    try:
-        data_dir.chmod(0o711)
-        with DevStack(data_dir) as endpoints:
-            yield Stack({
-                "registry": endpoints.dsn("registry"), "assets": endpoints.dsn("assets"),
-                "telemetry": endpoints.dsn("telemetry"), "redis": endpoints.redis_url,
-            }, "embedded devstack (gateway.devstack)", data_dir)
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def settings_for(dsns: dict[str, str]) -> Settings:
-    base = Settings.from_env()  # keeps pool sizes, timeouts... given as IOTSPHERE_*
-    return Settings(**{**base.__dict__, "registry_dsn": dsns["registry"],
-                       "assets_dsn": dsns["assets"], "telemetry_dsn": dsns["telemetry"],
-                       "redis_url": dsns["redis"]})
-
-
-@dataclass
-class Seeded:
-    key: str
-    tenant: str
-    devices: int
-    readings: int
-    seconds: float
-    pg_version: str
-    valkey_version: str
-
-
-async def prepare(settings: Settings, devices: int, hours: float) -> Seeded:
-    from gateway.auth import create_tenant_with_admin_key
-    from gateway.demo import seed_fleet
-    from gateway.migrate import migrate_all
-    from gateway.stores import open_stores
-
-    assert settings.registry_dsn and settings.assets_dsn and settings.telemetry_dsn
-    await migrate_all({"registry": settings.registry_dsn, "assets": settings.assets_dsn,
-                       "telemetry": settings.telemetry_dsn})
-    async with open_stores(settings) as stores:
-        name = f"bench-{datetime.now(UTC):%Y%m%d%H%M%S}-{os.getpid()}"
-        tenant_id, key = await create_tenant_with_admin_key(stores.registry, name)
-        started = time.perf_counter()
-        fleet = await seed_fleet(stores, tenant_id, devices=devices, hours=hours)
-        seconds = time.perf_counter() - started
-        readings = await stores.telemetry.pool.fetchval(
-            "SELECT count(*) FROM readings WHERE tenant_id = $1", tenant_id)
-        pg_version = await stores.registry.pool.fetchval("SHOW server_version")
-        info = await stores.shadows.client.info("server")
-        if "valkey_version" in info:
-            valkey = f"Valkey {info['valkey_version']}"
-        else:
-            valkey = f"{str(info.get('server_name', 'Redis')).title()} {info.get('redis_version')}"
-        async with stores.telemetry.pool.acquire() as conn:  # fresh statistics for the planner
-            await conn.execute("ANALYZE readings")
-            await conn.execute("ANALYZE latest_readings")
-        async with stores.registry.pool.acquire() as conn:
-            await conn.execute("ANALYZE devices")
-        async with stores.assets.pool.acquire() as conn:
-            await conn.execute("ANALYZE")
-    return Seeded(key, name, len(fleet.devices), readings, seconds, f"PostgreSQL {pg_version}",
-                  valkey)
-
-
-# ------------------------------------------------------------------------------ server
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-class Server:
-    """``uvicorn --factory bench._harness:create_server_app`` in its own process and session
-    (a Ctrl-C on the terminal reaches only the benchmark, which then stops it)."""
-
-    def __init__(self, dsns: dict[str, str], log_path: Path, workers: int = 1) -> None:
-        self._dsns = dsns
-        self._log_path = log_path
-        self._workers = workers
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    def start(self) -> None:
-        for _attempt in range(3):  # a free port can be taken between probe and bind
-            self.port = _free_port()
-            self._spawn()
-            if self._wait_ready():
-                return
-            self.stop()
-        raise BenchError(f"the gateway did not start; tail of {self._log_path}:\n{self.tail()}")
-
-    def _spawn(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in DSN_ENV.values()}
-        env.update({DSN_ENV[store]: dsn for store, dsn in self._dsns.items()})
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-        cmd = [sys.executable, "-m", "uvicorn", "--factory", "bench._harness:create_server_app",
-               "--host", HOST, "--port", str(self.port), "--no-access-log",
-               "--log-level", "warning", "--timeout-graceful-shutdown", "5"]
-        if self._workers > 1:
-            cmd += ["--workers", str(self._workers)]
-        with self._log_path.open("ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=log, start_new_session=True)
-
-    def _wait_ready(self) -> bool:
-        assert self.proc is not None
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        with httpx.Client(base_url=self.url, timeout=2.0, trust_env=False) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    return False
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get("/readyz").status_code == 200:
-                        return True
-                time.sleep(0.1)
-        return False
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError as exc:
-            return f"(no log: {exc})"
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()  # uvicorn shuts down gracefully on SIGTERM
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-
-
 # ------------------------------------------------------------------------------ CPU
-
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def _with_descendants(root: int) -> list[int]:
-    """``root`` and every process below it (uvicorn's workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
-def _stack_pids(data_dir: Path | None) -> dict[str, list[int]]:
-    """PostgreSQL and Valkey processes of our devstack: they work in its data dir."""
-    found: dict[str, list[int]] = {"postgres": [], "valkey": []}
-    if data_dir is None:
-        return found
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-            exe = Path(os.readlink(f"/proc/{entry}/exe")).name
-        except OSError:
-            continue
-        if cwd.startswith(str(data_dir)):
-            for kind in found:
-                if exe.startswith(kind):
-                    found[kind].append(int(entry))
-    return found
-
-
-def _machine_busy_seconds() -> float:
-    """CPU time all processes used so far (the first line of /proc/stat, idle and iowait
-    excluded)."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
 
 @dataclass
 class CpuMeter:
@@ -291,13 +73,12 @@ class CpuMeter:
     used: dict[str, float] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, float]:
-        pids = _stack_pids(self.data_dir)
-        gateway = sum(_cpu_seconds(p) for p in _with_descendants(self.server_pid))
+        gateway = sum(cpu_seconds(p) for p in with_descendants(self.server_pid))
         out = {"gateway": gateway, "client": time.process_time(),
-               "machine": _machine_busy_seconds()}
+               "machine": machine_busy_seconds()}
         if self.data_dir is not None:
-            out["postgres"] = sum(_cpu_seconds(p) for p in pids["postgres"])
-            out["valkey"] = sum(_cpu_seconds(p) for p in pids["valkey"])
+            for exe in ("postgres", "valkey"):
+                out[exe] = sum(cpu_seconds(p) for p in stack_pids(self.data_dir, exe))
         return out
 
     def __enter__(self) -> CpuMeter:
@@ -522,7 +303,7 @@ def report(args: argparse.Namespace, stack: Stack, seeded: Seeded, outcome: Outc
         results_table(outcome),
         "",
         f"- Query: `DASHBOARD` (bench/queries.py), `first: {args.first}`; "
-        f"{seeded.devices} devices, {args.hours:g} h of one-minute telemetry "
+        f"{len(seeded.devices)} devices, {args.hours:g} h of one-minute telemetry "
         f"({seeded.readings:,} readings); seeded in {seeded.seconds:.1f}s.",
         "- Store round trips per request (`extensions.storeCalls`): "
         + ", ".join(f"{k} {v}" for k, v in calls.items())
@@ -532,8 +313,11 @@ def report(args: argparse.Namespace, stack: Stack, seeded: Seeded, outcome: Outc
         f"- Per level: {args.warmup} warm-up requests, then up to {args.requests} requests or "
         f"{args.duration:g} s; stopped by: "
         + ", ".join(f"c{lv.concurrency} {lv.stopped_by}" for lv in outcome.levels) + ".",
-        f"- Server: uvicorn, {_workers(args.workers)} (uvloop + httptools, access log off), "
-        f"stores: "
+        "- Server: "
+        + ("`iotsphere serve` (uvicorn, uvloop + httptools, access log on)"
+           if args.workers == 1 else f"uvicorn, {_workers(args.workers)} (uvloop + "
+           "httptools, access log off)")
+        + ", stores: "
         f"{stack.how}; client: httpx.AsyncClient with keep-alive in the benchmark process; "
         f"all on 127.0.0.1. CPU columns are the processes' user+system time divided by "
         f"requests; the last column is CPU time used meanwhile by processes that are not "
@@ -545,23 +329,6 @@ def report(args: argparse.Namespace, stack: Stack, seeded: Seeded, outcome: Outc
     if section:
         lines += ["", section]
     return "\n".join(lines)
-
-
-def write_results(info: dict[str, str], body: str, args: argparse.Namespace) -> None:
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    machine = "\n".join(f"| {k} | {v} |" for k, v in info.items())
-    section = (
-        f"\n## {stamp}: {args.devices} devices, {args.hours:g} h, first {args.first}, "
-        f"{_workers(args.workers)}\n\n"
-        f"| machine | |\n|---|---|\n{machine}\n\n{body}\n"
-    )
-    if not RESULTS.exists():
-        RESULTS.write_text(
-            "# Benchmark results\n\nAppended by `python bench/dashboard.py --write` "
-            "(`make bench` runs it without `--write`).\n"
-        )
-    with RESULTS.open("a") as fh:
-        fh.write(section)
 
 
 # ------------------------------------------------------------------------------ main
@@ -576,38 +343,31 @@ def _levels(text: str) -> list[int]:
     return levels
 
 
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-    return parse
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--devices", type=_positive(int), default=120,
+    parser.add_argument("--devices", type=positive(int), default=120,
                         help="devices to seed (default 120, the demo's size)")
-    parser.add_argument("--hours", type=_positive(float), default=24.0,
+    parser.add_argument("--hours", type=positive(float), default=24.0,
                         help="hours of one-minute telemetry to seed (default 24)")
-    parser.add_argument("--first", type=_positive(int), default=100,
+    parser.add_argument("--first", type=positive(int), default=100,
                         help="page size of the dashboard query (default 100)")
     parser.add_argument("--concurrency", type=_levels, default=[1, 8],
                         help="comma-separated levels (default 1,8)")
-    parser.add_argument("--requests", type=_positive(int), default=200,
+    parser.add_argument("--requests", type=positive(int), default=200,
                         help="measured requests per level (default 200)")
-    parser.add_argument("--duration", type=_positive(float), default=60.0,
+    parser.add_argument("--duration", type=positive(float), default=60.0,
                         help="time limit per level in seconds (default 60)")
     parser.add_argument("--warmup", type=int, default=20,
                         help="warm-up requests per level (default 20)")
-    parser.add_argument("--workers", type=_positive(int), default=1,
+    parser.add_argument("--workers", type=positive(int), default=1,
                         help="uvicorn worker processes (default 1)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile the request in-process (phases, EXPLAIN ANALYZE, "
                              "pyinstrument when installed)")
-    parser.add_argument("--profile-requests", type=_positive(int), default=50,
+    parser.add_argument("--profile-requests", type=positive(int), default=50,
                         help="requests per profiling pass (default 50)")
     parser.add_argument("--profile-html", type=Path,
                         help="write pyinstrument's HTML report here (and a .txt beside it)")
@@ -616,35 +376,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    """The first Ctrl-C or SIGTERM unwinds like KeyboardInterrupt; further ones are ignored
-    so that they cannot cut the cleanup short (every step of it is time-bounded)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt(f"signal {signum}")
-
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     expected = min(args.first, args.devices)
     # SIGTERM unwinds like Ctrl-C, so the finally blocks stop what was started.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_signals()
     try:
         with contextlib.ExitStack() as exits:
             print("starting stores...", file=sys.stderr)
-            stack = exits.enter_context(stores_up())
-            settings = settings_for(stack.dsns)
+            stack = exits.enter_context(stack_up(env_stores=True))
+            settings = stack.settings
             print(f"seeding {args.devices} devices x {args.hours:g} h...", file=sys.stderr)
-            seeded = asyncio.run(prepare(settings, args.devices, args.hours))
+            seeded = asyncio.run(seed_demo(settings, "bench", args.devices, args.hours))
             log_dir = Path(tempfile.mkdtemp(prefix="iotsphere-bench-log-"))
             exits.callback(shutil.rmtree, log_dir, ignore_errors=True)
-            server = Server(stack.dsns, log_dir / "server.log", args.workers)
-            exits.callback(server.stop)
-            server.start()
-            assert server.proc is not None
-            print(f"gateway up at {server.url} (pid {server.proc.pid})", file=sys.stderr)
-            meter = CpuMeter(server.proc.pid, stack.data_dir)
+            server = exits.enter_context(Server(stack, log_dir / "server.log",
+                                                workers=args.workers))
+            print(f"gateway up at {server.url} (pid {server.pid})", file=sys.stderr)
+            meter = CpuMeter(server.pid, stack.data_dir)
             try:
                 outcome = asyncio.run(run_load(server.url, seeded.key, args, expected, meter))
             except (BenchError, httpx.HTTPError):
@@ -660,7 +410,9 @@ def main(argv: list[str] | None = None) -> int:
             print()
             print(body)
             if args.write:
-                write_results(info, body, args)
+                append_results(dated_section(
+                    f"{args.devices} devices, {args.hours:g} h, first {args.first}, "
+                    f"{_workers(args.workers)}", info, body))
                 print(f"\nappended to {RESULTS}", file=sys.stderr)
     except KeyboardInterrupt:
         print("\ninterrupted; everything started was stopped", file=sys.stderr)

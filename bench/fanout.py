@@ -50,18 +50,14 @@ import argparse
 import array
 import asyncio
 import contextlib
-import ctypes
 import math
 import os
-import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -77,21 +73,29 @@ import httpx  # noqa: E402
 import orjson  # noqa: E402
 
 from bench import _machine  # noqa: E402
-from gateway.settings import Settings  # noqa: E402
+from bench._cli import positive, stop_on_signals  # noqa: E402
+from bench._procs import (  # noqa: E402
+    child_preexec,
+    cpu_seconds,
+    machine_busy_seconds,
+    raise_nofile,
+    stack_pids,
+)
+from bench._stack import (  # noqa: E402
+    RESULTS,
+    BenchError,
+    Seeded,
+    Server,
+    Stack,
+    append_results,
+    dated_section,
+    seed_demo,
+    stack_up,
+)
 
-HOST = "127.0.0.1"
-RESULTS = ROOT / "bench" / "RESULTS.md"
 CLIENTS = ROOT / "bench" / "_fanout_clients.py"
-DSN_ENV = {
-    "registry": "IOTSPHERE_REGISTRY_DSN", "assets": "IOTSPHERE_ASSETS_DSN",
-    "telemetry": "IOTSPHERE_TELEMETRY_DSN", "redis": "IOTSPHERE_REDIS_URL",
-}
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-SERVER_START_TIMEOUT = 90.0
-SERVER_STOP_TIMEOUT = 30.0
 SETTLE_SECONDS = 2.0
 WRITER_TICK = 0.005
-PR_SET_PDEATHSIG = 1
 
 QUERY = (
     "subscription Watch($ids: [ID!]) { shadowChanged(deviceIds: $ids) "
@@ -155,27 +159,7 @@ sys.exit(main())
 """
 
 
-class BenchError(RuntimeError):
-    """The benchmark could not run."""
-
-
 # ----------------------------------------------------------------------------- processes
-
-def raise_nofile() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def _child_preexec() -> None:
-    """In every child before exec: the open-file limit at its hard limit, and SIGTERM when
-    this process dies (even by SIGKILL), so nothing outlives the benchmark."""
-    raise_nofile()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
 
 _CHILDREN: dict[int, subprocess.Popen[bytes] | asyncio.subprocess.Process] = {}
 
@@ -188,241 +172,18 @@ def _kill_children() -> None:
         _CHILDREN.pop(pid, None)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-def _proc_status(pid: int) -> dict[str, int]:
-    """VmRSS, VmHWM... of a process, in KiB."""
-    out: dict[str, int] = {}
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("Vm"):
-                name, _, value = line.partition(":")
-                parts = value.split()
-                if parts and parts[0].isdigit():
-                    out[name] = int(parts[0])
-    return out
-
-
-def _cpu_seconds(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def _stack_pids(data_dir: Path | None, exe: str) -> list[int]:
-    """Processes of our devstack (they work in its data dir) whose executable is ``exe*``."""
-    if data_dir is None:
-        return []
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{entry}/cwd")
-            name = Path(os.readlink(f"/proc/{entry}/exe")).name
-        except OSError:
-            continue
-        if cwd.startswith(str(data_dir)) and name.startswith(exe):
-            found.append(int(entry))
-    return found
-
-
-def _machine_busy_seconds() -> float:
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    except OSError:
-        return 0.0
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
-
-
-# ------------------------------------------------------------------------------ stores
-
-@dataclass
-class Stack:
-    dsns: dict[str, str]
-    how: str
-    data_dir: Path | None = None
-
-
-@contextlib.contextmanager
-def stores_up() -> Iterator[Stack]:
-    """The four stores: from IOTSPHERE_* when all four are set, else an embedded devstack in
-    a fresh temp dir that is stopped and removed afterwards."""
-    given = {store: os.environ.get(var, "") for store, var in DSN_ENV.items()}
-    if all(given.values()):
-        yield Stack(given, "IOTSPHERE_* DSNs from the environment")
-        return
-    from gateway.devstack import DevStack
-
-    # As root, PostgreSQL runs as a system user that must be able to traverse the dir.
-    data_dir = Path(tempfile.mkdtemp(prefix="iotsphere-fanout-"))
-    try:
-        data_dir.chmod(0o711)
-        with DevStack(data_dir) as endpoints:
-            yield Stack({
-                "registry": endpoints.dsn("registry"), "assets": endpoints.dsn("assets"),
-                "telemetry": endpoints.dsn("telemetry"), "redis": endpoints.redis_url,
-            }, "embedded devstack (gateway.devstack)", data_dir)
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def settings_for(dsns: dict[str, str]) -> Settings:
-    base = Settings.from_env()
-    return Settings(**{**base.__dict__, "registry_dsn": dsns["registry"],
-                       "assets_dsn": dsns["assets"], "telemetry_dsn": dsns["telemetry"],
-                       "redis_url": dsns["redis"]})
-
-
-@dataclass
-class Seeded:
-    key: str
-    tenant_id: str
-    devices: list[str]
-    active: int
-    pg_version: str
-    valkey_version: str
-
-
-async def prepare(settings: Settings, devices: int) -> Seeded:
-    from gateway.auth import create_tenant_with_admin_key
-    from gateway.demo import seed_fleet
-    from gateway.migrate import migrate_all
-    from gateway.stores import open_stores
-
-    assert settings.registry_dsn and settings.assets_dsn and settings.telemetry_dsn
-    await migrate_all({"registry": settings.registry_dsn, "assets": settings.assets_dsn,
-                       "telemetry": settings.telemetry_dsn})
-    async with open_stores(settings) as stores:
-        name = f"fanout-{datetime.now(UTC):%Y%m%d%H%M%S}-{os.getpid()}"
-        tenant_id, key = await create_tenant_with_admin_key(stores.registry, name)
-        # Telemetry plays no part here: a few minutes of it keep the seeding short.
-        fleet = await seed_fleet(stores, tenant_id, devices=devices, hours=0.05)
-        pg_version = await stores.registry.pool.fetchval("SHOW server_version")
-        info = await stores.shadows.client.info("server")
-        if "valkey_version" in info:
-            valkey = f"Valkey {info['valkey_version']}"
-        else:
-            valkey = f"{str(info.get('server_name', 'Redis')).title()} {info.get('redis_version')}"
-    return Seeded(key, str(tenant_id), [str(d) for d in fleet.devices], len(fleet.active),
-                  f"PostgreSQL {pg_version}", valkey)
-
-
-# ------------------------------------------------------------------------------ server
-
-class Server:
-    """``iotsphere serve`` in its own process and session, with every store DSN in its
-    environment (so nothing embedded starts: it migrates and serves)."""
-
-    def __init__(self, dsns: dict[str, str], log_path: Path, data_dir: Path,
-                 profile: Path | None = None, gc_stats: bool = False,
-                 gc_freeze: bool = False) -> None:
-        self._dsns = dsns
-        self._profile = profile
-        self._gc_stats = gc_stats or gc_freeze
-        self._gc_freeze = gc_freeze
-        self.log_path = log_path
-        self._data_dir = data_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-
-    def start(self) -> None:
-        for _attempt in range(3):  # a free port can be taken between probe and bind
-            self.port = _free_port()
-            self._spawn()
-            if self._wait_ready():
-                return
-            self.stop()
-        raise BenchError(f"the gateway did not start; tail of {self.log_path}:\n{self.tail()}")
-
-    def _spawn(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in DSN_ENV.values()}
-        env.update({DSN_ENV[store]: dsn for store, dsn in self._dsns.items()})
-        env["IOTSPHERE_DATA_DIR"] = str(self._data_dir)
-        env.pop("IOTSPHERE_PORT", None)
-        exe = Path(sys.executable).parent / "iotsphere"
-        cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "gateway.cli"]
-        if self._profile is not None:  # cProfile writes its stats when serve returns
-            cmd = [sys.executable, "-m", "cProfile", "-o", str(self._profile),
-                   "-m", "gateway.cli"]
-        elif self._gc_stats:
-            cmd = [sys.executable, "-c", GC_WRAPPER]
-        cmd += ["serve", "--host", HOST, "--port", str(self.port)]
-        if self._gc_freeze and self._profile is None:
-            cmd.append("--gc-freeze")
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True, preexec_fn=_child_preexec,
-            )
-        _CHILDREN[self.proc.pid] = self.proc
-
-    def _wait_ready(self) -> bool:
-        assert self.proc is not None
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        with httpx.Client(base_url=self.url, timeout=2.0, trust_env=False) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    return False
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get("/readyz").status_code == 200:
-                        return True
-                time.sleep(0.1)
-        return False
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def memory(self) -> dict[str, int]:
-        return _proc_status(self.pid) if self.proc is not None else {}
-
-    def nofile(self) -> str:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{self.pid}/limits").read_text().splitlines():
-                if line.startswith("Max open files"):
-                    return line.split()[3]
-        return "?"
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError as exc:
-            return f"(no log: {exc})"
-
-    def stop(self) -> int | None:
-        """Stops the server; returns its exit code. SIGINT, as a Ctrl-C: uvicorn shuts down
-        gracefully, then re-raises the signal, which `iotsphere serve` takes as a normal end
-        (exit code 0; after SIGTERM it would die of the re-raised signal)."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        try:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=SERVER_STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=15)
-        finally:
-            _CHILDREN.pop(proc.pid, None)
-        return proc.returncode
+def gateway(stack: Stack, run_dir: Path, profile: Path | None, gc_stats: bool,
+            gc_freeze: bool) -> Server:
+    """`iotsphere serve` for one configuration, under cProfile or the GC launcher if asked."""
+    server = Server(stack, run_dir / "server.log", log_level="INFO")
+    if profile is not None:  # cProfile writes its stats when serve returns
+        server.launcher = [sys.executable, "-m", "cProfile", "-o", str(profile),
+                           "-m", "gateway.cli"]
+    elif gc_stats or gc_freeze:
+        server.launcher = [sys.executable, "-c", GC_WRAPPER]
+        if gc_freeze:
+            server.extra_args = ["--gc-freeze"]
+    return server
 
 
 def gc_pauses(path: Path) -> list[tuple[float, float]]:
@@ -435,22 +196,6 @@ def gc_pauses(path: Path) -> list[tuple[float, float]]:
                 with contextlib.suppress(ValueError, IndexError):
                     out.append((float(parts[1]), float(parts[3])))
     return out
-
-
-def log_findings(path: Path, limit: int = 25) -> tuple[int, list[str]]:
-    """Server log lines at WARNING or above, and tracebacks: how many, and the first ones."""
-    count = 0
-    first: list[str] = []
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return 0, []
-    for line in text.splitlines():
-        if any(m in line for m in (" WARNING ", " ERROR ", " CRITICAL ", "Traceback", "Error:")):
-            count += 1
-            if len(first) < limit:
-                first.append(line[:400])
-    return count, first
 
 
 # ------------------------------------------------------------------------------ clients
@@ -469,7 +214,7 @@ class ClientProc:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, str(CLIENTS), cwd=ROOT, stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=log, limit=1 << 26,
-                start_new_session=True, preexec_fn=_child_preexec,
+                start_new_session=True, preexec_fn=child_preexec,
             )
         _CHILDREN[self.proc.pid] = self.proc
         await self.send({**job, "samples": str(self.samples_path)})
@@ -706,17 +451,17 @@ class CpuMeter:
     def __init__(self, server: Server, clients: list[ClientProc], data_dir: Path | None) -> None:
         self._server = server
         self._clients = clients
-        self._valkey = _stack_pids(data_dir, "valkey")
+        self._valkey = stack_pids(data_dir, "valkey")
         self._data_dir = data_dir
 
     def snapshot(self) -> dict[str, float]:
-        clients = sum(_cpu_seconds(c.pid) for c in self._clients if c.proc is not None)
-        out = {"gateway": _cpu_seconds(self._server.pid), "clients": clients,
-               "writer": time.process_time(), "machine": _machine_busy_seconds(),
+        clients = sum(cpu_seconds(c.pid) for c in self._clients if c.proc is not None)
+        out = {"gateway": cpu_seconds(self._server.pid), "clients": clients,
+               "writer": time.process_time(), "machine": machine_busy_seconds(),
                "wall": time.monotonic()}
         if self._data_dir is not None:
-            out["valkey"] = sum(_cpu_seconds(p) for p in self._valkey)
-            out["postgres"] = sum(_cpu_seconds(p) for p in _stack_pids(self._data_dir, "postgres"))
+            out["valkey"] = sum(cpu_seconds(p) for p in self._valkey)
+            out["postgres"] = sum(cpu_seconds(p) for p in stack_pids(self._data_dir, "postgres"))
         return out
 
 
@@ -736,8 +481,7 @@ async def run_config(cfg: Config, stack: Stack, seeded: Seeded, args: argparse.N
     if args.profile_server is not None:
         args.profile_server.mkdir(parents=True, exist_ok=True)
         profile = args.profile_server / f"gateway-{tag}.prof"
-    server = Server(stack.dsns, run_dir / "server.log", run_dir, profile, args.gc_stats,
-                    args.gc_freeze)
+    server = gateway(stack, run_dir, profile, args.gc_stats, args.gc_freeze)
     clients = [ClientProc(n, run_dir) for n in range(procs)]
     say = _say
     try:
@@ -752,7 +496,7 @@ async def run_config(cfg: Config, stack: Stack, seeded: Seeded, args: argparse.N
 
         # -- connect
         share = math.ceil(cfg.subscribers / procs)
-        url = f"ws://{HOST}:{server.port}/graphql"
+        url = server.ws_url
         for n, client in enumerate(clients):
             first = n * share
             await client.start({
@@ -823,7 +567,7 @@ async def run_config(cfg: Config, stack: Stack, seeded: Seeded, args: argparse.N
         for client in clients:
             await client.stop()
         out.server_exit = await asyncio.to_thread(server.stop)
-        out.log_count, out.log_first = log_findings(server.log_path)
+        out.log_count, out.log_first = server.log_findings()
         out.gc = gc_pauses(server.log_path)
     return out
 
@@ -1019,8 +763,9 @@ def report(args: argparse.Namespace, stack: Stack, seeded: Seeded,
     lines = [
         delivery_table(outcomes), "", resource_table(outcomes), "",
         f"- Subscription: `{QUERY}` with `ids: [device i mod {len(seeded.devices)}]`; "
-        f"{len(seeded.devices)} demo devices ({seeded.active} ACTIVE with a seeded shadow; the "
-        f"writer's first update gives the others one), so {len(seeded.devices)} cohorts.",
+        f"{len(seeded.devices)} demo devices ({len(seeded.active)} ACTIVE with a seeded "
+        f"shadow; the writer's first update gives the others one), so "
+        f"{len(seeded.devices)} cohorts.",
         f"- Writer: {writer}, round-robin over the devices, {args.seconds:g} s per "
         f"configuration. Latency: receipt wall clock in the subscriber process minus "
         f"`writtenAtMs`, for every UPDATED event (all columns) or only those received while "
@@ -1058,16 +803,6 @@ def _version(dist: str) -> str:
         return "-"
 
 
-def write_results(info: dict[str, str], body: str, title: str) -> None:
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    machine = "\n".join(f"| {k} | {v} |" for k, v in info.items())
-    section = f"\n## {stamp}: fanout, {title}\n\n| machine | |\n|---|---|\n{machine}\n\n{body}\n"
-    if not RESULTS.exists():
-        RESULTS.write_text("# Benchmark results\n")
-    with RESULTS.open("a") as fh:  # others append their sections too: never rewrite
-        fh.write(section)
-
-
 # ------------------------------------------------------------------------------ main
 
 def _ints(text: str) -> list[int]:
@@ -1090,13 +825,6 @@ def _floats(text: str) -> list[float]:
     return values
 
 
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-    return parse
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -1107,21 +835,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=_floats, default=[1000.0],
                         help="comma-separated update rates per second (default 1000); every "
                              "(subscribers, rate) pair runs, each on a fresh gateway")
-    parser.add_argument("--seconds", type=_positive(float), default=30.0,
+    parser.add_argument("--seconds", type=positive(float), default=30.0,
                         help="how long the writer runs per configuration (default 30)")
     parser.add_argument("--writer", choices=("redis", "mutation"), default="redis",
                         help="write straight into Redis (default) or via updateShadow")
-    parser.add_argument("--devices", type=_positive(int), default=120,
+    parser.add_argument("--devices", type=positive(int), default=120,
                         help="devices to seed (default 120, the demo's)")
     parser.add_argument("--client-procs", type=int, default=0,
                         help="subscriber processes (default: 1 up to 2,500 subscribers, else 2)")
-    parser.add_argument("--connect-parallel", type=_positive(int), default=100,
+    parser.add_argument("--connect-parallel", type=positive(int), default=100,
                         help="handshakes in flight per subscriber process (default 100)")
-    parser.add_argument("--step-timeout", type=_positive(float), default=60.0,
+    parser.add_argument("--step-timeout", type=positive(float), default=60.0,
                         help="time limit of one subscription's setup (default 60 s)")
-    parser.add_argument("--connect-timeout", type=_positive(float), default=900.0,
+    parser.add_argument("--connect-timeout", type=positive(float), default=900.0,
                         help="time limit for all subscriptions to open (default 900 s)")
-    parser.add_argument("--converge-timeout", type=_positive(float), default=30.0,
+    parser.add_argument("--converge-timeout", type=positive(float), default=30.0,
                         help="time limit to reach the final versions (default 30 s)")
     parser.add_argument("--no-compression", action="store_true",
                         help="do not offer permessage-deflate from the clients")
@@ -1142,13 +870,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    """The first Ctrl-C or SIGTERM unwinds like KeyboardInterrupt; further ones are ignored
-    so that they cannot cut the cleanup short (every step of it is time-bounded)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise KeyboardInterrupt(f"signal {signum}")
-
 
 async def run_all(configs: list[Config], stack: Stack, seeded: Seeded,
                   args: argparse.Namespace, log_dir: Path) -> list[Outcome]:
@@ -1167,18 +888,17 @@ def main(argv: list[str] | None = None) -> int:
     need = max(args.subscribers) + 200
     if nofile < need:
         _say(f"warning: open-file limit {nofile} < {need}: the gateway may run out of sockets")
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_signals()
     log_dir = Path(tempfile.mkdtemp(prefix="iotsphere-fanout-log-"))
     keep = args.keep_logs
     started_on = _machine.code_version()
     try:
         with contextlib.ExitStack() as exits:
             _say("starting stores...")
-            stack = exits.enter_context(stores_up())
-            settings = settings_for(stack.dsns)
+            stack = exits.enter_context(stack_up(env_stores=True))
             _say(f"seeding {args.devices} devices...")
-            seeded = asyncio.run(prepare(settings, args.devices))
+            # Telemetry plays no part here: a few minutes of it keep the seeding short.
+            seeded = asyncio.run(seed_demo(stack.settings, "fanout", args.devices, 0.05))
             try:
                 outcomes = asyncio.run(run_all(configs, stack, seeded, args, log_dir))
             except BaseException:
@@ -1196,7 +916,7 @@ def main(argv: list[str] | None = None) -> int:
             if any(o.log_count or o.total("laggard_count") for o in outcomes):
                 keep = True
             if args.write:
-                write_results(info, body, title)
+                append_results(dated_section(f"fanout, {title}", info, body))
                 _say(f"\nappended to {RESULTS}")
     except KeyboardInterrupt:
         _say("\ninterrupted; everything started was stopped")

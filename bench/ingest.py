@@ -25,10 +25,10 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._stack import (  # noqa: E402
+    Server,
     append_results,
-    embedded_stack,
-    gateway_server,
     machine,
+    stack_up,
     tenant_with_devices,
 )
 
@@ -115,14 +115,14 @@ async def bulk(http: httpx.AsyncClient, key: str, devices: list[UUID], start: da
 
 async def run(args: argparse.Namespace) -> str:
     rows: list[tuple[str, int, float, float]] = []
-    with embedded_stack() as stack, tempfile.NamedTemporaryFile(suffix=".log") as log:
+    with stack_up() as stack, tempfile.NamedTemporaryFile(suffix=".log") as log:
         tenant, key, devices = await tenant_with_devices(stack.settings, DEVICES)
         clock = Clock()
         assert stack.settings.telemetry_dsn
         copy_rates = {n: await raw_copy(stack.settings.telemetry_dsn, tenant, devices,
                                         clock.span(n), n)
                       for n in sorted({args.mutation_readings, *args.bulk})}
-        with gateway_server(stack, Path(log.name)) as server:
+        with Server(stack, Path(log.name)) as server:
             async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
                 idle_rss = server.rss_kib()
                 n = args.mutation_readings

@@ -24,10 +24,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._stack import (  # noqa: E402
+    Server,
     append_results,
-    embedded_stack,
-    gateway_server,
     machine,
+    stack_up,
     tenant_with_devices,
 )
 from gateway.stores import open_stores  # noqa: E402
@@ -81,11 +81,11 @@ async def timed(requests: int, call: Callable[[], Awaitable[object]]) -> tuple[f
 async def run(args: argparse.Namespace) -> str:
     rows = []
     end = datetime.now(UTC).replace(second=0, microsecond=0)
-    with embedded_stack() as stack, tempfile.NamedTemporaryFile(suffix=".log") as log:
+    with stack_up() as stack, tempfile.NamedTemporaryFile(suffix=".log") as log:
         tenant, key, devices = await tenant_with_devices(stack.settings, DEVICES)
         assert stack.settings.telemetry_dsn
         have = 0
-        with gateway_server(stack, Path(log.name)) as server:
+        with Server(stack, Path(log.name)) as server:
             async with open_stores(stack.settings) as stores, httpx.AsyncClient(
                     base_url=server.url, timeout=60,
                     headers={"Authorization": f"Bearer {key}"}) as http:
