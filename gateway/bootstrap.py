@@ -4,9 +4,12 @@ tenant whose admin key GraphiQL is prefilled with."""
 from __future__ import annotations
 
 import os
+import unicodedata
 from pathlib import Path
 from typing import Any
 from uuid import UUID
+
+import asyncpg
 
 from gateway.auth import create_tenant_with_admin_key, hash_key, new_api_key
 from gateway.settings import Settings
@@ -22,10 +25,29 @@ async def _registry(settings: Settings) -> RegistryStore:
     return store
 
 
+class TenantNameError(ValueError):
+    """A tenant name that is malformed or taken; the message says which."""
+
+
+def _tenant_name(raw: str) -> str:
+    name = raw.strip()
+    if not 1 <= len(name) <= 100 or any(unicodedata.category(c).startswith("C") for c in name):
+        raise TenantNameError("a tenant name has 1 to 100 characters, none of them control "
+                              "characters")
+    return name
+
+
 async def create_tenant(settings: Settings, name: str) -> tuple[UUID, str]:
+    """A new tenant and its first admin key (returned once: only its hash is stored)."""
+    name = _tenant_name(name)
     registry = await _registry(settings)
     try:
-        return await create_tenant_with_admin_key(registry, name)
+        if await registry.tenant_by_name(name) is not None:
+            raise TenantNameError(f"a tenant named {name!r} exists already")
+        try:
+            return await create_tenant_with_admin_key(registry, name)
+        except asyncpg.UniqueViolationError:  # created by someone else meanwhile
+            raise TenantNameError(f"a tenant named {name!r} exists already") from None
     finally:
         await registry.aclose()
 

@@ -100,13 +100,17 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_tenant(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.bootstrap import create_tenant, list_tenants
+    from gateway.bootstrap import TenantNameError, create_tenant, list_tenants
 
     with resolved_settings(settings) as ready:
         _migrate(ready)
         if args.action == "create":
-            tenant_id, key = asyncio.run(create_tenant(ready, args.name))
-            print(f"tenant {args.name} ({tenant_id})")
+            try:
+                tenant_id, key = asyncio.run(create_tenant(ready, args.name))
+            except TenantNameError as exc:
+                print(f"iotsphere: {exc}", file=sys.stderr)
+                return 1
+            print(f"tenant {args.name.strip()} ({tenant_id})")
             print(f"admin key (shown once, store it now): {key}")
         else:
             for row in asyncio.run(list_tenants(ready)):

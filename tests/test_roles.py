@@ -261,3 +261,26 @@ async def test_a_device_subscribes_with_its_own_credential(address: str, fx: Fix
         assert (await ws.receive())["type"] == "connection_ack"
         assert (await first_answer(ws, {}))["type"] == "error"
         assert (await first_answer(ws, {"ids": [fx.device]}))["type"] == "next"
+
+
+async def test_bulk_ingest_by_role(gateway: Gateway, fx: Fixture) -> None:
+    """POST /ingest: writers for any device, a device (key or credential) for itself only,
+    a viewer not at all."""
+    lines = "\n".join(json.dumps({"deviceId": d, "metric": "t", "time": "2026-01-01T00:00:00Z",
+                                  "value": 1}) for d in (fx.device, fx.other_device))
+    for who, authorization in (("device key", f"Bearer {fx.keys['device']}"),
+                               ("basic", fx.basic), ("viewer", f"Bearer {fx.keys['viewer']}"),
+                               ("operator", f"Bearer {fx.keys['operator']}")):
+        response = await gateway.http.post(
+            "/ingest", content=lines, headers={"Authorization": authorization,
+                                               "Content-Type": "application/x-ndjson"})
+        if who == "viewer":
+            assert response.status_code == 403, response.text
+            continue
+        assert response.status_code == 200, (who, response.text)
+        outcome = response.json()
+        if who == "operator":  # the device's line was stored by the device already
+            assert (outcome["accepted"], outcome["duplicates"]) == (1, 1), outcome
+        else:
+            assert [r["reason"] for r in outcome["rejected"]] == [
+                "a device may only write its own readings"], outcome
