@@ -20,15 +20,17 @@ from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
-from gateway import retention
+from gateway import http_spec, retention
 from gateway.auth import authenticate
 from gateway.context import GatewayGraphQL
-from gateway.errors import GatewayError, LimitExceeded
+from gateway.cors import cors_middleware
+from gateway.errors import BadUserInput, GatewayError, LimitExceeded
 from gateway.graphiql import STATIC_PATH, graphiql_html, static_app
 from gateway.hub import ShadowHub
 from gateway.ingest import ingest_endpoint
 from gateway.metrics import WEBSOCKETS, metrics_endpoint
 from gateway.migrate import migrate_all
+from gateway.persisted import PersistedOperations
 from gateway.reconciler import run_periodically as reconcile_periodically
 from gateway.settings import Settings
 from gateway.stores import Stores, open_stores
@@ -39,8 +41,9 @@ log = logging.getLogger("gateway.app")
 Background = Callable[[Stores, Settings], Awaitable[None]]
 
 
-def _error_response(error: GatewayError, status: int) -> JSONResponse:
-    return JSONResponse({"errors": [error.formatted]}, status_code=status)
+def _error_response(error: GatewayError, status: int, scope: Scope) -> Response:
+    """A request-level error in the media type negotiated for the request."""
+    return http_spec.error_response(error, status, scope.get("state", {}).get("media"))
 
 
 class GraphQLEndpoint:
@@ -76,6 +79,8 @@ class GraphQLEndpoint:
             state["request_id"] = request_id = _request_id(Headers(scope=scope))
             send = _with_header(send, b"x-request-id", request_id.encode())
             state["calls"] = begin_counting()
+            media = http_spec.negotiate(Headers(scope=scope).get("accept"))
+            state["media"] = media or http_spec.JSON  # for the errors below
             try:
                 state["caller"] = await authenticate(
                     state["stores"].registry, Request(scope).headers.get("authorization"),
@@ -83,7 +88,12 @@ class GraphQLEndpoint:
                 )
             except GatewayError as error:
                 status = 401 if error.code == "UNAUTHENTICATED" else 503
-                await _error_response(error, status)(scope, receive, send)
+                await _error_response(error, status, scope)(scope, receive, send)
+                return
+            if media is None:
+                await _error_response(BadUserInput(
+                    "Accept allows neither application/graphql-response+json nor "
+                    "application/json"), 406, scope)(scope, receive, send)
                 return
             await self._limited(scope, receive, send, state["settings"])
             return
@@ -98,7 +108,7 @@ class GraphQLEndpoint:
         too_large = LimitExceeded(f"Request body exceeds {limit} bytes",
                                   limit="maxBodyBytes", maximum=limit)
         if declared.isdigit() and int(declared) > limit:
-            await _error_response(too_large, 413)(scope, receive, send)
+            await _error_response(too_large, 413, scope)(scope, receive, send)
             return
         received = 0
         started = False
@@ -121,13 +131,13 @@ class GraphQLEndpoint:
                 await self._graphql(scope, counted_receive, tracked_send)
         except LimitExceeded as error:
             if not started:
-                await _error_response(error, 413)(scope, receive, send)
+                await _error_response(error, 413, scope)(scope, receive, send)
         except TimeoutError:
             if not started:
                 timeout = LimitExceeded(
                     f"Request took longer than {settings.request_timeout:g} s",
                     limit="requestTimeout", maximum=settings.request_timeout)
-                await _error_response(timeout, 504)(scope, receive, send)
+                await _error_response(timeout, 504, scope)(scope, receive, send)
 
     @staticmethod
     def _is_ide_page(request: Request) -> bool:
@@ -222,6 +232,7 @@ def create_app(
         # Strawberry checks handshake origins too: it must know the configured ones.
         allowed_origins=settings.allowed_origins,
     )
+    graphql.persisted = PersistedOperations.from_settings(settings)  # fails at start
     ide_headers = None
     if not settings.production:
         ide_headers = {"Authorization": f"Bearer {dev_key}"} if dev_key else {}
@@ -264,4 +275,5 @@ def create_app(
             Route("/readyz", readyz),
         ],
         lifespan=lifespan,
+        middleware=cors_middleware(settings),
     )

@@ -11,18 +11,22 @@ from uuid import UUID
 import orjson
 import strawberry
 from starlette.requests import Request
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http.exceptions import WebSocketDisconnected
 
+from gateway import graphql_http
 from gateway.auth import Caller, authenticate
 from gateway.errors import GatewayError, Unauthenticated
 from gateway.hub import ShadowHub
 from gateway.loaders import Loaders
+from gateway.persisted import PersistedOperations
 from gateway.settings import Settings
 from gateway.stores import Stores
 from gateway.stores.base import StoreCalls, begin_counting
+from gateway.ws_handlers import LegacyWSHandler, TransportWSHandler
 
 TRACE_HEADER = "x-iotsphere-trace"
 
@@ -82,9 +86,21 @@ class _TextFrames(ASGIWebSocketAdapter):
 
 class GatewayGraphQL(GraphQL[Context, None]):
     """Builds a fresh context (and loaders) per HTTP request from what the auth layer put
-    on the request state."""
+    on the request state. HTTP requests are served by ``gateway.graphql_http`` (GraphQL
+    over HTTP status codes and media types, batches, persisted operations, rate limit);
+    WebSocket operations are admitted by ``gateway.ws_handlers``."""
 
     websocket_adapter_class = _TextFrames
+    graphql_transport_ws_handler_class = TransportWSHandler
+    graphql_ws_handler_class = LegacyWSHandler
+    persisted = PersistedOperations("off", {})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        response = await graphql_http.serve(self, Request(scope, receive))
+        await response(scope, receive, send)
 
     def encode_json(self, data: object) -> bytes:
         # orjson: several times faster than json on a 100-device dashboard response.

@@ -46,6 +46,19 @@ def _str(env: Mapping[str, str], key: str, default: str | None = None) -> str | 
     return default if raw is None or raw == "" else raw
 
 
+def _choice(env: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices``; the first is the default."""
+    raw = _str(env, key, choices[0]) or choices[0]
+    if raw not in choices:
+        raise SettingsError(f"{PREFIX}{key} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
+def _path(env: Mapping[str, str], key: str) -> Path | None:
+    raw = _str(env, key)
+    return Path(raw) if raw else None
+
+
 @dataclass(frozen=True)
 class Settings:
     registry_dsn: str | None = None
@@ -71,6 +84,11 @@ class Settings:
     max_tokens: int = 2_000
     max_body_bytes: int = 2 * 1024 * 1024
     request_timeout: float = 30.0
+    max_batch_operations: int = 10  # operations in one batched (JSON array) HTTP request
+    rate_limit: float = 100.0  # operations per second per API key (token bucket); 0 = off
+    rate_burst: int = 1_000  # the bucket's size: operations a key may spend at once
+    persisted_operations: str = "off"  # off | allow | only (gateway/persisted.py)
+    persisted_manifest: Path | None = None  # JSON map of sha256 hash -> document
     # JWT bearer tokens (gateway/jwt_auth.py); off while neither key is set.
     jwt_secret: str | None = None  # HS256, at least 32 bytes
     jwt_public_key: str | None = None  # RS256 PEM (from JWT_PUBLIC_KEY or JWT_PUBLIC_KEY_FILE)
@@ -133,6 +151,11 @@ class Settings:
             max_tokens=_int(env, "MAX_TOKENS", 2_000, minimum=1),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1),
             request_timeout=_float(env, "REQUEST_TIMEOUT", 30.0),
+            max_batch_operations=_int(env, "MAX_BATCH_OPERATIONS", 10, minimum=1),
+            rate_limit=_float(env, "RATE_LIMIT", 100.0),
+            rate_burst=_int(env, "RATE_BURST", 1_000, minimum=1),
+            persisted_operations=_choice(env, "PERSISTED_OPERATIONS", ("off", "allow", "only")),
+            persisted_manifest=_path(env, "PERSISTED_MANIFEST"),
             jwt_secret=_str(env, "JWT_SECRET"),
             jwt_public_key=_public_key(env),
             jwt_issuer=_str(env, "JWT_ISSUER"),
@@ -172,6 +195,8 @@ def check_jwt(settings: Settings) -> Settings:
 
 # The keys the gateway reads, for documentation and for the compose.yml check.
 KEYS = (
+    "MAX_BATCH_OPERATIONS", "RATE_LIMIT", "RATE_BURST", "PERSISTED_OPERATIONS",
+    "PERSISTED_MANIFEST",
     "MAX_COST",
     "REGISTRY_DSN", "ASSETS_DSN", "TELEMETRY_DSN", "REDIS_URL", "HOST", "PORT", "DATA_DIR",
     "ENV", "MAX_PAGE_SIZE", "MAX_POINTS", "POOL_MIN_SIZE", "POOL_MAX_SIZE", "STORE_TIMEOUT",
