@@ -98,6 +98,10 @@ class Settings:
     jwt_tenant_claim: str = "tenant"
     jwt_role_claim: str = "role"
     max_cost: int = 100_000  # estimated field resolutions per operation (resolvers/cost.py)
+    workers: int = 1  # uvicorn worker processes of `iotsphere serve`
+    # Seconds from SIGTERM to the end of in-flight work (gateway/draining.py).
+    shutdown_grace: float = 20.0
+    otel_endpoint: str | None = None  # OTLP/HTTP base URL; tracing is off without one
 
     @property
     def production(self) -> bool:
@@ -164,6 +168,9 @@ class Settings:
             jwt_tenant_claim=_str(env, "JWT_TENANT_CLAIM", "tenant") or "tenant",
             jwt_role_claim=_str(env, "JWT_ROLE_CLAIM", "role") or "role",
             max_cost=_int(env, "MAX_COST", 100_000, minimum=1),
+            workers=_int(env, "WORKERS", 1, minimum=1),
+            shutdown_grace=_float(env, "SHUTDOWN_GRACE", 20.0),
+            otel_endpoint=_str(env, "OTEL_ENDPOINT"),
             allowed_origins=tuple(
                 o.strip().rstrip("/") for o in (_str(env, "ALLOWED_ORIGINS", "") or "").split(",")
                 if o.strip()
@@ -205,4 +212,5 @@ KEYS = (
     "REQUEST_TIMEOUT",
     "JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_PUBLIC_KEY_FILE", "JWT_ISSUER", "JWT_AUDIENCE",
     "JWT_LEEWAY", "JWT_TENANT_CLAIM", "JWT_ROLE_CLAIM",
+    "WORKERS", "SHUTDOWN_GRACE", "OTEL_ENDPOINT",
 )

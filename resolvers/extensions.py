@@ -12,6 +12,7 @@ from typing import Any
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, SchemaExtension
 
+from gateway import tracing
 from gateway.errors import GatewayError
 from gateway.metrics import ERRORS, REQUEST_SECONDS, REQUESTS
 
@@ -98,6 +99,7 @@ class RequestLog(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
+        span = tracing.start_operation()  # None unless tracing is on (gateway/tracing.py)
         yield
         elapsed = time.perf_counter() - started
         execution = self.execution_context
@@ -118,6 +120,9 @@ class RequestLog(SchemaExtension):
             "durationMs": round(elapsed * 1000, 2),
             "storeCalls": calls.as_dict() if calls else None, "errors": codes,
         }))
+        if span is not None:
+            tracing.end_operation(span, name, str(caller.tenant_id) if caller else None,
+                                  getattr(context, "request_id", None), codes)
 
 
 class StoreCallTrace(SchemaExtension):

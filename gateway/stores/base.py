@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from gateway import tracing
 from gateway.errors import BadUserInput, StoreUnavailable
 from gateway.metrics import STORE_CALLS, STORE_SECONDS
 from gateway.sqlfiles import queries
@@ -70,6 +71,7 @@ def translate_errors(store: str) -> Iterator[None]:
     """Maps driver errors that mean an outage to ``StoreUnavailable`` naming the store, and
     values the store cannot take to ``BadUserInput``; times the call for /metrics."""
     started = time.perf_counter()
+    span = tracing.store_span(store)  # None unless tracing is on (gateway/tracing.py)
     try:
         yield
     except StoreUnavailable:
@@ -86,6 +88,8 @@ def translate_errors(store: str) -> Iterator[None]:
         ) from exc
     finally:
         STORE_SECONDS.labels(store).observe(time.perf_counter() - started)
+        if span is not None:
+            tracing.end_store_span(span)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

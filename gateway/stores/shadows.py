@@ -23,6 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
+from gateway import tracing
 from gateway.errors import StoreUnavailable, VersionConflict
 from gateway.metrics import STORE_SECONDS
 from gateway.stores.base import record_round_trip
@@ -94,12 +95,15 @@ class ShadowDoc:
 @contextmanager
 def _translate() -> Iterator[None]:
     started = time.perf_counter()
+    span = tracing.store_span("shadows")  # None unless tracing is on (gateway/tracing.py)
     try:
         yield
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise StoreUnavailable("shadows", type(exc).__name__) from exc
     finally:
         STORE_SECONDS.labels("shadows").observe(time.perf_counter() - started)
+        if span is not None:
+            tracing.end_store_span(span)
 
 
 def _encode(doc: ShadowDoc) -> dict[Any, Any]:
