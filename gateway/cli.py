@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
-import os
+import math
+import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from gateway.settings import Settings, SettingsError
+from gateway.worker import configure_logging, export
+
+if TYPE_CHECKING:
+    from gateway.stores import Stores
 
 log = logging.getLogger("gateway.cli")
 
@@ -56,40 +64,87 @@ def _dev_key(settings: Settings) -> str:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Resolves the stores once in this process, then runs the workers: in this process
+    for one, as child processes for more. Embedded stores stop after the last worker."""
+    settings = replace(
+        settings, host=args.host or settings.host,
+        port=settings.port if args.port is None else args.port,
+        workers=args.workers or settings.workers,
+    )
+    # SIGTERM unwinds like Ctrl-C (uvicorn re-raises it once it has shut down), so the
+    # embedded stores below are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, _interrupt)
+    embedded = settings.embedded
+    try:
+        with resolved_settings(settings) as ready:
+            _migrate(ready)
+            dev_key = _dev_key(ready) if embedded else None
+            if args.demo:
+                from gateway.demo import prepare_demo
+
+                asyncio.run(_with_stores(ready, prepare_demo))
+            export(ready, ready.data_dir / "admin-key" if dev_key else None)
+            with _demo_simulator(ready) if args.demo else nullcontext():
+                if dev_key:
+                    print(f"\n  GraphiQL:  http://{ready.host}:{ready.port}/graphql", flush=True)
+                    print(f"  Admin key (demo tenant, embedded mode only): {dev_key}\n",
+                          flush=True)
+                _run_workers(ready)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C or SIGTERM before or after serving; everything above has stopped
+    return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_workers(settings: Settings) -> None:
     import uvicorn
 
-    from gateway.app import create_app
+    uvicorn.run(
+        "gateway.worker:app", factory=True, host=settings.host, port=settings.port,
+        workers=settings.workers, log_level="info",
+        # In-flight requests get the grace period; bodies stop a little earlier
+        # (gateway/draining.py).
+        timeout_graceful_shutdown=max(int(math.ceil(settings.shutdown_grace)), 1),
+    )
 
-    if args.host:
-        settings = Settings(**{**settings.__dict__, "host": args.host})
-    if args.port is not None:
-        settings = Settings(**{**settings.__dict__, "port": args.port})
-    embedded = settings.embedded
-    with resolved_settings(settings) as ready:
-        _migrate(ready)
-        dev_key = _dev_key(ready) if embedded else None
-        from gateway.demo import prepare_demo, run_demo
 
-        app = create_app(
-            ready, dev_key=dev_key, startup=prepare_demo if args.demo else None,
-            background=run_demo if args.demo else None,
-        )
-        if dev_key:
-            print(f"\n  GraphiQL:  http://{ready.host}:{ready.port}/graphql", flush=True)
-            print(f"  Admin key (demo tenant, embedded mode only): {dev_key}\n", flush=True)
-        # Long-lived objects (schema, pools, modules) leave the GC's view, and young
-        # collections run less often: GC measured 17-40 ms of a 100-device dashboard
-        # request with the defaults.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 20)
+async def _with_stores(settings: Settings, work: Callable[[Stores, Settings], Awaitable[None]]
+                       ) -> None:
+    from gateway.stores import open_stores
+
+    async with open_stores(settings) as stores:
+        await work(stores, settings)
+
+
+@contextmanager
+def _demo_simulator(settings: Settings) -> Iterator[None]:
+    """The demo simulator on its own event loop in a thread of this process: one for any
+    number of workers, stopped before the stores are."""
+    from gateway.demo import run_demo
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(_with_stores(settings, run_demo))
+
+    def run() -> None:
         try:
-            uvicorn.run(app, host=ready.host, port=ready.port, log_level="info",
-                        timeout_graceful_shutdown=10)
-        except KeyboardInterrupt:
-            # uvicorn re-raises Ctrl-C after its graceful shutdown; the stores stop next.
+            loop.run_until_complete(task)
+        except asyncio.CancelledError:
             pass
-    return 0
+        except Exception:
+            log.exception("demo simulator stopped")
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name="demo-simulator", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(task.cancel)
+        thread.join(timeout=10)
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
@@ -118,6 +173,13 @@ def cmd_tenant(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _positive(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="iotsphere", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="seed demo data once and keep a simulator running")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=_positive, metavar="N",
+                       help="worker processes (default: IOTSPHERE_WORKERS, else 1)")
     serve.set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply pending migrations").set_defaults(func=cmd_migrate)
     tenant = sub.add_parser("tenant", help="create or list tenants")
@@ -136,8 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     tenant.set_defaults(func=cmd_tenant)
 
     args = parser.parse_args(argv)
-    logging.basicConfig(level=os.environ.get("IOTSPHERE_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         settings = Settings.from_env()
     except SettingsError as exc:

@@ -8,6 +8,7 @@
      +-- Forbidden                  FORBIDDEN: the caller's role may not do this
      +-- LimitExceeded              LIMIT_EXCEEDED: a size or cost limit, named in the message
      +-- StoreUnavailable           STORE_UNAVAILABLE: a store failed or timed out; names the store
+     +-- ShuttingDown               STORE_UNAVAILABLE: the process is stopping; nothing was stored
      +-- NotImplementedYet          INTERNAL: a contract field whose issue has not landed yet
 
 Anything else raised while executing is masked as INTERNAL (``gateway.schema_errors``);
@@ -75,6 +76,16 @@ class StoreUnavailable(GatewayError):
         message = f"The {store} store is unavailable"
         super().__init__(f"{message}: {detail}" if detail else message, store=store)
         self.store = store
+
+
+class ShuttingDown(GatewayError):
+    """The process is stopping (SIGTERM) and refuses work it could not finish in time."""
+
+    code = "STORE_UNAVAILABLE"
+
+    def __init__(self, message: str = "The gateway is shutting down; nothing from this "
+                 "request was stored. Retry the whole request.") -> None:
+        super().__init__(message, shuttingDown=True)
 
 
 class NotImplementedYet(GatewayError):
