@@ -11,8 +11,14 @@
 #   `iotsphere` console script; its site-packages copy of the same code is shadowed.
 #   WORKDIR /app also makes a cwd-relative `sql/` resolve to the same place.
 #
-# Only the runtime dependencies are installed: no `embedded` extra (compose gives every
-# DSN, so no embedded store starts) and no `dev` extra.
+# Only the runtime dependencies are installed, with the `otel` extra (tracing stays off
+# until IOTSPHERE_OTEL_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT is set): no `embedded` extra
+# (compose gives every DSN, so no embedded store starts) and no `dev` extra.
+#
+# Stopping: SIGTERM (the default STOPSIGNAL) starts a graceful shutdown that takes up to
+# IOTSPHERE_SHUTDOWN_GRACE (20 s); give the container longer than that before SIGKILL
+# (`docker run --stop-timeout 30`, compose's stop_grace_period). Worker processes:
+# IOTSPHERE_WORKERS or `--workers N`.
 
 FROM python:3.12-slim
 
@@ -32,7 +38,7 @@ COPY gateway/ ./gateway/
 COPY resolvers/ ./resolvers/
 COPY sql/ ./sql/
 
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir ".[otel]" \
     && rm -rf build *.egg-info
 
 USER iotsphere

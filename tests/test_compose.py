@@ -365,3 +365,13 @@ def test_image_keeps_sql_next_to_the_gateway_package() -> None:
     package_parent = copies["gateway"].parent
     assert copies["sql"] == package_parent / "sql", copies
     assert str(package_parent) in pythonpath, f"PYTHONPATH {pythonpath} lacks {package_parent}"
+
+
+def test_gateway_stops_after_its_shutdown_grace() -> None:
+    """Docker sends SIGKILL after stop_grace_period (10 s when unset): it must outlast the
+    gateway's own grace period, or in-flight ingests are killed mid-commit."""
+    raw = str(service("gateway").get("stop_grace_period") or "10s")
+    match = re.fullmatch(r"(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?", raw)
+    assert match and raw, f"stop_grace_period {raw!r} is not in the m/s form"
+    seconds = int(match[1] or 0) * 60 + float(match[2] or 0)
+    assert seconds > gateway_settings().shutdown_grace, (raw, gateway_settings().shutdown_grace)
