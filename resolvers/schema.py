@@ -23,7 +23,7 @@ from resolvers.api_keys import ApiKeyQuery
 from resolvers.assets import Asset, AssetConnection, AssetFilter, resolve_assets
 from resolvers.cost import CostLimits, QueryCost
 from resolvers.devices import Device, DeviceConnection, DeviceFilter, resolve_devices
-from resolvers.document_limits import aliases_rule, depth_rule
+from resolvers.document_limits import OverlapBudget, aliases_rule, depth_rule
 from resolvers.extensions import ErrorCodes, RequestLog, StoreCallTrace
 from resolvers.live import GatewaySchema
 from resolvers.mutations import Mutation
@@ -108,6 +108,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         # (resolvers/document_limits.py); these rules give the same answers in one walk.
         partial(AddValidationRules, [depth_rule(settings.max_depth),
                                      aliases_rule(settings.max_aliases)]),
+        OverlapBudget,
         partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
         # After ValidationCache: refuses a valid document whose estimated cost (with its
         # variables) is over the maximum, before execution.
