@@ -21,8 +21,9 @@ AGGREGATES = {
     "MAX": "max(value)",
     "SUM": "sum(value)",
     "COUNT": "count(*)::float8",
-    "FIRST": "(min(ARRAY[extract(epoch FROM time)::float8, value]))[2]",
-    "LAST": "(max(ARRAY[extract(epoch FROM time)::float8, value]))[2]",
+    # date_part gives float8 directly; extract() gives numeric, several times slower.
+    "FIRST": "(min(ARRAY[date_part('epoch', time), value]))[2]",
+    "LAST": "(max(ARRAY[date_part('epoch', time), value]))[2]",
 }
 # The same aggregates combined from 5-minute partials (readings_5m rows): avg from sums
 # and counts, min of minimums, the first of the bucket's firsts, and so on.
@@ -32,8 +33,13 @@ ROLLED_AGGREGATES = {
     "MAX": "max(hi)",
     "SUM": "sum(total)",
     "COUNT": "sum(n)::float8",
-    "FIRST": "(min(ARRAY[extract(epoch FROM first_time)::float8, first_value]))[2]",
-    "LAST": "(max(ARRAY[extract(epoch FROM last_time)::float8, last_value]))[2]",
+    "FIRST": "(min(ARRAY[date_part('epoch', first_time), first_value]))[2]",
+    "LAST": "(max(ARRAY[date_part('epoch', last_time), last_value]))[2]",
+}
+# ... and of one part, when a bucket is exactly one rollup bucket.
+PART_AGGREGATES = {
+    "AVG": "total / n", "MIN": "lo", "MAX": "hi", "SUM": "total", "COUNT": "n::float8",
+    "FIRST": "first_value", "LAST": "last_value",
 }
 ROLLUP_WIDTH = timedelta(minutes=5)
 
@@ -148,7 +154,13 @@ class TelemetryStore(PgStore):
                 self.sql["series_raw"], tenant_id, list(device_ids), q.metric, q.start, q.end,
                 q.limit, q.newest_first,
             )
-        elif (span := rolled_span(q)) is not None:
+        elif (span := rolled_span(q)) is not None and q.bucket == ROLLUP_WIDTH:
+            sql = self.sql["series_rolled_5m"].replace("{agg}", PART_AGGREGATES[q.aggregate])
+            rows = await self.fetch(
+                sql, tenant_id, list(device_ids), q.metric, q.start, q.end, BUCKET_ORIGIN,
+                *span,
+            )
+        elif span is not None:
             sql = self.sql["series_rolled"].replace("{agg}", ROLLED_AGGREGATES[q.aggregate])
             rows = await self.fetch(
                 sql, tenant_id, list(device_ids), q.metric, q.start, q.end, q.bucket,

@@ -16,8 +16,8 @@ FROM unnest($2::uuid[]) AS d(id)
 CROSS JOIN LATERAL (
     SELECT count(*) AS n, min(value) AS min, max(value) AS max, avg(value) AS avg,
            stddev_samp(value) AS stddev,
-           (min(ARRAY[extract(epoch FROM time)::float8, value]))[2] AS first,
-           (max(ARRAY[extract(epoch FROM time)::float8, value]))[2] AS last
+           (min(ARRAY[date_part('epoch', time), value]))[2] AS first,
+           (max(ARRAY[date_part('epoch', time), value]))[2] AS last
     FROM readings
     WHERE tenant_id = $1 AND device_id = d.id AND metric = $3 AND time >= $4 AND time < $5
 ) s
@@ -74,8 +74,11 @@ LEFT JOIN LATERAL (
 -- aggregate). Rollup rows cover [$8, $9), the whole 5-minute buckets inside the range;
 -- the partial buckets at its edges, [$4, $8) and [$9, $5), are aggregated from readings
 -- into the same partial form, so the answer equals series_bucketed's over readings.
--- {agg} is filled from a fixed table of aggregate expressions over partials.
-WITH parts AS (
+-- The range's first and last values are those of its earliest and latest part (parts
+-- of one device never overlap in time), found by joining back rather than by comparing
+-- (time, value) arrays over every part, which took most of the time (EXPLAIN ANALYZE).
+-- {agg} is filled from a fixed table of aggregate expressions over parts.
+WITH parts AS MATERIALIZED (
     SELECT device_id, bucket, n, total, squares, lo, hi, first_time, first_value,
            last_time, last_value
     FROM readings_5m
@@ -84,31 +87,71 @@ WITH parts AS (
     UNION ALL
     SELECT device_id, date_bin(INTERVAL '5 minutes', time, $7::timestamptz), count(*),
            sum(value), sum(value * value), min(value), max(value),
-           min(time), (min(ARRAY[extract(epoch FROM time)::float8, value]))[2],
-           max(time), (max(ARRAY[extract(epoch FROM time)::float8, value]))[2]
+           min(time), (min(ARRAY[date_part('epoch', time), value]))[2],
+           max(time), (max(ARRAY[date_part('epoch', time), value]))[2]
     FROM readings
     WHERE tenant_id = $1 AND device_id = ANY($2::uuid[]) AND metric = $3
       AND ((time >= $4 AND time < $8) OR (time >= $9 AND time < $5))
     GROUP BY 1, 2
 ), buckets AS (
     SELECT device_id, date_bin($6::interval, bucket, $7::timestamptz) AS bucket,
-           sum(n)::bigint AS n, sum(total) AS total, sum(squares) AS squares,
-           min(lo) AS lo, max(hi) AS hi,
-           min(ARRAY[extract(epoch FROM first_time)::float8, first_value]) AS first,
-           max(ARRAY[extract(epoch FROM last_time)::float8, last_value]) AS last,
+           sum(n) AS n, sum(total) AS total, sum(squares) AS squares,
+           min(lo) AS lo, max(hi) AS hi, min(bucket) AS first_part, max(bucket) AS last_part,
            {agg} AS v
     FROM parts
     GROUP BY 1, 2
+), series AS (
+    SELECT device_id, sum(n)::bigint AS n, min(lo) AS min, max(hi) AS max,
+           sum(total) / sum(n)::float8 AS avg,
+           CASE WHEN sum(n) > 1 THEN sqrt(greatest(
+               (sum(squares) - sum(total) ^ 2 / sum(n)::float8) / (sum(n)::float8 - 1), 0))
+               END AS stddev,
+           min(first_part) AS first_part, max(last_part) AS last_part,
+           array_agg(bucket ORDER BY bucket) AS times, array_agg(v ORDER BY bucket) AS vals
+    FROM buckets
+    GROUP BY device_id
 )
-SELECT device_id, sum(n)::bigint AS n, min(lo) AS min, max(hi) AS max,
-       sum(total) / sum(n)::float8 AS avg,
-       CASE WHEN sum(n) > 1 THEN sqrt(greatest(
-           (sum(squares) - sum(total) ^ 2 / sum(n)::float8) / (sum(n)::float8 - 1), 0)) END
-           AS stddev,
-       (min(first))[2] AS first, (max(last))[2] AS last,
-       array_agg(bucket ORDER BY bucket) AS times, array_agg(v ORDER BY bucket) AS vals
-FROM buckets
-GROUP BY device_id;
+SELECT s.device_id, s.n, s.min, s.max, s.avg, s.stddev, f.first_value AS first,
+       l.last_value AS last, s.times, s.vals
+FROM series s
+JOIN parts f ON f.device_id = s.device_id AND f.bucket = s.first_part
+JOIN parts l ON l.device_id = s.device_id AND l.bucket = s.last_part;
+
+-- name: series_rolled_5m
+-- series_rolled for buckets of exactly 5 minutes: each part is a bucket, so there is no
+-- second grouping (3-4 times faster on 100 devices x 24 h). Parameters as series_rolled
+-- without the bucket width: $6 origin, [$7, $8) the rollup's span. {agg} is a fixed
+-- expression over one part's columns.
+WITH parts AS MATERIALIZED (
+    SELECT device_id, bucket, n, total, squares, lo, hi, first_value, last_value
+    FROM readings_5m
+    WHERE tenant_id = $1 AND device_id = ANY($2::uuid[]) AND metric = $3
+      AND bucket >= $7 AND bucket < $8
+    UNION ALL
+    SELECT device_id, date_bin(INTERVAL '5 minutes', time, $6::timestamptz), count(*),
+           sum(value), sum(value * value), min(value), max(value),
+           (min(ARRAY[date_part('epoch', time), value]))[2],
+           (max(ARRAY[date_part('epoch', time), value]))[2]
+    FROM readings
+    WHERE tenant_id = $1 AND device_id = ANY($2::uuid[]) AND metric = $3
+      AND ((time >= $4 AND time < $7) OR (time >= $8 AND time < $5))
+    GROUP BY 1, 2
+), series AS (
+    SELECT device_id, sum(n)::bigint AS n, min(lo) AS min, max(hi) AS max,
+           sum(total) / sum(n)::float8 AS avg,
+           CASE WHEN sum(n) > 1 THEN sqrt(greatest(
+               (sum(squares) - sum(total) ^ 2 / sum(n)::float8) / (sum(n)::float8 - 1), 0))
+               END AS stddev,
+           min(bucket) AS first_part, max(bucket) AS last_part,
+           array_agg(bucket ORDER BY bucket) AS times, array_agg({agg} ORDER BY bucket) AS vals
+    FROM parts
+    GROUP BY device_id
+)
+SELECT s.device_id, s.n, s.min, s.max, s.avg, s.stddev, f.first_value AS first,
+       l.last_value AS last, s.times, s.vals
+FROM series s
+JOIN parts f ON f.device_id = s.device_id AND f.bucket = s.first_part
+JOIN parts l ON l.device_id = s.device_id AND l.bucket = s.last_part;
 
 -- name: rollup_rolled
 -- The asset-tree rollup (see rollup) from the 5-minute rollup plus raw edges, as in
@@ -122,8 +165,8 @@ WITH parts AS (
     UNION ALL
     SELECT device_id, date_bin(INTERVAL '5 minutes', time, $8::timestamptz), count(*),
            sum(value), sum(value * value), min(value), max(value),
-           min(time), (min(ARRAY[extract(epoch FROM time)::float8, value]))[2],
-           max(time), (max(ARRAY[extract(epoch FROM time)::float8, value]))[2]
+           min(time), (min(ARRAY[date_part('epoch', time), value]))[2],
+           max(time), (max(ARRAY[date_part('epoch', time), value]))[2]
     FROM readings
     WHERE tenant_id = $1 AND device_id = ANY($3::uuid[]) AND metric = $4
       AND ((time >= $5 AND time < $9) OR (time >= $10 AND time < $6))
@@ -138,8 +181,8 @@ WITH parts AS (
            CASE WHEN sum(n) > 1 THEN sqrt(greatest(
                (sum(squares) - sum(total) ^ 2 / sum(n)::float8) / (sum(n)::float8 - 1), 0))
                END AS stddev,
-           (min(ARRAY[extract(epoch FROM first_time)::float8, first_value]))[2] AS first,
-           (max(ARRAY[extract(epoch FROM last_time)::float8, last_value]))[2] AS last
+           (min(ARRAY[date_part('epoch', first_time), first_value]))[2] AS first,
+           (max(ARRAY[date_part('epoch', last_time), last_value]))[2] AS last
     FROM r GROUP BY root
 ), buckets AS (
     SELECT root, date_bin($7::interval, bucket, $8::timestamptz) AS bucket, {agg} AS v
@@ -231,8 +274,8 @@ WITH r AS MATERIALIZED (
     SELECT root, count(*) AS n, count(DISTINCT device_id) AS devices,
            min(value) AS min, max(value) AS max, avg(value) AS avg,
            stddev_samp(value) AS stddev,
-           (min(ARRAY[extract(epoch FROM time)::float8, value]))[2] AS first,
-           (max(ARRAY[extract(epoch FROM time)::float8, value]))[2] AS last
+           (min(ARRAY[date_part('epoch', time), value]))[2] AS first,
+           (max(ARRAY[date_part('epoch', time), value]))[2] AS last
     FROM r GROUP BY root
 ), buckets AS (
     SELECT root, date_bin($7::interval, time, $8::timestamptz) AS bucket, {agg} AS v
