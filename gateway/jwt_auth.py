@@ -18,6 +18,7 @@ Error messages name what failed, never the token.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -41,6 +42,7 @@ MAX_LEEWAY = 300
 # stops working within this time; its exp should be short anyway.
 SUBJECT_TTL = 30.0
 _SUBJECTS_MAX = 10_000
+_ALG_NAME = re.compile(r"^[A-Za-z0-9]{1,10}$")
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,9 @@ class Claims:
 
 
 def looks_like_jwt(token: str) -> bool:
-    """Three dot-separated base64url parts, the compact JWS form."""
-    return token.count(".") == 2 and token.startswith("eyJ")
+    """Three dot-separated parts, the compact JWS form (API keys are told apart first, by
+    their ``iot_`` prefix)."""
+    return token.count(".") == 2
 
 
 class JwtVerifier:
@@ -95,7 +98,10 @@ class JwtVerifier:
             raise Unauthenticated("Malformed bearer token") from None
         if alg not in self._keys:
             accepted = ", ".join(sorted(self._keys))
-            raise Unauthenticated(f"Token algorithm {alg!r} is not accepted (accepted: {accepted})")
+            # The header is the caller's text: named only when it is a plausible alg name.
+            named = repr(alg) if isinstance(alg, str) and _ALG_NAME.match(alg) else "this"
+            raise Unauthenticated(f"Token algorithm {named} is not accepted "
+                                  f"(accepted: {accepted})")
         required = ["exp", self._tenant_claim, self._role_claim]
         try:
             payload = jwt.decode(

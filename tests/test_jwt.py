@@ -124,6 +124,10 @@ async def test_signatures_and_algorithms(http: httpx.AsyncClient, tenant: Tenant
     admin = hs256(claims(tenant, role="admin")).split(".")[1]
     tampered = f"{head}.{admin}.{sig}"
     refused(await ask(http, tampered), tampered, "signature does not verify")
+    odd = _hmac_token(claims(tenant), SECRET, alg="<script>" * 5)
+    response = await ask(http, odd)
+    refused(response, odd, "algorithm this is not accepted")
+    assert "script" not in response.text
     garbage = "eyJhbGciOi.not-a-token.x"
     refused(await ask(http, garbage), garbage, "Malformed")
 
@@ -141,7 +145,7 @@ async def test_rs256_public_key_is_no_hmac_secret(
         assert (await ask(http, good)).status_code == 200
 
 
-def _hmac_token(payload: dict[str, Any], secret: str) -> str:
+def _hmac_token(payload: dict[str, Any], secret: str, alg: str = "HS256") -> str:
     """An HS256 token keyed by any bytes (PyJWT itself refuses PEM keys as HMAC secrets)."""
     import base64
     import hashlib
@@ -151,7 +155,7 @@ def _hmac_token(payload: dict[str, Any], secret: str) -> str:
     def b64(raw: bytes) -> str:
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
-    signing = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(
+    signing = b64(json.dumps({"alg": alg, "typ": "JWT"}).encode()) + "." + b64(
         json.dumps(payload).encode())
     mac = hmac.new(secret.encode(), signing.encode(), hashlib.sha256).digest()
     return signing + "." + b64(mac)
