@@ -65,6 +65,11 @@ async def test_graphql_http_audits_pass(live: str, tenant: Tenant) -> None:
     assert by_status["error"] == [] and by_status["warn"] == [], json.dumps(failed, indent=1)
     assert by_status["notice"] == [], json.dumps(failed, indent=1)
 
+    async with httpx.AsyncClient(base_url=f"http://{live}") as http:  # and a plain client
+        response = await http.post("/graphql", json=TYPENAME,
+                                   headers=_auth(tenant, **{"X-Request-Id": "abc-1"}))
+    assert response.status_code == 200 and response.headers["x-request-id"] == "abc-1"
+
 
 def _auth(tenant: Tenant, **headers: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {tenant.key}", **headers}
@@ -93,13 +98,6 @@ async def test_media_type_follows_accept(gateway: Gateway, tenant: Tenant) -> No
         assert response.json() == {"data": {"__typename": "Query"}}
 
 
-async def test_an_unacceptable_accept_is_406(gateway: Gateway, tenant: Tenant) -> None:
-    response = await gateway.http.post("/graphql", json=TYPENAME,
-                                       headers=_auth(tenant, Accept="text/plain"))
-    assert response.status_code == 406
-    assert response.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
-
-
 REQUEST_ERRORS: list[dict[str, Any]] = [
     {"query": "{"},  # parse error
     {"query": "{ noSuchField }"},  # validation error
@@ -121,8 +119,7 @@ async def test_request_errors_are_400_with_graphql_response_json_and_200_with_js
         assert legacy.status_code == 200, query
         assert "data" not in legacy.json() and legacy.json()["errors"], query
 
-
-async def test_a_field_error_keeps_data_and_200(gateway: Gateway, tenant: Tenant) -> None:
+    # A field error is not a request error: data is there, and so is 200.
     response = await gateway.http.post("/graphql", json={"query": '{ device(id: "42") { id } }'},
                                        headers=_auth(tenant, Accept=GQL))
     assert response.status_code == 200
@@ -158,15 +155,6 @@ async def test_get_runs_queries_and_refuses_mutations_with_405(
     assert assets["data"]["assets"]["totalCount"] == 0  # nothing was created
 
 
-async def test_a_subscription_over_http_is_a_request_error(
-    gateway: Gateway, tenant: Tenant
-) -> None:
-    sub = {"query": 'subscription { shadowChanged(deviceIds: ["x"]) { kind } }'}
-    response = await gateway.http.post("/graphql", json=sub, headers=_auth(tenant, Accept=GQL))
-    assert response.status_code == 400
-    assert "WebSocket" in response.json()["errors"][0]["message"]
-
-
 MALFORMED: list[tuple[bytes, str | None, int]] = [
     (b'{"query": "{ __typename }"}', "text/plain", 415),
     (b'{"query": "{ __typename }"}', None, 415),
@@ -194,11 +182,6 @@ async def test_malformed_requests_are_refused(gateway: Gateway, tenant: Tenant) 
         [error] = response.json()["errors"]
         assert error["extensions"]["code"] == "BAD_USER_INPUT", body
         assert "data" not in response.json()
-
-
-async def test_other_methods_are_405(gateway: Gateway, tenant: Tenant) -> None:
-    response = await gateway.http.put("/graphql", json=TYPENAME, headers=_auth(tenant))
-    assert response.status_code == 405
 
 
 async def test_a_batch_runs_every_operation_in_order(gateway: Gateway, tenant: Tenant) -> None:
@@ -232,17 +215,6 @@ async def test_a_batch_over_the_limit_runs_nothing(app_client: AppClient, tenant
         assert [len(r["data"]["createAsset"]["id"]) for r in ok.json()] == [36] * 3
 
 
-async def test_an_empty_batch_is_refused(gateway: Gateway, tenant: Tenant) -> None:
-    response = await gateway.http.post("/graphql", json=[], headers=_auth(tenant))
-    assert response.status_code == 400
-
-
-async def test_unauthenticated_answers_in_the_negotiated_type(gateway: Gateway) -> None:
-    response = await gateway.http.post("/graphql", json=TYPENAME, headers={"Accept": GQL})
-    assert response.status_code == 401
-    assert response.headers["content-type"] == f"{GQL}; charset=utf-8"
-
-
 def test_negotiation_rules() -> None:
     assert http_spec.negotiate("") == "application/json"
     assert http_spec.negotiate("application/json;q=0, */*") == GQL  # json refused outright
@@ -251,8 +223,25 @@ def test_negotiation_rules() -> None:
     assert http_spec.negotiate(f"{GQL};q=bogus") is None
 
 
-async def test_requests_over_a_live_server_keep_the_request_id(live: str, tenant: Tenant) -> None:
-    async with httpx.AsyncClient(base_url=f"http://{live}") as http:
-        response = await http.post("/graphql", json=TYPENAME,
-                                   headers=_auth(tenant, **{"X-Request-Id": "abc-1"}))
-    assert response.status_code == 200 and response.headers["x-request-id"] == "abc-1"
+async def test_refusals_of_method_accept_operation_type_and_key(
+    gateway: Gateway, tenant: Tenant
+) -> None:
+    unacceptable = await gateway.http.post("/graphql", json=TYPENAME,
+                                           headers=_auth(tenant, Accept="text/plain"))
+    assert unacceptable.status_code == 406
+    assert unacceptable.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+
+    put = await gateway.http.put("/graphql", json=TYPENAME, headers=_auth(tenant))
+    assert put.status_code == 405
+
+    sub = {"query": 'subscription { shadowChanged(deviceIds: ["x"]) { kind } }'}
+    over_http = await gateway.http.post("/graphql", json=sub, headers=_auth(tenant, Accept=GQL))
+    assert over_http.status_code == 400
+    assert "WebSocket" in over_http.json()["errors"][0]["message"]
+
+    empty_batch = await gateway.http.post("/graphql", json=[], headers=_auth(tenant))
+    assert empty_batch.status_code == 400
+
+    anonymous = await gateway.http.post("/graphql", json=TYPENAME, headers={"Accept": GQL})
+    assert anonymous.status_code == 401
+    assert anonymous.headers["content-type"] == f"{GQL}; charset=utf-8"

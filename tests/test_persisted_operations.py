@@ -133,7 +133,8 @@ async def test_only_applies_to_websocket_operations(
         assert message["payload"][0]["extensions"]["code"] == "NOT_FOUND"
 
 
-def test_the_manifest_is_checked_at_start(settings: Settings, tmp_path: Path) -> None:
+def test_the_manifest_is_checked_at_start(tmp_path: Path) -> None:
+    settings = Settings()  # create_app connects to nothing: no stores needed
     with pytest.raises(SettingsError, match="PERSISTED_MANIFEST"):
         create_app(dataclasses.replace(settings, persisted_operations="only"))
     wrong = tmp_path / "wrong.json"
