@@ -288,26 +288,6 @@ LEFT JOIN (
     FROM buckets GROUP BY root
 ) b USING (root);
 
--- name: ingest_staged
--- The bulk endpoint's commit step: readings COPY'd into the session's staging table are
--- stored skipping duplicates, and the last-value table moves forward only.
-WITH inserted AS (
-    INSERT INTO readings (tenant_id, device_id, metric, time, value)
-    SELECT tenant_id, device_id, metric, time, value FROM ingest_staging
-    ON CONFLICT (device_id, metric, time) DO NOTHING
-    RETURNING tenant_id, device_id, metric, time, value
-), latest AS (
-    INSERT INTO latest_readings (tenant_id, device_id, metric, time, value)
-    SELECT DISTINCT ON (device_id, metric) tenant_id, device_id, metric, time, value
-    FROM inserted
-    ORDER BY device_id, metric, time DESC
-    ON CONFLICT (device_id, metric) DO UPDATE
-    SET time = EXCLUDED.time, value = EXCLUDED.value
-    WHERE latest_readings.time < EXCLUDED.time
-      AND latest_readings.tenant_id = EXCLUDED.tenant_id
-)
-SELECT count(*) AS inserted, min(time) AS first, max(time) AS last FROM inserted;
-
 -- name: insert_staged_returning
 -- POST /ingest, for a batch that holds a duplicate: the batch, COPY'd into the staging
 -- table, is stored skipping duplicates; the new readings come back for the last values.
@@ -326,9 +306,6 @@ FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::float8[])
 ON CONFLICT (device_id, metric) DO UPDATE
 SET time = EXCLUDED.time, value = EXCLUDED.value
 WHERE latest_readings.time < EXCLUDED.time AND latest_readings.tenant_id = EXCLUDED.tenant_id;
-
--- name: staged_span
-SELECT min(time) AS first, max(time) AS last FROM ingest_staging;
 
 -- name: drop_before
 SELECT readings_drop_before($1);
