@@ -193,8 +193,8 @@ async def _dump(server: Server, done: int) -> Path:
     gateway's event loop for a few seconds)."""
     os.kill(server.pid, signal.SIGUSR2)
     for _ in range(1200):
-        lines = [line for line in server.tail(200).splitlines()
-                 if line.startswith("SOAK-TRACEMALLOC ")]
+        log = server.log_path.read_text(errors="replace")  # access log lines come between
+        lines = [line for line in log.splitlines() if line.startswith("SOAK-TRACEMALLOC ")]
         if len(lines) > done:
             return Path(lines[-1].split(" ")[1])
         await asyncio.sleep(0.1)
