@@ -60,6 +60,14 @@ async def test_a_fragment_fan_out_is_counted_exactly(gateway: Gateway, tenant: T
     assert body["data"] == {"a": "Query"}
 
 
+async def test_an_unknown_fragment_is_reported_by_name(gateway: Gateway, tenant: Tenant) -> None:
+    # Strawberry's depth limiter raised KeyError('Nope') here, answered as "'Nope'".
+    body = await gateway.query("{ ...Nope }", key=tenant.key)
+    [error] = body["errors"]
+    assert (error["message"], error["extensions"]["code"]) == (
+        "Unknown fragment 'Nope'.", "BAD_USER_INPUT")
+
+
 async def test_tokens_are_limited(gateway: Gateway, tenant: Tenant) -> None:
     query = "{ " + " ".join("__typename" for _ in range(2_100)) + " }"
     assert _limit(await gateway.query(query, key=tenant.key))["limit"] == "maxTokens"
