@@ -2,7 +2,9 @@
 
 Ingest creates any partition it needs on the way, so this is not needed for correctness;
 it keeps partition creation (which briefly locks the readings table) off the ingest path
-for the common case, and drops days older than ``TELEMETRY_RETENTION_DAYS`` when set.
+for the common case, and drops days older than ``TELEMETRY_RETENTION_DAYS`` when set,
+together with the 5-minute rollup of those days (``readings_drop_before`` drops both, so a
+wide range never shows rolled-up data whose readings are gone).
 """
 
 from __future__ import annotations
