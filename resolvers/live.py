@@ -33,10 +33,12 @@ from graphql import (
     SelectionSetNode,
     get_operation_ast,
     parse,
+    specified_rules,
     validate,
 )
 from graphql.execution import Executor, execute_subscription_event
 from graphql.execution.values import get_argument_values
+from graphql.validation import ASTValidationRule
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from gateway.cohorts import ShadowChange
@@ -44,6 +46,8 @@ from gateway.context import Context
 from gateway.errors import GatewayError, NotFound, Unauthenticated
 from gateway.loaders import Loaders
 from gateway.stores.base import StoreCalls
+from resolvers.cost import CostLimits, check_cost
+from resolvers.document_limits import aliases_rule, depth_rule
 from resolvers.extensions import client_errors
 from resolvers.permissions import declared_rule
 from resolvers.scalars import parse_id
@@ -54,18 +58,37 @@ ROOT_FIELD = "shadowChanged"
 _SHADOW_CHANGED_RULE = declared_rule(Subscription, "shadow_changed")
 
 
+@dataclasses.dataclass(frozen=True)
+class SubscriptionLimits:
+    """The request limits the extension pipeline applies to queries (tokens, depth,
+    aliases, cost), for subscription documents, which the hub parses and validates
+    itself: a subscriber's document runs once per change for as long as it stays."""
+
+    max_tokens: int
+    max_depth: int
+    max_aliases: int
+    cost: CostLimits
+
+    @property
+    def rules(self) -> tuple[type[ASTValidationRule], ...]:
+        return (*specified_rules, depth_rule(self.max_depth), aliases_rule(self.max_aliases))
+
+
 @lru_cache(maxsize=512)
-def _parse(query: str) -> DocumentNode:
-    return parse(query)
+def _parse(query: str, max_tokens: int | None = None) -> DocumentNode:
+    return parse(query, max_tokens=max_tokens)
 
 
 class GatewaySchema(strawberry.Schema):
+    # Set by build_schema; None (no limits beyond graphql-core's own) for a bare schema.
+    subscription_limits: SubscriptionLimits | None = None
+
     async def stream(  # type: ignore[override]
         self, query: str | None, variable_values: dict[str, Any] | None = None,
         context_value: Any | None = None, root_value: Any | None = None,
         operation_name: str | None = None, **kwargs: Any,
     ) -> Any:
-        operation = _operation(query, operation_name)
+        operation = _operation(query, operation_name, self._max_tokens)
         if operation is None or operation.operation is not OperationType.SUBSCRIPTION:
             if isinstance(context_value, Context):
                 context_value = _fresh(context_value)
@@ -80,13 +103,19 @@ class GatewaySchema(strawberry.Schema):
         self, query: str, variables: dict[str, Any] | None, context: Context,
         operation_name: str | None,
     ) -> AsyncGenerator[Any, None]:
-        document = _parse(query)
-        errors = self._validate(query, document)
+        limits = self.subscription_limits
         executor = None
+        document = _parse(query, self._max_tokens)  # stream() parsed it with the same limit
+        errors = self._validate(query, document)
         if not errors:
             built = Executor.build(self._schema, document, context_value=context,
                                    raw_variable_values=variables, operation_name=operation_name)
             errors, executor = (built, None) if isinstance(built, list) else ([], built)
+        if executor is not None and limits is not None:
+            try:
+                check_cost(self._schema, document, operation_name, variables, limits.cost)
+            except GatewayError as error:
+                errors, executor = [error], None
         if executor is None:
             yield PreExecutionError(data=None, errors=client_errors(errors))
             return
@@ -110,8 +139,14 @@ class GatewaySchema(strawberry.Schema):
         if query not in cache:
             if len(cache) >= 512:
                 cache.clear()
-            cache[query] = list(validate(self._schema, document))
+            limits = self.subscription_limits
+            rules = limits.rules if limits else None
+            cache[query] = list(validate(self._schema, document, rules))
         return cache[query]
+
+    @property
+    def _max_tokens(self) -> int | None:
+        return self.subscription_limits.max_tokens if self.subscription_limits else None
 
     async def _join(
         self, executor: Executor, query: str, variables: dict[str, Any] | None,
@@ -121,7 +156,7 @@ class GatewaySchema(strawberry.Schema):
             raise Unauthenticated("Send Authorization in the connection_init payload")
         if context.hub is None:
             raise GatewayError("Live updates are not available on this server")
-        node = _root_field(executor.operation, document=_parse(query))
+        node = _root_field(executor.operation, document=_parse(query, self._max_tokens))
         field = self._schema.subscription_type.fields[ROOT_FIELD]  # type: ignore[union-attr]
         args = get_argument_values(field, node, executor.variable_values)
         caller = context.caller
@@ -185,13 +220,14 @@ def _fresh(context: Context) -> Context:
     )
 
 
-def _operation(query: str | None, name: str | None) -> OperationDefinitionNode | None:
+def _operation(query: str | None, name: str | None,
+               max_tokens: int | None) -> OperationDefinitionNode | None:
     if not query:
         return None
     try:
-        return get_operation_ast(_parse(query), name)
+        return get_operation_ast(_parse(query, max_tokens), name)
     except GraphQLError:
-        return None  # Strawberry reports syntax errors itself
+        return None  # Strawberry reports syntax errors (and the token limit) itself
 
 
 def _root_field(operation: OperationDefinitionNode, document: DocumentNode) -> FieldNode:

@@ -25,7 +25,7 @@ from resolvers.cost import CostLimits, QueryCost
 from resolvers.devices import Device, DeviceConnection, DeviceFilter, resolve_devices
 from resolvers.document_limits import OverlapBudget, aliases_rule, depth_rule
 from resolvers.extensions import ErrorCodes, RequestLog, StoreCallTrace
-from resolvers.live import GatewaySchema
+from resolvers.live import GatewaySchema, SubscriptionLimits
 from resolvers.mutations import Mutation
 from resolvers.permissions import TENANT_READERS, OwnDevice, allow
 from resolvers.scalars import DATETIME_SCALAR, INTERVAL_SCALAR, Interval, parse_id
@@ -99,6 +99,8 @@ class Query(ApiKeyQuery):
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     """The schema with the request limits of ``settings`` (defaults when None)."""
     settings = settings or Settings()
+    cost_limits = CostLimits(max_cost=settings.max_cost, max_page_size=settings.max_page_size,
+                             max_points=settings.max_points)
     extensions: list[Any] = [
         RequestLog, ErrorCodes, StoreCallTrace,
         # Dashboards send the same few documents over and over: validate each once
@@ -112,9 +114,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         partial(MaxTokensLimiter, max_token_count=settings.max_tokens),
         # After ValidationCache: refuses a valid document whose estimated cost (with its
         # variables) is over the maximum, before execution.
-        partial(QueryCost, limits=CostLimits(max_cost=settings.max_cost,
-                                             max_page_size=settings.max_page_size,
-                                             max_points=settings.max_points)),
+        partial(QueryCost, limits=cost_limits),
     ]
     if settings.production:
         extensions.append(DisableIntrospection)
@@ -128,6 +128,9 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             disable_field_suggestions=settings.production,
         ),
     )
+    built.subscription_limits = SubscriptionLimits(
+        max_tokens=settings.max_tokens, max_depth=settings.max_depth,
+        max_aliases=settings.max_aliases, cost=cost_limits)
     fast_paths.install(built)
     return built
 
