@@ -71,7 +71,8 @@ class Stack:
     def settings(self) -> Settings:
         """IOTSPHERE_* from the environment (pool sizes, timeouts...) with these stores."""
         base = Settings.from_env()
-        return Settings(**{**base.__dict__, "registry_dsn": self.dsns["registry"],
+        unlimited = {} if "IOTSPHERE_RATE_LIMIT" in os.environ else {"rate_limit": 0.0}
+        return Settings(**{**base.__dict__, **unlimited, "registry_dsn": self.dsns["registry"],
                            "assets_dsn": self.dsns["assets"],
                            "telemetry_dsn": self.dsns["telemetry"],
                            "redis_url": self.dsns["redis"]})
