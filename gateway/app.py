@@ -24,17 +24,18 @@ from gateway import http_spec, retention
 from gateway.auth import authenticate
 from gateway.context import GatewayGraphQL
 from gateway.cors import cors_middleware
-from gateway.errors import BadUserInput, GatewayError, LimitExceeded
+from gateway.errors import BadUserInput, GatewayError, LimitExceeded, StoreUnavailable
 from gateway.graphiql import STATIC_PATH, graphiql_html, static_app
 from gateway.hub import ShadowHub
 from gateway.ingest import ingest_endpoint
 from gateway.metrics import WEBSOCKETS, metrics_endpoint
-from gateway.migrate import migrate_all
+from gateway.migrate import migrate_held, migrate_reachable
 from gateway.persisted import PersistedOperations
 from gateway.reconciler import run_periodically as reconcile_periodically
 from gateway.settings import Settings
 from gateway.stores import Stores, open_stores
-from gateway.stores.base import begin_counting
+from gateway.stores.base import PgStore, begin_counting
+from gateway.stores.shadows import ShadowStore
 
 log = logging.getLogger("gateway.app")
 
@@ -183,13 +184,21 @@ def _redis_url(settings: Settings) -> str:
     return settings.redis_url
 
 
-async def _ping(name: str, probe: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+async def _check(store: PgStore | ShadowStore) -> dict[str, Any]:
+    """One store's readiness: a ping through its breaker (so an open circuit answers at
+    once, and after the cool-down the ping itself is the probe that closes it)."""
     started = time.perf_counter()
     try:
-        await asyncio.wait_for(probe(), timeout=2.0)
+        await asyncio.wait_for(store.ping(), timeout=2.0)
+    except StoreUnavailable as exc:
+        error = exc.message
     except Exception as exc:  # readiness reports any failure as the store's state
-        return {"store": name, "ok": False, "error": type(exc).__name__}
-    return {"store": name, "ok": True, "latencyMs": round((time.perf_counter() - started) * 1e3, 2)}
+        error = f"The {store.name} store did not answer: {type(exc).__name__}"
+    else:
+        latency = round((time.perf_counter() - started) * 1e3, 2)
+        return {"store": store.name, "ok": True, "state": store.breaker.state,
+                "latencyMs": latency}
+    return {"store": store.name, "ok": False, "state": store.breaker.state, "error": error}
 
 
 async def healthz(request: Request) -> Response:
@@ -197,13 +206,10 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """200 when every store answers (and is migrated), else 503; per store its circuit
+    state and latency or error."""
     stores: Stores = request.state.stores
-    checks = await asyncio.gather(
-        _ping("registry", lambda: stores.registry.pool.fetchval("SELECT 1")),
-        _ping("assets", lambda: stores.assets.pool.fetchval("SELECT 1")),
-        _ping("telemetry", lambda: stores.telemetry.pool.fetchval("SELECT 1")),
-        _ping("shadows", stores.shadows.client.ping),
-    )
+    checks = await asyncio.gather(*(_check(store) for store in stores.all()))
     ready = all(c["ok"] for c in checks)
     return JSONResponse({"ready": ready, "stores": checks}, status_code=200 if ready else 503)
 
@@ -242,12 +248,15 @@ def create_app(
         async with AsyncExitStack() as stack:
             opened = stores
             if opened is None:
-                assert settings.registry_dsn and settings.assets_dsn and settings.telemetry_dsn
-                await migrate_all({
-                    "registry": settings.registry_dsn, "assets": settings.assets_dsn,
-                    "telemetry": settings.telemetry_dsn,
-                })
+                # A store that is down does not stop the start: it is served once it
+                # answers, and its migrations run then (it reports not ready until).
                 opened = await stack.enter_async_context(open_stores(settings))
+                held = await migrate_reachable(
+                    (opened.registry, opened.assets, opened.telemetry),
+                    connect_timeout=settings.store_timeout)
+                if held:
+                    stack.push_async_callback(_cancel, asyncio.ensure_future(
+                        migrate_held(held, connect_timeout=settings.store_timeout)))
             hub = ShadowHub(opened, _redis_url(settings))
             await hub.start()
             stack.push_async_callback(hub.aclose)

@@ -227,6 +227,28 @@ class DevStack:
         self._stop_postgres()
         self._endpoints = None
 
+    # Outage drills (tests): stop one server and start it again where it was, so clients
+    # holding the old address reconnect to it.
+
+    def stop_postgres(self) -> None:
+        """``pg_ctl stop -m fast``: sessions are cut, the data stays."""
+        self._stop_postgres()
+
+    def restart_postgres(self) -> None:
+        """Starts the stopped PostgreSQL again on its previous port."""
+        assert self._endpoints is not None, "start() first"
+        self._start_postgres(self._endpoints.pg_port)
+
+    def stop_valkey(self) -> None:
+        """SIGTERM, as SHUTDOWN: clients are cut, the AOF is kept."""
+        self._stop_valkey()
+
+    def restart_valkey(self) -> None:
+        """Starts the stopped Valkey again on its previous port."""
+        assert self._endpoints is not None, "start() first"
+        port = self._endpoints.redis_url.rsplit(":", 1)[1].split("/", 1)[0]
+        self._start_valkey(int(port))
+
     def _running(self) -> bool:
         valkey_up = self._valkey is not None and self._valkey.poll() is None
         pid = self._pg_pid
@@ -288,7 +310,7 @@ class DevStack:
             log.warning("removing stale %s", self._valkey_pidfile)
             self._valkey_pidfile.unlink()
 
-    def _start_postgres(self) -> int:
+    def _start_postgres(self, port: int | None = None) -> int:
         if not (self._pgdata / "PG_VERSION").exists():
             log.info("initializing PostgreSQL cluster in %s", self._pgdata)
             done = self._run_pg(postgres_bin("initdb"), "-D", self._pgdata, "-U", "postgres",
@@ -302,7 +324,7 @@ class DevStack:
         if "include 'devstack.conf'" not in main_conf.read_text():
             with main_conf.open("a") as fh:
                 fh.write("\ninclude 'devstack.conf'\n")
-        port = _free_port()
+        port = port or _free_port()
         done = self._run_pg(postgres_bin("pg_ctl"), "start", "-D", self._pgdata, "-l",
                             self._pg_log, "-w", "-t", str(int(START_TIMEOUT)), "-o", f"-p {port}",
                             timeout=START_TIMEOUT + 10)
@@ -333,8 +355,8 @@ class DevStack:
             log.info("creating databases %s", ", ".join(missing))
             self._psql(port, *(f'CREATE DATABASE "{name}"' for name in missing))
 
-    def _start_valkey(self) -> int:
-        port = _free_port()
+    def _start_valkey(self, port: int | None = None) -> int:
+        port = port or _free_port()
         args = [
             str(valkey_bin()), "--bind", _HOST, "--port", str(port),
             "--dir", str(self._redis_dir), "--appendonly", "yes", "--appendfsync", "everysec",

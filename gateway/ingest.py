@@ -321,7 +321,7 @@ async def _ingest(
     batch = Batch(stores, caller, outcome)
     telemetry = stores.telemetry
     with translate_errors("telemetry"):
-        async with telemetry.pool.acquire() as conn, conn.transaction():
+        async with telemetry.acquire() as conn, conn.transaction():
             writer = Writer(conn, telemetry, caller.tenant_id)
             try:
                 async for _ in _parse(request, settings, kind, batch, outcome):

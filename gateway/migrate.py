@@ -6,11 +6,15 @@ advisory lock makes concurrent replicas starting at once apply each migration ex
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Sequence
 
 import asyncpg
 
+from gateway.errors import StoreUnavailable
 from gateway.sqlfiles import migrations
+from gateway.stores.base import PgStore, translate_errors
 
 log = logging.getLogger("gateway.migrate")
 
@@ -76,3 +80,53 @@ async def migrate_all(dsns: dict[str, str]) -> dict[str, list[str]]:
         finally:
             await conn.close()
     return result
+
+
+async def migrate_store(store: PgStore, *, connect_timeout: float) -> list[str]:
+    """Migrates one store on a connection of its own; an unreachable database raises
+    ``StoreUnavailable`` after at most ``connect_timeout`` s."""
+    with translate_errors(store.name):
+        conn = await asyncpg.connect(store.dsn, timeout=connect_timeout)
+        try:
+            return await migrate(conn, store.name)
+        finally:
+            await conn.close()
+
+
+async def migrate_reachable(stores: Sequence[PgStore], *, connect_timeout: float) -> list[PgStore]:
+    """Migrates the stores that answer, at once; holds the others (their calls fail as
+    unavailable, readiness reports them) and returns them for ``migrate_held``. A migration
+    that fails for any other reason stops the start, as a broken schema should."""
+    async def attempt(store: PgStore) -> PgStore | None:
+        try:
+            await migrate_store(store, connect_timeout=connect_timeout)
+        except StoreUnavailable as exc:
+            log.warning("%s: its migrations wait until it answers", exc.message)
+            store.held = "migrations pending"
+            return store
+        return None
+
+    held = await asyncio.gather(*(attempt(store) for store in stores))
+    return [store for store in held if store is not None]
+
+
+async def migrate_held(stores: Sequence[PgStore], *, connect_timeout: float,
+                       backoff_max: float = 2.0) -> None:
+    """Retries the held stores' migrations (capped exponential backoff) and releases each
+    store once its migrations ran. Runs in the background until all are done."""
+    waiting = list(stores)
+    backoff = 0.25
+    while waiting:
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, backoff_max)
+        for store in list(waiting):
+            try:
+                await migrate_store(store, connect_timeout=connect_timeout)
+            except StoreUnavailable:
+                continue
+            except Exception:  # a bug must not end the retries; it is logged each time
+                log.exception("migrating the %s store failed; retrying", store.name)
+                continue
+            store.held = None
+            waiting.remove(store)
+            log.info("%s store migrated; serving it", store.name)

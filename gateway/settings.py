@@ -90,6 +90,9 @@ class Settings:
     persisted_operations: str = "off"  # off | allow | only (gateway/persisted.py)
     persisted_manifest: Path | None = None  # JSON map of sha256 hash -> document
     # JWT bearer tokens (gateway/jwt_auth.py); off while neither key is set.
+    breaker_failures: int = 5  # consecutive outage errors that open a store's circuit
+    breaker_cooldown: float = 1.0  # seconds an open circuit fails fast before a probe
+    auth_outage_grace: float = 60.0  # seconds a verified key outlives a registry outage
     jwt_secret: str | None = None  # HS256, at least 32 bytes
     jwt_public_key: str | None = None  # RS256 PEM (from JWT_PUBLIC_KEY or JWT_PUBLIC_KEY_FILE)
     jwt_issuer: str | None = None
@@ -161,6 +164,9 @@ class Settings:
             persisted_operations=_choice(env, "PERSISTED_OPERATIONS", ("off", "allow", "only")),
             persisted_manifest=_path(env, "PERSISTED_MANIFEST"),
             jwt_secret=_str(env, "JWT_SECRET"),
+            breaker_failures=_int(env, "BREAKER_FAILURES", 5, minimum=1),
+            breaker_cooldown=_float(env, "BREAKER_COOLDOWN", 1.0),
+            auth_outage_grace=_float(env, "AUTH_OUTAGE_GRACE", 60.0),
             jwt_public_key=_public_key(env),
             jwt_issuer=_str(env, "JWT_ISSUER"),
             jwt_audience=_str(env, "JWT_AUDIENCE"),
@@ -209,7 +215,7 @@ KEYS = (
     "ENV", "MAX_PAGE_SIZE", "MAX_POINTS", "POOL_MIN_SIZE", "POOL_MAX_SIZE", "STORE_TIMEOUT",
     "RECONCILE_INTERVAL", "ALLOWED_ORIGINS", "INGEST_MAX_BYTES", "INGEST_MAX_LINES",
     "TELEMETRY_RETENTION_DAYS", "MAX_DEPTH", "MAX_ALIASES", "MAX_TOKENS", "MAX_BODY_BYTES",
-    "REQUEST_TIMEOUT",
+    "REQUEST_TIMEOUT", "BREAKER_FAILURES", "BREAKER_COOLDOWN", "AUTH_OUTAGE_GRACE",
     "JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_PUBLIC_KEY_FILE", "JWT_ISSUER", "JWT_AUDIENCE",
     "JWT_LEEWAY", "JWT_TENANT_CLAIM", "JWT_ROLE_CLAIM",
     "WORKERS", "SHUTDOWN_GRACE", "OTEL_ENDPOINT",

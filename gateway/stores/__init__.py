@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from gateway.breaker import CircuitBreaker
 from gateway.settings import Settings
 from gateway.stores.assets import AssetStore
 from gateway.stores.registry import RegistryStore
@@ -20,25 +22,38 @@ class Stores:
     telemetry: TelemetryStore
     shadows: ShadowStore
 
+    def all(self) -> tuple[RegistryStore, AssetStore, TelemetryStore, ShadowStore]:
+        return (self.registry, self.assets, self.telemetry, self.shadows)
+
 
 @asynccontextmanager
 async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
-    """Connects every store and closes them in reverse order."""
+    """Connects every store and closes them in reverse order. A store that does not answer
+    does not stop the others: its adapter connects on first use (see ``PgStore``)."""
     if settings.embedded:
         raise RuntimeError("open_stores needs every DSN; start the devstack first")
     assert settings.registry_dsn and settings.assets_dsn and settings.telemetry_dsn
     assert settings.redis_url
+
+    def breaker(name: str) -> CircuitBreaker:
+        return CircuitBreaker(name, failures=settings.breaker_failures,
+                              cooldown=settings.breaker_cooldown)
+
     timeout, lo, hi = settings.store_timeout, settings.pool_min_size, settings.pool_max_size
     stores = Stores(
-        registry=RegistryStore(settings.registry_dsn, timeout=timeout, min_size=lo, max_size=hi),
-        assets=AssetStore(settings.assets_dsn, timeout=timeout, min_size=lo, max_size=hi),
-        telemetry=TelemetryStore(
-            settings.telemetry_dsn, timeout=timeout, min_size=lo, max_size=hi
+        registry=RegistryStore(
+            settings.registry_dsn, timeout=timeout, min_size=lo, max_size=hi,
+            breaker=breaker("registry"), outage_grace=settings.auth_outage_grace,
         ),
-        shadows=ShadowStore(settings.redis_url, timeout=settings.store_timeout),
+        assets=AssetStore(settings.assets_dsn, timeout=timeout, min_size=lo, max_size=hi,
+                          breaker=breaker("assets")),
+        telemetry=TelemetryStore(settings.telemetry_dsn, timeout=timeout, min_size=lo,
+                                 max_size=hi, breaker=breaker("telemetry")),
+        shadows=ShadowStore(settings.redis_url, timeout=timeout, breaker=breaker("shadows")),
     )
     async with AsyncExitStack() as stack:
-        for store in (stores.registry, stores.assets, stores.telemetry, stores.shadows):
-            await store.connect()
+        for store in stores.all():
             stack.push_async_callback(store.aclose)
+        # At once: with a store that does not answer, start waits one connect timeout.
+        await asyncio.gather(*(store.connect() for store in stores.all()))
         yield stores

@@ -7,6 +7,7 @@ by all requests while ``extensions.storeCalls`` still reports one request's own 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -18,9 +19,12 @@ import asyncpg
 import orjson
 
 from gateway import tracing
+from gateway.breaker import CircuitBreaker
 from gateway.errors import BadUserInput, StoreUnavailable
 from gateway.metrics import STORE_CALLS, STORE_SECONDS
 from gateway.sqlfiles import queries
+
+log = logging.getLogger("gateway.stores")
 
 
 @dataclass
@@ -101,59 +105,132 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 class PgStore:
-    """An asyncpg pool over one database, with the store's named queries."""
+    """An asyncpg pool over one database, with the store's named queries.
+
+    The pool is created on first use when the database cannot be reached at start (and
+    again after a failed attempt), so the gateway starts and serves the other stores while
+    this one is down. Every call passes the store's circuit breaker."""
 
     name = "postgres"
 
-    def __init__(self, dsn: str, *, timeout: float = 5.0, min_size: int = 1, max_size: int = 10):
+    def __init__(
+        self, dsn: str, *, timeout: float = 5.0, min_size: int = 1, max_size: int = 10,
+        breaker: CircuitBreaker | None = None,
+    ):
         self._dsn = dsn
         self._timeout = timeout
         self._min_size = min_size
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        self._creating: asyncio.Future[asyncpg.Pool] | None = None
+        self.breaker = breaker or CircuitBreaker(self.name)
+        # Set while the store's migrations have not run: calls fail as unavailable rather
+        # than reach tables that may not exist yet.
+        self.held: str | None = None
         self.sql = queries(self.name)
 
     async def connect(self) -> None:
-        with translate_errors(self.name):
+        """Creates the pool if the database answers; if not, the first call retries."""
+        try:
+            async with self._guarded():
+                await self._ensure_pool()
+        except StoreUnavailable as exc:
+            log.warning("%s; continuing without it until it answers", exc.message)
+
+    async def aclose(self) -> None:
+        if self._creating is not None:
+            self._creating.cancel()
+            await asyncio.gather(self._creating, return_exceptions=True)
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:  # a hung server would hold a graceful close forever
+                await asyncio.wait_for(pool.close(), self._timeout)
+            except TimeoutError:
+                pool.terminate()
+
+    async def _ensure_pool(self) -> asyncpg.Pool:
+        """The pool, created by one attempt that every concurrent caller shares: while the
+        database does not answer, callers fail together after one connect timeout instead
+        of queueing for one attempt each."""
+        if self._pool is not None:
+            return self._pool
+        if self._creating is None:
+            self._creating = asyncio.ensure_future(self._create_pool())
+            # Retrieved here too, in case every caller was cancelled meanwhile.
+            self._creating.add_done_callback(lambda t: t.cancelled() or t.exception())
+        # Shielded: a cancelled caller must not cancel the attempt the others wait on.
+        return await asyncio.shield(self._creating)
+
+    async def _create_pool(self) -> asyncpg.Pool:
+        try:
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=self._min_size, max_size=self._max_size,
                 init=_init_connection, timeout=self._timeout,
             )
+            return self._pool
+        finally:
+            self._creating = None
 
-    async def aclose(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+    @property
+    def dsn(self) -> str:
+        return self._dsn
 
     @property
     def pool(self) -> asyncpg.Pool:
+        """The pool for direct use (tests, benchmarks); adapter methods go through the
+        breaker instead."""
         if self._pool is None:
-            raise RuntimeError(f"{self.name} store used before connect()")
+            raise StoreUnavailable(self.name, "not connected")
         return self._pool
+
+    @asynccontextmanager
+    async def _guarded(self) -> AsyncIterator[None]:
+        """The store boundary: held stores refuse, the breaker decides, driver errors are
+        translated (and feed the breaker)."""
+        if self.held is not None:
+            raise StoreUnavailable(self.name, self.held)
+        with self.breaker.guard(), translate_errors(self.name):
+            yield
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        """One pooled connection through the breaker. Getting it and giving it back are
+        each bounded by the store timeout: on a server that hangs, asyncpg's release would
+        otherwise wait for the timed-out query's cancellation forever (measured: requests
+        then hung until the request timeout). So a call to a hung store fails within about
+        twice the timeout: the query's, then the cancellation's."""
+        async with self._guarded():
+            pool = await self._ensure_pool()
+            async with pool.acquire(timeout=self._timeout) as conn:
+                yield conn
+
+    async def ping(self) -> None:
+        """One ``SELECT 1`` through the breaker (readiness; not a request's round trip)."""
+        async with self.acquire() as conn:
+            await conn.fetchval("SELECT 1", timeout=self._timeout)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         """A transaction on one pooled connection; BEGIN and COMMIT count as round trips."""
-        with translate_errors(self.name):
-            async with self.pool.acquire() as conn, conn.transaction():
-                record_round_trip(self.name)
-                yield Tx(conn, self.name, self._timeout)
-                record_round_trip(self.name)
+        async with self.acquire() as conn, conn.transaction():
+            record_round_trip(self.name)
+            yield Tx(conn, self.name, self._timeout)
+            record_round_trip(self.name)
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         record_round_trip(self.name)
-        with translate_errors(self.name):
-            return await self.pool.fetch(query, *args, timeout=self._timeout)
+        async with self.acquire() as conn:
+            return await conn.fetch(query, *args, timeout=self._timeout)
 
     async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
         record_round_trip(self.name)
-        with translate_errors(self.name):
-            return await self.pool.fetchrow(query, *args, timeout=self._timeout)
+        async with self.acquire() as conn:
+            return await conn.fetchrow(query, *args, timeout=self._timeout)
 
     async def execute(self, query: str, *args: Any) -> str:
         record_round_trip(self.name)
-        with translate_errors(self.name):
-            return await self.pool.execute(query, *args, timeout=self._timeout)
+        async with self.acquire() as conn:
+            return await conn.execute(query, *args, timeout=self._timeout)
 
 
 class Tx:

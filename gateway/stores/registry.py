@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from gateway.errors import StoreUnavailable
 from gateway.stores.base import PgStore, align
 
 
@@ -31,8 +34,44 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
+class VerifiedKeys:
+    """API keys the registry verified recently, for use only while it is unreachable.
+
+    Bounded (oldest dropped first) and per process; unknown or revoked keys are never kept.
+    """
+
+    MAX_KEYS = 10_000
+
+    def __init__(self, grace: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._grace = grace
+        self._clock = clock
+        self._rows: dict[bytes, tuple[float, Any]] = {}
+
+    def remember(self, key_hash: bytes, row: Any) -> None:
+        if self._grace <= 0:
+            return
+        self._rows.pop(key_hash, None)  # re-inserted last: eviction drops the stalest
+        self._rows[key_hash] = (self._clock(), row)
+        if len(self._rows) > self.MAX_KEYS:
+            del self._rows[next(iter(self._rows))]
+
+    def forget(self, key_hash: bytes) -> None:
+        self._rows.pop(key_hash, None)
+
+    def recent(self, key_hash: bytes) -> Any | None:
+        """The row if verified within the grace period, else None."""
+        entry = self._rows.get(key_hash)
+        if entry is None or self._clock() - entry[0] > self._grace:
+            return None
+        return entry[1]
+
+
 class RegistryStore(PgStore):
     name = "registry"
+
+    def __init__(self, dsn: str, *, outage_grace: float = 60.0, **options: Any) -> None:
+        super().__init__(dsn, **options)
+        self.verified_keys = VerifiedKeys(outage_grace)
 
     async def devices_by_ids(
         self, tenant_id: UUID, ids: Sequence[UUID]
@@ -147,7 +186,22 @@ class RegistryStore(PgStore):
         return await self.fetch(self.sql["device_credentials_for_auth"], device_id)
 
     async def api_key(self, key_hash: bytes) -> asyncpg.Record | None:
-        return await self.fetchrow(self.sql["api_key_by_hash"], key_hash)
+        """The key's row, None for an unknown or revoked key. Always asked of the registry,
+        so a revocation counts at once; only while the registry is unreachable is a key it
+        verified within the last ``outage_grace`` seconds accepted from memory, so reads
+        of the other stores keep working through a short registry outage."""
+        try:
+            row = await self.fetchrow(self.sql["api_key_by_hash"], key_hash)
+        except StoreUnavailable:
+            remembered = self.verified_keys.recent(key_hash)
+            if remembered is None:
+                raise
+            return remembered
+        if row is None:
+            self.verified_keys.forget(key_hash)
+        else:
+            self.verified_keys.remember(key_hash, row)
+        return row
 
     async def create_tenant(self, name: str) -> asyncpg.Record:
         row = await self.fetchrow(self.sql["insert_tenant"], name)

@@ -9,6 +9,7 @@ keeps one tenant's keys in one Redis Cluster slot.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -24,9 +25,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from gateway import tracing
+from gateway.breaker import CircuitBreaker
 from gateway.errors import StoreUnavailable, VersionConflict
 from gateway.metrics import STORE_SECONDS
 from gateway.stores.base import record_round_trip
+
+log = logging.getLogger("gateway.stores")
 
 KEY_PREFIX = "iot"
 
@@ -141,12 +145,17 @@ def _decode_fields(device_id: UUID, fields: Mapping[Any, Any]) -> ShadowDoc:
 class ShadowStore:
     name = "shadows"
 
-    def __init__(self, url: str, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 5.0, breaker: CircuitBreaker | None = None
+    ) -> None:
         self._url = url
         self._timeout = timeout
         self._redis: redis.Redis | None = None
+        self.breaker = breaker or CircuitBreaker(self.name)
 
     async def connect(self) -> None:
+        """Makes the client (which connects on demand) and pings once; an unreachable Redis
+        is logged, not fatal: calls fail as unavailable until it answers."""
         self._redis = redis.Redis.from_url(
             self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
         )
@@ -154,9 +163,21 @@ class ShadowStore:
         self._get_many_script = self._redis.register_script(_GET_MANY)
         self._get_with_versions_script = self._redis.register_script(_GET_WITH_VERSIONS)
         try:
-            await self._redis.ping()
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise StoreUnavailable(self.name, type(exc).__name__) from exc
+            await self.ping()
+        except StoreUnavailable as exc:
+            log.warning("%s; continuing without it until it answers", exc.message)
+
+    async def ping(self) -> None:
+        """PING through the breaker (readiness; not a request's round trip)."""
+        with self._guarded():
+            await self.client.ping()
+
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """The store boundary: the breaker decides, driver errors are translated (and feed
+        the breaker)."""
+        with self.breaker.guard(), _translate():
+            yield
 
     async def aclose(self) -> None:
         if self._redis is not None:
@@ -179,7 +200,7 @@ class ShadowStore:
         if not device_ids:
             return []
         record_round_trip(self.name)
-        with _translate():
+        with self._guarded():
             replies = await self._get_many_script(
                 keys=[shadow_key(tenant_id, d) for d in device_ids])
         return [_decode(d, _pairs(r)) for d, r in zip(device_ids, replies, strict=True)]
@@ -187,7 +208,7 @@ class ShadowStore:
     async def put(self, tenant_id: UUID, doc: ShadowDoc) -> None:
         """Writes a whole shadow (seeding and tests; updates go through ``update``)."""
         record_round_trip(self.name)
-        with _translate():
+        with self._guarded():
             await self.client.hset(shadow_key(tenant_id, doc.device_id), mapping=_encode(doc))
 
     async def update(
@@ -198,7 +219,7 @@ class ShadowStore:
         write). ``change(current, last_version)`` returns the new document or raises;
         ``last_version`` is the current version, or the one a deleted shadow left behind."""
         key, ver_key = shadow_key(tenant_id, device_id), version_key(tenant_id, device_id)
-        with _translate():
+        with self._guarded():
             async with self.client.pipeline(transaction=True) as pipe:
                 for _ in range(MAX_ATTEMPTS):
                     try:
@@ -233,7 +254,7 @@ class ShadowStore:
         keys = []
         for device_id in device_ids:
             keys += [shadow_key(tenant_id, device_id), version_key(tenant_id, device_id)]
-        with _translate():
+        with self._guarded():
             results = await self._get_with_versions_script(keys=keys)
         out: list[tuple[ShadowDoc | None, int | None]] = []
         for n, device_id in enumerate(device_ids):
@@ -246,14 +267,14 @@ class ShadowStore:
         """Tells every gateway replica that devices moved between assets in this tenant,
         so subscriptions filtered by asset re-resolve their devices."""
         record_round_trip(self.name)
-        with _translate():
+        with self._guarded():
             await self.client.publish(topology_channel(tenant_id), b"1")
 
     async def delete(self, tenant_id: UUID, device_id: UUID) -> bool:
         """Deletes the shadow, keeping its version for a later re-creation; False when there
         was no shadow."""
         record_round_trip(self.name)
-        with _translate():
+        with self._guarded():
             deleted = await self._delete_script(
                 keys=[shadow_key(tenant_id, device_id), version_key(tenant_id, device_id)]
             )
@@ -265,7 +286,7 @@ class ShadowStore:
         if not tenant_device_ids:
             return 0
         record_round_trip(self.name)
-        with _translate():
+        with self._guarded():
             async with self.client.pipeline(transaction=False) as pipe:
                 for tenant_id, device_id in tenant_device_ids:
                     await self._delete_script(
