@@ -25,6 +25,7 @@ from resolvers.cost import CostLimits, QueryCost
 from resolvers.devices import Device, DeviceConnection, DeviceFilter, resolve_devices
 from resolvers.document_limits import OverlapBudget, aliases_rule, depth_rule
 from resolvers.extensions import ErrorCodes, RequestLog, StoreCallTrace
+from resolvers.flat_lists import FlatListExecutionContext
 from resolvers.live import GatewaySchema, SubscriptionLimits
 from resolvers.mutations import Mutation
 from resolvers.permissions import TENANT_READERS, OwnDevice, allow
@@ -123,6 +124,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
+        execution_context_class=FlatListExecutionContext,
         config=StrawberryConfig(
             scalar_map={Interval: INTERVAL_SCALAR, datetime: DATETIME_SCALAR},
             disable_field_suggestions=settings.production,
