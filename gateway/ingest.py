@@ -1,8 +1,8 @@
 """``POST /ingest``: bulk telemetry as NDJSON or CSV, streamed into one transaction.
 
 Lines are parsed as they arrive and checked (a known, live device of the caller's tenant,
-a metric name, a finite value, an RFC 3339 time at most 5 minutes ahead). Good readings
-are written in batches, binary-COPY'd into ``readings`` by ``gateway.ingest_writer``
+a metric name, a finite value within +-1e100, an RFC 3339 time at most 5 minutes ahead).
+Good readings are written in batches, binary-COPY'd into ``readings`` by ``gateway.ingest_writer``
 while the next batch is parsed, all in the request's one transaction; duplicates are
 skipped, and the response, sent after COMMIT, counts accepted, duplicate and rejected
 readings (with line numbers). Memory is bounded by two batches, not the body. A body over
@@ -37,7 +37,7 @@ from gateway.settings import Settings
 from gateway.stores import Stores
 from gateway.stores.base import translate_errors
 from gateway.writes.telemetry import count_ingest
-from gateway.writes.validate import METRIC
+from gateway.writes.validate import MAX_READING, METRIC
 
 log = logging.getLogger("gateway.ingest")
 
@@ -109,6 +109,8 @@ class Batch:
             self._outcome.reject(line, "time is more than 5 minutes in the future")
         elif parsed_value is None or not math.isfinite(parsed_value):
             self._outcome.reject(line, "value is not a finite number")
+        elif abs(parsed_value) > MAX_READING:
+            self._outcome.reject(line, f"value is beyond {MAX_READING:g} in magnitude")
         else:
             self._pending.append((line, device, metric, parsed_time, parsed_value))
 

@@ -64,7 +64,7 @@ async def test_ndjson_accepts_good_lines_and_names_bad_ones(
         b"{not json", _reading(theirs, 1), _reading(mine, 1, "NaN"),
         _reading(mine, 1, metric="9lives"), _reading(mine, -10), _reading(retired, 1),
         {"deviceId": "nope", "metric": "t", "time": NOW.isoformat(), "value": 1},
-        _reading(mine, 1, "22.5"),
+        _reading(mine, 1, "22.5"), _reading(mine, 4, 1e300),
     )
     async with app_client() as http:
         response = await _post(http, body, auth=f"Bearer {tenant.key}")
@@ -75,7 +75,7 @@ async def test_ndjson_accepts_good_lines_and_names_bad_ones(
             4: "line is not JSON", 5: "unknown device",
             6: "value is not a finite number", 7: "metric '9lives' is not a metric name",
             8: "time is more than 5 minutes in the future", 9: "device is decommissioned",
-            10: "deviceId is not a valid ID",
+            10: "deviceId is not a valid ID", 12: "value is beyond 1e+100 in magnitude",
         }
         again = (await _post(http, body, auth=f"Bearer {tenant.key}")).json()
     assert (again["accepted"], again["duplicates"]) == (0, 4)

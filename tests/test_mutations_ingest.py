@@ -62,11 +62,13 @@ async def test_each_reading_is_accepted_duplicate_or_rejected_with_a_reason(
         reading(a, now - timedelta(minutes=3), 1.0),  # the same as the first
         reading("not-a-uuid", now, 8.0),
         reading(retired, now, 9.0),
+        reading(b, now, -1e300),  # the rollup's sum of squares would overflow
     ]
     first = await ingest(gateway, tenant, batch)
     assert (first["accepted"], first["duplicates"]) == (3, 1)
     reasons = {r["index"]: r["reason"] for r in first["rejected"]}
-    assert sorted(reasons) == [2, 3, 4, 5, 8, 9]
+    assert sorted(reasons) == [2, 3, 4, 5, 8, 9, 10]
+    assert reasons[10] == "value is beyond 1e+100 in magnitude"
     # Another tenant's device reads exactly like one that does not exist.
     assert reasons[2] == reasons[3] == reasons[8] == "unknown device"
     assert "9bad" in reasons[4] and "metric" in reasons[4]

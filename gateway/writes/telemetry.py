@@ -12,7 +12,7 @@ from uuid import UUID
 from gateway.errors import LimitExceeded, StoreUnavailable
 from gateway.metrics import INGESTED
 from gateway.stores import Stores
-from gateway.writes.validate import METRIC
+from gateway.writes.validate import MAX_READING, METRIC
 
 log = logging.getLogger("gateway.writes")
 
@@ -75,6 +75,7 @@ async def ingest(
             else "device is decommissioned" if status[device] == "DECOMMISSIONED"
             else f"metric {r.metric!r} is not a metric name" if not METRIC.match(r.metric)
             else "value is not a finite number" if not math.isfinite(r.value)
+            else f"value is beyond {MAX_READING:g} in magnitude" if abs(r.value) > MAX_READING
             else "time is more than 5 minutes in the future" if time > now + MAX_FUTURE
             else None
         )

@@ -14,6 +14,10 @@ METRIC = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 MAX_LABELS = 32
 MAX_CAPABILITIES = 64
 MAX_JSON_BYTES = 64 * 1024
+# Readings beyond this magnitude are refused: the 5-minute rollup keeps a sum of squares
+# (for stddev), and squares of values near the float limit overflow PostgreSQL's float8.
+# 1e100 squared, summed a billion times, is still far inside it; no sensor reads 1e100.
+MAX_READING = 1e100
 
 
 def text(value: str | None, field: str, *, max_len: int, required: bool = False) -> str | None:
