@@ -84,15 +84,16 @@ class Settings:
     max_tokens: int = 2_000
     max_body_bytes: int = 2 * 1024 * 1024
     request_timeout: float = 30.0
+    max_cost: int = 100_000  # estimated field resolutions per operation (resolvers/cost.py)
     max_batch_operations: int = 10  # operations in one batched (JSON array) HTTP request
     rate_limit: float = 100.0  # operations per second per API key (token bucket); 0 = off
     rate_burst: int = 1_000  # the bucket's size: operations a key may spend at once
     persisted_operations: str = "off"  # off | allow | only (gateway/persisted.py)
     persisted_manifest: Path | None = None  # JSON map of sha256 hash -> document
-    # JWT bearer tokens (gateway/jwt_auth.py); off while neither key is set.
     breaker_failures: int = 5  # consecutive outage errors that open a store's circuit
     breaker_cooldown: float = 1.0  # seconds an open circuit fails fast before a probe
     auth_outage_grace: float = 60.0  # seconds a verified key outlives a registry outage
+    # JWT bearer tokens (gateway/jwt_auth.py); off while neither key is set.
     jwt_secret: str | None = None  # HS256, at least 32 bytes
     jwt_public_key: str | None = None  # RS256 PEM (from JWT_PUBLIC_KEY or JWT_PUBLIC_KEY_FILE)
     jwt_issuer: str | None = None
@@ -100,7 +101,6 @@ class Settings:
     jwt_leeway: int = 30  # seconds of clock skew allowed on exp/nbf/iat, at most 300
     jwt_tenant_claim: str = "tenant"
     jwt_role_claim: str = "role"
-    max_cost: int = 100_000  # estimated field resolutions per operation (resolvers/cost.py)
     workers: int = 1  # uvicorn worker processes of `iotsphere serve`
     # Seconds from SIGTERM to the end of in-flight work (gateway/draining.py).
     shutdown_grace: float = 20.0
@@ -158,22 +158,22 @@ class Settings:
             max_tokens=_int(env, "MAX_TOKENS", 2_000, minimum=1),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1),
             request_timeout=_float(env, "REQUEST_TIMEOUT", 30.0),
+            max_cost=_int(env, "MAX_COST", 100_000, minimum=1),
             max_batch_operations=_int(env, "MAX_BATCH_OPERATIONS", 10, minimum=1),
             rate_limit=_float(env, "RATE_LIMIT", 100.0),
             rate_burst=_int(env, "RATE_BURST", 1_000, minimum=1),
             persisted_operations=_choice(env, "PERSISTED_OPERATIONS", ("off", "allow", "only")),
             persisted_manifest=_path(env, "PERSISTED_MANIFEST"),
-            jwt_secret=_str(env, "JWT_SECRET"),
             breaker_failures=_int(env, "BREAKER_FAILURES", 5, minimum=1),
             breaker_cooldown=_float(env, "BREAKER_COOLDOWN", 1.0),
             auth_outage_grace=_float(env, "AUTH_OUTAGE_GRACE", 60.0),
+            jwt_secret=_str(env, "JWT_SECRET"),
             jwt_public_key=_public_key(env),
             jwt_issuer=_str(env, "JWT_ISSUER"),
             jwt_audience=_str(env, "JWT_AUDIENCE"),
             jwt_leeway=_int(env, "JWT_LEEWAY", 30, minimum=0),
             jwt_tenant_claim=_str(env, "JWT_TENANT_CLAIM", "tenant") or "tenant",
             jwt_role_claim=_str(env, "JWT_ROLE_CLAIM", "role") or "role",
-            max_cost=_int(env, "MAX_COST", 100_000, minimum=1),
             workers=_int(env, "WORKERS", 1, minimum=1),
             shutdown_grace=_float(env, "SHUTDOWN_GRACE", 20.0),
             otel_endpoint=_str(env, "OTEL_ENDPOINT"),
@@ -208,9 +208,9 @@ def check_jwt(settings: Settings) -> Settings:
 
 # The keys the gateway reads, for documentation and for the compose.yml check.
 KEYS = (
+    "MAX_COST",
     "MAX_BATCH_OPERATIONS", "RATE_LIMIT", "RATE_BURST", "PERSISTED_OPERATIONS",
     "PERSISTED_MANIFEST",
-    "MAX_COST",
     "REGISTRY_DSN", "ASSETS_DSN", "TELEMETRY_DSN", "REDIS_URL", "HOST", "PORT", "DATA_DIR",
     "ENV", "MAX_PAGE_SIZE", "MAX_POINTS", "POOL_MIN_SIZE", "POOL_MAX_SIZE", "STORE_TIMEOUT",
     "RECONCILE_INTERVAL", "ALLOWED_ORIGINS", "INGEST_MAX_BYTES", "INGEST_MAX_LINES",
