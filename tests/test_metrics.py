@@ -67,3 +67,15 @@ async def test_request_ids_and_the_log_line(
         headers={"Authorization": f"Bearer {tenant.key}", "X-Request-Id": "bad id\nx"})
     generated = odd.headers["x-request-id"]
     assert generated != "bad id\nx" and len(generated) == 32
+
+
+async def test_client_errors_are_one_log_line_not_a_traceback(
+    gateway: Gateway, tenant: Tenant, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    body = await gateway.query('{ a: shadow(deviceId: "00000000-0000-0000-0000-000000000000") '
+                               '{ version } b: device(id: "nope") { id } }', key=tenant.key)
+    assert {e["extensions"]["code"] for e in body["errors"]} == {"NOT_FOUND", "BAD_USER_INPUT"}
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway.requests"]
+    assert sorted(line["errors"]) == ["BAD_USER_INPUT", "NOT_FOUND"]
