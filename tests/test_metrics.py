@@ -79,3 +79,19 @@ async def test_client_errors_are_one_log_line_not_a_traceback(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     [line] = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway.requests"]
     assert sorted(line["errors"]) == ["BAD_USER_INPUT", "NOT_FOUND"]
+
+
+async def test_an_unexpected_error_is_masked_and_logged_with_its_trace(
+    gateway: Gateway, stores: Stores, tenant: Tenant, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a bug with secret internals")
+
+    monkeypatch.setattr(stores.registry, "page_devices", broken)
+    caplog.set_level(logging.INFO)
+    body = await gateway.query("{ devices { totalCount } }", key=tenant.key)
+    assert body["errors"][0]["message"] == "Internal server error"
+    assert "secret internals" not in json.dumps(body)
+    [logged] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert logged.exc_info is not None and "secret internals" in str(logged.exc_info[1])
