@@ -77,7 +77,10 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     embedded = settings.embedded
     try:
         with resolved_settings(settings) as ready:
-            _migrate(ready)
+            if embedded or args.demo:
+                # External stores are migrated by each worker's lifespan, which starts
+                # even while one is down and migrates it when it comes back.
+                _migrate(ready)
             dev_key = _dev_key(ready) if embedded else None
             if args.demo:
                 from gateway.demo import prepare_demo

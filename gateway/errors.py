@@ -9,6 +9,7 @@
      +-- LimitExceeded              LIMIT_EXCEEDED: a size or cost limit, named in the message
      +-- StoreUnavailable           STORE_UNAVAILABLE: a store failed or timed out; names the store
      +-- ShuttingDown               STORE_UNAVAILABLE: the process is stopping; nothing was stored
+     +-- StoreConflict              STORE_UNAVAILABLE: a deadlock or serialization failure; retry
      +-- NotImplementedYet          INTERNAL: a contract field whose issue has not landed yet
 
 Anything else raised while executing is masked as INTERNAL (``gateway.schema_errors``);
@@ -75,6 +76,20 @@ class StoreUnavailable(GatewayError):
     def __init__(self, store: str, detail: str = "") -> None:
         message = f"The {store} store is unavailable"
         super().__init__(f"{message}: {detail}" if detail else message, store=store)
+        self.store = store
+
+
+class StoreConflict(GatewayError):
+    """The store rolled this request's transaction back to resolve a conflict with a
+    concurrent one (a deadlock, a serialization failure): nothing of it was written, and
+    the same request can simply be sent again. Not an outage: breakers ignore it."""
+
+    code = "STORE_UNAVAILABLE"
+
+    def __init__(self, store: str) -> None:
+        super().__init__(
+            f"The {store} store rolled this request back to resolve a conflict with a "
+            "concurrent one; nothing was written: retry it", store=store, retryable=True)
         self.store = store
 
 

@@ -20,7 +20,7 @@ import orjson
 
 from gateway import tracing
 from gateway.breaker import CircuitBreaker
-from gateway.errors import BadUserInput, StoreUnavailable
+from gateway.errors import BadUserInput, StoreConflict, StoreUnavailable
 from gateway.metrics import STORE_CALLS, STORE_SECONDS
 from gateway.sqlfiles import queries
 
@@ -82,6 +82,10 @@ def translate_errors(store: str) -> Iterator[None]:
         raise
     except _UNAVAILABLE as exc:
         raise StoreUnavailable(store, type(exc).__name__) from exc
+    except (asyncpg.exceptions.DeadlockDetectedError,
+            asyncpg.exceptions.SerializationError) as exc:
+        # E.g. two bulk ingests locking the same rollup rows in opposite orders.
+        raise StoreConflict(store) from exc
     except asyncpg.exceptions.DataError as exc:
         # SQLSTATE class 22 (and asyncpg's argument encoding): queries take client values
         # only as parameters, so this is a value such as a NUL character in text or JSON, or
