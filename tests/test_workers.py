@@ -12,7 +12,7 @@ from gateway.demo import seed_fleet
 from gateway.settings import Settings
 from gateway.stores import Stores
 from tests.conftest import Tenant
-from tests.live import TransportWS
+from tests.live import TransportWS, free_port
 from tests.serve_process import gateway_process
 
 SUB = """subscription($ids: [ID!]) {
@@ -77,3 +77,23 @@ async def test_updates_through_either_worker_reach_a_subscriber(
             code = ws.ws.close_code
     assert code == 1012, gateway.output
     assert gateway.output.count("Finished server process") == 2, gateway.output
+
+
+async def test_serve_starts_while_an_external_store_is_down(
+    settings: Settings, stores: Stores, tenant: Tenant
+) -> None:
+    """`iotsphere serve` against external stores does not migrate before serving: with
+    the telemetry database unreachable it serves the rest and reports not ready."""
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    async with gateway_process(settings, TELEMETRY_DSN=down) as gateway, \
+            httpx.AsyncClient(base_url=f"http://{gateway.address}") as http:
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503
+        states = {s["store"]: s["ok"] for s in ready.json()["stores"]}
+        assert states == {"registry": True, "assets": True, "telemetry": False,
+                          "shadows": True}
+        body = (await http.post("/graphql", json={"query": "{ devices { totalCount } }"},
+                                headers={"Authorization": f"Bearer {tenant.key}"})).json()
+        assert body == {"data": {"devices": {"totalCount": 0}}}
+        gateway.terminate()
+        assert await gateway.wait() == 0
