@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -98,10 +99,13 @@ async def test_no_spans_once_tracing_is_off(
         assert operation_spans(exporter.get_finished_spans())  # on: spans
 
         tracing.install(None)
+        switched = time.time_ns()
         exporter.clear()
         body = await gateway.query(DASHBOARD, {"first": 2}, key=tenant.key)
     assert "errors" not in body
-    assert exporter.get_finished_spans() == ()
+    # A background store call (reconciler, partitions) started while tracing was on may
+    # still end after the switch; nothing may start after it.
+    assert [s.name for s in exporter.get_finished_spans() if s.start_time >= switched] == []
     assert tracing.start_operation() is None and tracing.store_span("registry") is None
 
 
