@@ -14,6 +14,8 @@ import asyncpg
 from gateway.auth import hash_key, new_api_key
 from gateway.errors import BadUserInput, NotFound
 from gateway.roles import ROLES
+from gateway.sockets import announce_revocation
+from gateway.stores import Stores
 from gateway.stores.registry import RegistryStore
 
 NAME_MAX = 100
@@ -57,16 +59,18 @@ async def create(
     return NewKey(row, secret)
 
 
-async def revoke(registry: RegistryStore, tenant_id: UUID, key_id: UUID) -> asyncpg.Record:
-    """Revokes the key at once (every later request with it is UNAUTHENTICATED); revoking a
-    revoked key changes nothing. The tenant's last active admin key is kept, so that the
-    tenant cannot lock itself out of key management."""
-    row = await registry.revoke_api_key(tenant_id, key_id)
+async def revoke(stores: Stores, tenant_id: UUID, key_id: UUID) -> asyncpg.Record:
+    """Revokes the key at once (every later request with it is UNAUTHENTICATED, and every
+    replica closes the WebSockets it opened); revoking a revoked key changes nothing. The
+    tenant's last active admin key is kept, so that the tenant cannot lock itself out of
+    key management."""
+    row = await stores.registry.revoke_api_key(tenant_id, key_id)
     if row is None:
         raise NotFound(f"No API key {key_id}", argument="id")
     if row["refused"]:
         raise BadUserInput("This is the tenant's last active admin key: create another admin "
                            "key before revoking it", argument="id")
+    await announce_revocation(stores.shadows, tenant_id, [key_id])
     return row
 
 

@@ -33,6 +33,7 @@ from gateway.migrate import migrate_held, migrate_reachable
 from gateway.persisted import PersistedOperations
 from gateway.reconciler import run_periodically as reconcile_periodically
 from gateway.settings import Settings
+from gateway.sockets import OpenSockets
 from gateway.stores import Stores, open_stores
 from gateway.stores.base import PgStore, begin_counting
 from gateway.stores.shadows import ShadowStore
@@ -257,7 +258,8 @@ def create_app(
                 if held:
                     stack.push_async_callback(_cancel, asyncio.ensure_future(
                         migrate_held(held, connect_timeout=settings.store_timeout)))
-            hub = ShadowHub(opened, _redis_url(settings))
+            sockets = OpenSockets()
+            hub = ShadowHub(opened, _redis_url(settings), on_revoked=sockets.close_revoked)
             await hub.start()
             stack.push_async_callback(hub.aclose)
             if startup is not None:
@@ -270,7 +272,7 @@ def create_app(
                 tasks.append(background(opened, settings))
             for coro in tasks:
                 stack.push_async_callback(_cancel, asyncio.ensure_future(coro))
-            yield {"stores": opened, "settings": settings, "hub": hub}
+            yield {"stores": opened, "settings": settings, "hub": hub, "sockets": sockets}
 
     endpoint = GraphQLEndpoint(graphql, ide_headers)
     return Starlette(

@@ -132,3 +132,6 @@ class GatewayGraphQL(GraphQL[Context, None]):
         except GatewayError as exc:
             raise ConnectionRejectionError({"message": exc.message}) from exc
         context.loaders = Loaders(context.stores, context.caller.tenant_id)
+        sockets = getattr(context.request.state, "sockets", None) if context.request else None
+        if sockets is not None and isinstance(context.request, WebSocket):
+            sockets.add(context.caller, context.request)

@@ -19,10 +19,11 @@ import itertools
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from uuid import UUID
 
+import orjson
 import redis.asyncio as redis
 from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -44,6 +45,10 @@ _KEY = re.compile(
     rf"^{KEY_PREFIX}:{{([0-9a-f-]{{36}})}}:shadow:([0-9a-f-]{{36}})$".encode()
 )
 _TOPOLOGY = re.compile(rf"^{KEY_PREFIX}:{{([0-9a-f-]{{36}})}}:topology$".encode())
+_REVOKED = re.compile(rf"^{KEY_PREFIX}:{{([0-9a-f-]{{36}})}}:revoked$".encode())
+
+# Called with (tenant, revoked key ids, device whose credentials all went or None).
+OnRevoked = Callable[[UUID, list[UUID], UUID | None], Awaitable[object]]
 _BACKOFF_START, _BACKOFF_MAX = 0.1, 5.0
 ASSET_REFRESH_INTERVAL = 60.0  # fallback for topology messages lost while disconnected
 
@@ -53,8 +58,11 @@ class HubConfigError(RuntimeError):
 
 
 class ShadowHub:
-    def __init__(self, stores: Stores, redis_url: str) -> None:
+    def __init__(self, stores: Stores, redis_url: str,
+                 on_revoked: OnRevoked | None = None) -> None:
         self._stores = stores
+        self._on_revoked = on_revoked
+        self._revocations: set[asyncio.Task[object]] = set()
         self._url = redis_url
         self._db = int(parse_url(redis_url).get("db", 0))
         self._cohorts: dict[tuple[object, ...], Cohort] = {}
@@ -207,7 +215,7 @@ class ShadowHub:
                         for member in list(cohort.members):
                             member.offer(change)
 
-    def _on_message(self, channel: bytes) -> None:
+    def _on_message(self, channel: bytes, data: bytes = b"") -> None:
         name = channel.split(b":", 1)[1] if channel.startswith(b"__keyspace@") else channel
         if match := _KEY.match(name):
             tenant_id, device_id = UUID(match[1].decode()), UUID(match[2].decode())
@@ -217,6 +225,23 @@ class ShadowHub:
         elif match := _TOPOLOGY.match(name):
             self._dirty_tenants.add(UUID(match[1].decode()))
             self._wake.set()
+        elif match := _REVOKED.match(name):
+            self._revoked(UUID(match[1].decode()), data)
+
+    def _revoked(self, tenant_id: UUID, data: bytes) -> None:
+        """Forgets the revoked keys' outage grace and hands them to ``on_revoked``."""
+        try:
+            payload = orjson.loads(data)
+            key_ids = [UUID(k) for k in payload["keyIds"]]
+            device_id = UUID(payload["deviceId"]) if payload["deviceId"] else None
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed revocation on tenant %s", tenant_id)
+            return
+        self._stores.registry.verified_keys.forget_ids(key_ids)
+        if self._on_revoked is not None:
+            task = asyncio.ensure_future(self._on_revoked(tenant_id, key_ids, device_id))
+            self._revocations.add(task)
+            task.add_done_callback(self._revocations.discard)
 
     # -- asset filters -----------------------------------------------------------------
 
@@ -270,6 +295,7 @@ class ShadowHub:
                 await pubsub.psubscribe(
                     f"__keyspace@{self._db}__:{KEY_PREFIX}:*:shadow:*",
                     f"{KEY_PREFIX}:*:topology",
+                    f"{KEY_PREFIX}:*:revoked",
                 )
                 if not first:
                     await self._resnapshot_all()
@@ -279,7 +305,7 @@ class ShadowHub:
                 log.info("hub listening for shadow changes")
                 async for message in pubsub.listen():
                     if message["type"] == "pmessage":
-                        self._on_message(message["channel"])
+                        self._on_message(message["channel"], message["data"])
             except HubConfigError:
                 if first:
                     raise

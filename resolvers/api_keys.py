@@ -118,5 +118,5 @@ class ApiKeyMutation:
         "is kept.")
     async def revoke_api_key(self, info: Info, id: strawberry.ID) -> ApiKey:
         ctx = info.context
-        row = await api_keys.revoke(ctx.stores.registry, ctx.tenant_id, parse_id(id))
+        row = await api_keys.revoke(ctx.stores, ctx.tenant_id, parse_id(id))
         return ApiKey.from_row(row)

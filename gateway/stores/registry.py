@@ -58,6 +58,12 @@ class VerifiedKeys:
     def forget(self, key_hash: bytes) -> None:
         self._rows.pop(key_hash, None)
 
+    def forget_ids(self, key_ids: list[UUID]) -> None:
+        """Drops revoked keys (by id: a revocation names keys, not their secrets)."""
+        gone = set(key_ids)
+        for key_hash in [h for h, (_, row) in self._rows.items() if row["id"] in gone]:
+            del self._rows[key_hash]
+
     def recent(self, key_hash: bytes) -> Any | None:
         """The row if verified within the grace period, else None."""
         entry = self._rows.get(key_hash)

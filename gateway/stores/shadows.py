@@ -48,6 +48,10 @@ def topology_channel(tenant_id: UUID) -> str:
     return f"{KEY_PREFIX}:{{{tenant_id}}}:topology"
 
 
+def revoked_channel(tenant_id: UUID) -> str:
+    return f"{KEY_PREFIX}:{{{tenant_id}}}:revoked"
+
+
 # Atomic, so a concurrent update cannot slip between reading the version and deleting.
 _DELETE_KEEPING_VERSION = """
 local version = redis.call('HGET', KEYS[1], 'version')
@@ -269,6 +273,16 @@ class ShadowStore:
         record_round_trip(self.name)
         with self._guarded():
             await self.client.publish(topology_channel(tenant_id), b"1")
+
+    async def publish_revocation(self, tenant_id: UUID, key_ids: list[UUID],
+                                 device_id: UUID | None = None) -> None:
+        """Tells every gateway replica that these keys (or this device's credentials) are
+        revoked, so each closes the WebSockets they opened (``gateway.sockets``)."""
+        record_round_trip(self.name)
+        payload = orjson.dumps({"keyIds": [str(k) for k in key_ids],
+                                "deviceId": str(device_id) if device_id else None})
+        with self._guarded():
+            await self.client.publish(revoked_channel(tenant_id), payload)
 
     async def delete(self, tenant_id: UUID, device_id: UUID) -> bool:
         """Deletes the shadow, keeping its version for a later re-creation; False when there

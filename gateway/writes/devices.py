@@ -13,6 +13,7 @@ import asyncpg
 
 from gateway.credentials import hash_secret, new_secret
 from gateway.errors import BadUserInput, NotFound, StoreUnavailable
+from gateway.sockets import announce_revocation
 from gateway.stores import Stores
 from gateway.writes import validate
 
@@ -169,6 +170,8 @@ async def decommission(stores: Stores, tenant_id: UUID, device_id: UUID) -> asyn
     row = await stores.registry.decommission(tenant_id, device_id)
     if row is None:
         raise NotFound(f"No device {device_id}", argument="id")
+    # Its credentials and device keys went with it: sockets opened as it close too.
+    await announce_revocation(stores.shadows, tenant_id, [], device_id)
     try:
         await stores.shadows.delete(tenant_id, device_id)
     except StoreUnavailable:
