@@ -204,7 +204,8 @@ async def test_tenant_a_never_sees_tenant_b(gateway: Gateway, stores: Stores) ->
             check(b, a, document, variables)
 
     await asyncio.to_thread(property_holds)
-    assert counts["examples"] == 15 and counts["queries"] == 15 * 35
+    # Hypothesis may start an example it then discards (an invalid draw), so "at least".
+    assert counts["examples"] >= 15 and counts["queries"] >= 15 * 35
     assert counts["b_ids"] > 0  # other tenants' ids were tried
     print(counts)
 
