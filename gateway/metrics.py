@@ -26,6 +26,8 @@ LOADER_BATCH = Histogram(
     "iotsphere_dataloader_batch_size", "Keys per dataloader batch", ["loader"],
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000))
 WEBSOCKETS = Gauge("iotsphere_websocket_connections", "Open GraphQL WebSocket connections")
+WAITING = Gauge("iotsphere_http_operations_waiting",
+                "HTTP GraphQL requests queued for an execution slot (MAX_CONCURRENT_REQUESTS)")
 SUBSCRIPTIONS = Gauge("iotsphere_subscriptions", "Live shadowChanged subscriptions")
 HUB_RECONNECTS = Counter("iotsphere_hub_reconnects_total", "Subscription hub reconnects to Redis")
 INGESTED = Counter(

@@ -84,6 +84,9 @@ class Settings:
     max_tokens: int = 2_000
     max_body_bytes: int = 2 * 1024 * 1024
     request_timeout: float = 30.0
+    # GraphQL HTTP requests executing at once per process; the rest wait (within the
+    # request timeout). Execution is CPU-bound, so more in flight only adds memory.
+    max_concurrent_requests: int = 8
     max_cost: int = 100_000  # estimated field resolutions per operation (resolvers/cost.py)
     max_batch_operations: int = 10  # operations in one batched (JSON array) HTTP request
     rate_limit: float = 100.0  # operations per second per API key (token bucket); 0 = off
@@ -158,6 +161,7 @@ class Settings:
             max_tokens=_int(env, "MAX_TOKENS", 2_000, minimum=1),
             max_body_bytes=_int(env, "MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1),
             request_timeout=_float(env, "REQUEST_TIMEOUT", 30.0),
+            max_concurrent_requests=_int(env, "MAX_CONCURRENT_REQUESTS", 8, minimum=1),
             max_cost=_int(env, "MAX_COST", 100_000, minimum=1),
             max_batch_operations=_int(env, "MAX_BATCH_OPERATIONS", 10, minimum=1),
             rate_limit=_float(env, "RATE_LIMIT", 100.0),
@@ -208,7 +212,7 @@ def check_jwt(settings: Settings) -> Settings:
 
 # The keys the gateway reads, for documentation and for the compose.yml check.
 KEYS = (
-    "MAX_COST",
+    "MAX_COST", "MAX_CONCURRENT_REQUESTS",
     "MAX_BATCH_OPERATIONS", "RATE_LIMIT", "RATE_BURST", "PERSISTED_OPERATIONS",
     "PERSISTED_MANIFEST",
     "REGISTRY_DSN", "ASSETS_DSN", "TELEMETRY_DSN", "REDIS_URL", "HOST", "PORT", "DATA_DIR",

@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from gateway.stores import Stores
 from tests.conftest import AppClient, Gateway, Tenant
+from tests.live import wait_until
 
 
 def _limit(body: dict[str, Any]) -> dict[str, Any]:
@@ -122,3 +124,35 @@ async def test_production_hides_the_schema(app_client: AppClient, tenant: Tenant
         assert "Did you mean" not in typo["errors"][0]["message"]
         page = await http.get("/graphql", headers={"Accept": "text/html"})
         assert page.status_code == 401  # no IDE in production
+
+
+async def test_requests_beyond_the_execution_slots_wait_their_turn(
+    app_client: AppClient, stores: Stores, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MAX_CONCURRENT_REQUESTS=1: a second request queues (counted in /metrics) until the
+    first finishes, then runs; neither fails."""
+    release = asyncio.Event()
+    entered: list[int] = []
+    page_devices = stores.registry.page_devices
+
+    async def held(*args: Any, **kwargs: Any) -> Any:
+        entered.append(1)
+        if len(entered) == 1:
+            await release.wait()
+        return await page_devices(*args, **kwargs)
+
+    monkeypatch.setattr(stores.registry, "page_devices", held)
+    waiting = "iotsphere_http_operations_waiting"
+    async with app_client(max_concurrent_requests=1) as http:
+        def ask() -> Any:
+            return http.post("/graphql", json={"query": "{ devices { totalCount } }"},
+                             headers={"Authorization": f"Bearer {tenant.key}"})
+        first = asyncio.create_task(ask())
+        await wait_until(lambda: bool(entered))
+        second = asyncio.create_task(ask())
+        await wait_until(lambda: (REGISTRY.get_sample_value(waiting) or 0) >= 1)
+        assert entered == [1]  # the second has not started executing
+        release.set()
+        answers = await asyncio.gather(first, second)
+    assert [a.json() for a in answers] == [{"data": {"devices": {"totalCount": 0}}}] * 2
+    assert entered == [1, 1] and (REGISTRY.get_sample_value(waiting) or 0) == 0
