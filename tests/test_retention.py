@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import UTC, datetime, timedelta
+
+import asyncpg
 
 from gateway.retention import maintain
 from gateway.settings import Settings
@@ -42,3 +45,23 @@ async def test_partitions_ahead_and_retention_by_day(
     assert [v["value"] for v in values] == [2.0]
     # Late data for a dropped day is still accepted: the partition comes back.
     assert await stores.telemetry.ingest(tenant.id, [row["id"]], ["t"], [old], [3.0]) == 1
+
+
+async def test_sessions_creating_the_same_days_at_once_all_succeed(stores: Stores) -> None:
+    """Partition housekeeping, seeding and ingest may all reach a new day together: the
+    losers of the race must find the winner's partition, not fail. CI once saw "type
+    readings_YYYYMMDD already exists" (fixed by migration 007); this race does not
+    reproduce it on demand, but any error of the kind fails it."""
+    for round_ in range(3):
+        start = datetime(2031, 1, 1, tzinfo=UTC) + timedelta(days=10 * round_)
+        sessions = [asyncpg.connect(stores.telemetry.dsn) for _ in range(6)]
+        conns = await asyncio.gather(*sessions)
+        try:
+            created = await asyncio.gather(*(
+                c.fetchval("SELECT readings_ensure_partitions($1, $2)", start,
+                           start + timedelta(days=2)) for c in conns))
+        finally:
+            await asyncio.gather(*(c.close() for c in conns))
+        assert sum(created) == 3  # each of the three days created once, by someone
+    parts = await _partitions(stores)
+    assert {"readings_20310101", "readings_20310103", "readings_20310123"} <= parts
