@@ -50,7 +50,7 @@ async def test_partitions_ahead_and_retention_by_day(
 async def test_sessions_creating_the_same_days_at_once_all_succeed(stores: Stores) -> None:
     """Partition housekeeping, seeding and ingest may all reach a new day together: the
     losers of the race must find the winner's partition, not fail. CI once saw "type
-    readings_YYYYMMDD already exists" (fixed by migration 007); this race does not
+    readings_YYYYMMDD already exists" (caught since); this race does not
     reproduce it on demand, but any error of the kind fails it."""
     for round_ in range(3):
         start = datetime(2031, 1, 1, tzinfo=UTC) + timedelta(days=10 * round_)

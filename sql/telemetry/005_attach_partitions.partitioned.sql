@@ -28,10 +28,11 @@ BEGIN
                     IF parent = 'readings' THEN
                         created := created + 1;
                     END IF;
-                EXCEPTION WHEN duplicate_table OR unique_violation THEN
-                    -- Another session created it first (seen as a unique_violation on
-                    -- the catalog when both create it at once); its transaction
-                    -- attached it too.
+                EXCEPTION WHEN duplicate_table OR duplicate_object OR unique_violation THEN
+                    -- Another session created it first; when both create it at once the
+                    -- loser sees the catalog's unique index, or the table's row type
+                    -- ("type ... already exists", seen in CI at a UTC day change). Its
+                    -- transaction attached it too.
                     NULL;
                 END;
             END IF;
