@@ -1,15 +1,8 @@
 # IoTSphere Gateway image. Used by compose.yml (`docker compose up --build`).
 #
-# How the code is laid out, and why:
-#   The SQL migrations in sql/ are not inside a Python package; the gateway finds them
-#   relative to the directory that holds the `gateway` package (the repository root).
-#   A plain `pip install .` would put `gateway` in site-packages with no sql/ next to
-#   it. So the source tree is copied to /app exactly as in the repository
-#   (/app/gateway, /app/resolvers, /app/sql), and PYTHONPATH=/app puts it ahead of
-#   site-packages: `gateway` is always imported from /app, with /app/sql beside it.
-#   `pip install .` is still run from /app, for the dependencies and for the
-#   `iotsphere` console script; its site-packages copy of the same code is shadowed.
-#   WORKDIR /app also makes a cwd-relative `sql/` resolve to the same place.
+# The wheel carries everything the gateway needs at run time, the SQL migrations and
+# named queries included (sql/ is shipped as gateway/sql; see setup.py), so the image is
+# a plain `pip install .`: no PYTHONPATH, no source tree at run time.
 #
 # Only the runtime dependencies are installed, with the `otel` extra (tracing stays off
 # until IOTSPHERE_OTEL_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT is set): no `embedded` extra
@@ -25,21 +18,22 @@ FROM python:3.12-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONPATH=/app \
     IOTSPHERE_DATA_DIR=/home/iotsphere/.iotsphere
 
 RUN groupadd --system iotsphere \
     && useradd --system --gid iotsphere --create-home --home-dir /home/iotsphere iotsphere
 
-WORKDIR /app
+WORKDIR /src
 
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY gateway/ ./gateway/
 COPY resolvers/ ./resolvers/
 COPY sql/ ./sql/
 
 RUN pip install --no-cache-dir ".[otel]" \
-    && rm -rf build *.egg-info
+    && cd / && rm -rf /src
+
+WORKDIR /home/iotsphere
 
 USER iotsphere
 

@@ -48,7 +48,7 @@ class Sample:
 
     total: float = 0.0
     cpu: float = 0.0  # process CPU time during the request
-    auth: float = 0.0  # gateway.auth.authenticate, an api-key lookup in the registry
+    auth: float = 0.0  # gateway.auth.callers.authenticate, an api-key lookup in the registry
     parse: float = 0.0
     validate: float = 0.0
     execute: float = 0.0  # Strawberry's schema.execute, parse and validate included
@@ -92,7 +92,7 @@ def _instrumented() -> Iterator[Captured]:
     from strawberry.http.async_base_view import AsyncBaseHTTPView
 
     import gateway.app as gateway_app
-    from gateway.context import GatewayGraphQL
+    from gateway.http.view import GatewayGraphQL
     from gateway.stores.base import PgStore
     from gateway.stores.shadows import ShadowStore
 

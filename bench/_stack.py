@@ -1,11 +1,11 @@
 """The one way every benchmark gets its stores, its data and its gateway server.
 
-- ``stack_up()``: the four stores. An embedded devstack (gateway.devstack: PostgreSQL 18 and
+- ``stack_up()``: the four stores. An embedded devstack (gateway.runtime.devstack: PostgreSQL 18 and
   Valkey) in a fresh temp dir, stopped and removed afterwards; or, with ``env_stores=True``,
   the stores named by IOTSPHERE_REGISTRY_DSN, _ASSETS_DSN, _TELEMETRY_DSN and _REDIS_URL
   when all four are set (what is seeded for the benchmark then stays in them).
 - ``tenant_with_devices()`` (bare ACTIVE devices) or ``seed_demo()`` (the demo fleet of
-  gateway.demo.seed_fleet: asset tree, shadows, telemetry): migrates first.
+  gateway.runtime.demo.seed_fleet: asset tree, shadows, telemetry): migrates first.
 - ``Server``: the gateway as ``iotsphere serve`` in its own process and session on a free
   127.0.0.1 port with every DSN set (so nothing embedded starts: it migrates and serves),
   ready once GET /readyz answers 200; stopped with SIGINT (uvicorn's graceful shutdown),
@@ -88,7 +88,7 @@ def stack_up(*, env_stores: bool = False) -> Iterator[Stack]:
     if env_stores and all(given.values()):
         yield Stack(given, "IOTSPHERE_* DSNs from the environment")
         return
-    from gateway.devstack import DevStack
+    from gateway.runtime.devstack import DevStack
 
     # As root, PostgreSQL runs as a system user that must be able to traverse the dir.
     data_dir = Path(tempfile.mkdtemp(prefix="iotsphere-bench-"))
@@ -97,7 +97,7 @@ def stack_up(*, env_stores: bool = False) -> Iterator[Stack]:
         with DevStack(data_dir) as ep:
             yield Stack({"registry": ep.dsn("registry"), "assets": ep.dsn("assets"),
                          "telemetry": ep.dsn("telemetry"), "redis": ep.redis_url},
-                        "embedded devstack (gateway.devstack)", data_dir)
+                        "embedded devstack (gateway.runtime.devstack)", data_dir)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -105,7 +105,7 @@ def stack_up(*, env_stores: bool = False) -> Iterator[Stack]:
 # ------------------------------------------------------------------------------ data
 
 async def _migrate(settings: Settings) -> None:
-    from gateway.migrate import migrate_all
+    from gateway.stores.migrations import migrate_all
 
     assert settings.registry_dsn and settings.assets_dsn and settings.telemetry_dsn
     await migrate_all({"registry": settings.registry_dsn, "assets": settings.assets_dsn,
@@ -114,7 +114,7 @@ async def _migrate(settings: Settings) -> None:
 
 async def tenant_with_devices(settings: Settings, devices: int) -> tuple[UUID, str, list[UUID]]:
     """Migrates the stores, then creates a tenant with ``devices`` ACTIVE devices."""
-    from gateway.auth import create_tenant_with_admin_key
+    from gateway.auth.callers import create_tenant_with_admin_key
     from gateway.stores import open_stores
 
     await _migrate(settings)
@@ -145,8 +145,8 @@ class Seeded:
 async def seed_demo(settings: Settings, prefix: str, devices: int, hours: float) -> Seeded:
     """Migrates, creates a tenant and its admin key and seeds the demo fleet with ``hours``
     of one-minute telemetry; then ANALYZE, so the planner sees the data as it will be."""
-    from gateway.auth import create_tenant_with_admin_key
-    from gateway.demo import seed_fleet
+    from gateway.auth.callers import create_tenant_with_admin_key
+    from gateway.runtime.demo import seed_fleet
     from gateway.stores import open_stores
 
     await _migrate(settings)
@@ -223,7 +223,7 @@ class Server:
         program = self.launcher
         if program is None:
             exe = Path(sys.executable).parent / "iotsphere"
-            program = [str(exe)] if exe.exists() else [sys.executable, "-m", "gateway.cli"]
+            program = [str(exe)] if exe.exists() else [sys.executable, "-m", "gateway.runtime.cli"]
         return [*program, "serve", "--host", HOST, "--port", str(self.port), *self.extra_args]
 
     def _spawn(self) -> None:

@@ -5,7 +5,7 @@
 
 Starts an embedded devstack in a temp dir (or uses the stores named by IOTSPHERE_REGISTRY_DSN,
 IOTSPHERE_ASSETS_DSN, IOTSPHERE_TELEMETRY_DSN and IOTSPHERE_REDIS_URL when all four are set),
-migrates, creates a tenant and an admin key, seeds a fleet with gateway.demo.seed_fleet, and
+migrates, creates a tenant and an admin key, seeds a fleet with gateway.runtime.demo.seed_fleet, and
 serves the gateway in a separate process on a free 127.0.0.1 port (all three by
 bench/_stack.py: `iotsphere serve`, or uvicorn's process manager with --workers), so client
 and server share no GIL and the numbers include HTTP. Each concurrency level warms up, then runs

@@ -6,8 +6,9 @@
 
 Starts an embedded devstack in a temp dir (or uses the stores named by IOTSPHERE_REGISTRY_DSN,
 IOTSPHERE_ASSETS_DSN, IOTSPHERE_TELEMETRY_DSN and IOTSPHERE_REDIS_URL when all four are set),
-migrates, creates a tenant and an admin key and seeds the demo fleet (gateway.demo.seed_fleet,
-120 devices). Then, for every (subscribers, rate) pair, on a fresh gateway process
+migrates, creates a tenant and an admin key and seeds the demo fleet
+(gateway.runtime.demo.seed_fleet, 120 devices). Then, for every (subscribers, rate) pair,
+on a fresh gateway process
 (`iotsphere serve` on a free 127.0.0.1 port, its open-file limit raised to the hard limit):
 
 1. subscriber processes (bench/_fanout_clients.py; one, or two above 2,500 subscribers) open
@@ -154,7 +155,7 @@ if "--gc-freeze" in sys.argv:  # SIGUSR1 moves every object alive to the permane
         print(f"FANOUT-GC-FROZEN {time.time():.3f} {gc.get_freeze_count()} objects",
               file=sys.stderr, flush=True)
     signal.signal(signal.SIGUSR1, _freeze)
-from gateway.cli import main
+from gateway.runtime.cli import main
 sys.exit(main())
 """
 
@@ -178,7 +179,7 @@ def gateway(stack: Stack, run_dir: Path, profile: Path | None, gc_stats: bool,
     server = Server(stack, run_dir / "server.log", log_level="INFO")
     if profile is not None:  # cProfile writes its stats when serve returns
         server.launcher = [sys.executable, "-m", "cProfile", "-o", str(profile),
-                           "-m", "gateway.cli"]
+                           "-m", "gateway.runtime.cli"]
     elif gc_stats or gc_freeze:
         server.launcher = [sys.executable, "-c", GC_WRAPPER]
         if gc_freeze:

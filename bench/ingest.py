@@ -88,8 +88,8 @@ async def staged_insert(dsn: str, tenant: UUID, devices: list[UUID], start: date
                         count: int) -> float:
     """The duplicate path alone: COPY into a temporary staging table, then INSERT .. ON
     CONFLICT DO NOTHING into readings (fresh readings, so every one is inserted)."""
-    from gateway.ingest_writer import STAGING
-    from gateway.sqlfiles import queries
+    from gateway.stores.sqlfiles import queries
+    from gateway.writes.bulk_ingest import STAGING
 
     conn = await asyncpg.connect(dsn)
     try:
@@ -110,7 +110,7 @@ async def staged_insert(dsn: str, tenant: UUID, devices: list[UUID], start: date
 
 async def parse_only(devices: list[UUID], start: datetime, count: int, kind: str) -> float:
     """The gateway's line parser and checks on a body in memory: no network, no store."""
-    from gateway import ingest
+    from gateway.http import ingest
 
     body = b"".join(_lines(devices, start, count, kind))
 

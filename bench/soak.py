@@ -92,7 +92,7 @@ def _dump(signum, frame):
     current, peak = tracemalloc.get_traced_memory()
     print(f"SOAK-TRACEMALLOC {path} {current} {peak}", file=sys.stderr, flush=True)
 signal.signal(signal.SIGUSR2, _dump)
-from gateway.cli import main
+from gateway.runtime.cli import main
 sys.exit(main())
 """
 

@@ -20,22 +20,23 @@ from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
-from gateway import http_spec, retention
-from gateway.auth import authenticate
-from gateway.context import GatewayGraphQL
-from gateway.cors import cors_middleware
+from gateway.auth.callers import authenticate
 from gateway.errors import BadUserInput, GatewayError, LimitExceeded, StoreUnavailable
-from gateway.graphiql import STATIC_PATH, graphiql_html, static_app
-from gateway.hub import ShadowHub
-from gateway.ingest import ingest_endpoint
+from gateway.http import spec as http_spec
+from gateway.http.cors import cors_middleware
+from gateway.http.graphiql import STATIC_PATH, graphiql_html, static_app
+from gateway.http.ingest import ingest_endpoint
+from gateway.http.persisted import PersistedOperations
+from gateway.http.view import GatewayGraphQL
+from gateway.jobs import retention
+from gateway.jobs.reconciler import run_periodically as reconcile_periodically
+from gateway.live.hub import ShadowHub
+from gateway.live.sockets import OpenSockets
 from gateway.metrics import WAITING, WEBSOCKETS, metrics_endpoint
-from gateway.migrate import migrate_held, migrate_reachable
-from gateway.persisted import PersistedOperations
-from gateway.reconciler import run_periodically as reconcile_periodically
 from gateway.settings import Settings
-from gateway.sockets import OpenSockets
 from gateway.stores import Stores, open_stores
 from gateway.stores.base import PgStore, begin_counting
+from gateway.stores.migrations import migrate_held, migrate_reachable
 from gateway.stores.shadows import ShadowStore
 
 log = logging.getLogger("gateway.app")

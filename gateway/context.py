@@ -1,34 +1,22 @@
-"""The typed request context, and the GraphQL view that builds it."""
+"""The typed request context every resolver receives. Plain data: nothing here knows
+the transport (the view that builds it lives in ``gateway.http.view``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-import orjson
 import strawberry
-from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect
-from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
-from strawberry.exceptions import ConnectionRejectionError
-from strawberry.http.exceptions import WebSocketDisconnected
 
-from gateway import graphql_http
-from gateway.auth import Caller, authenticate
-from gateway.errors import GatewayError, Unauthenticated
-from gateway.hub import ShadowHub
+from gateway.auth.callers import Caller
+from gateway.errors import Unauthenticated
+from gateway.live.hub import ShadowHub
 from gateway.loaders import Loaders
-from gateway.persisted import PersistedOperations
 from gateway.settings import Settings
 from gateway.stores import Stores
 from gateway.stores.base import StoreCalls, begin_counting
-from gateway.ws_handlers import LegacyWSHandler, TransportWSHandler
-
-TRACE_HEADER = "x-iotsphere-trace"
 
 
 @dataclass
@@ -42,7 +30,8 @@ class Context:
     request_id: str | None = None
     connection_params: dict[str, Any] | None = None
     trace: bool = False
-    request: Request | WebSocket | None = None
+    # The transport's request or socket, opaque here: only the HTTP edge looks inside.
+    request: Any = None
     # One "now" per request, so every device's default range is the same and batches.
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
@@ -59,7 +48,7 @@ Info = strawberry.Info[Context, None]
 def new_context(
     stores: Stores, settings: Settings, caller: Caller | None, *,
     calls: StoreCalls | None = None, trace: bool = False,
-    request: Request | WebSocket | None = None, hub: ShadowHub | None = None,
+    request: Any = None, hub: ShadowHub | None = None,
 ) -> Context:
     tenant = caller.tenant_id if caller else None
     return Context(
@@ -70,68 +59,3 @@ def new_context(
 
 
 _NO_TENANT = UUID(int=0)  # loaders of an unauthenticated socket; every query finds nothing
-
-
-class _TextFrames(ASGIWebSocketAdapter):
-    """Sends every WebSocket message as a text frame, as both GraphQL WebSocket protocols
-    require: ``encode_json`` returns bytes (for HTTP), which Strawberry would send as
-    binary frames that the graphql-ws client cannot read."""
-
-    async def send_json(self, message: Mapping[str, object]) -> None:
-        try:
-            await self.ws.send_text(orjson.dumps(message).decode())
-        except WebSocketDisconnect as exc:
-            raise WebSocketDisconnected from exc
-
-
-class GatewayGraphQL(GraphQL[Context, None]):
-    """Builds a fresh context (and loaders) per HTTP request from what the auth layer put
-    on the request state. HTTP requests are served by ``gateway.graphql_http`` (GraphQL
-    over HTTP status codes and media types, batches, persisted operations, rate limit);
-    WebSocket operations are admitted by ``gateway.ws_handlers``."""
-
-    websocket_adapter_class = _TextFrames
-    graphql_transport_ws_handler_class = TransportWSHandler
-    graphql_ws_handler_class = LegacyWSHandler
-    persisted = PersistedOperations("off", {})
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await super().__call__(scope, receive, send)
-            return
-        response = await graphql_http.serve(self, Request(scope, receive))
-        await response(scope, receive, send)
-
-    def encode_json(self, data: object) -> bytes:
-        # orjson: several times faster than json on a 100-device dashboard response.
-        return orjson.dumps(data)
-
-    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
-        state = request.state
-        if isinstance(request, WebSocket):
-            # Built once per connection; the caller comes with connection_init.
-            return new_context(state.stores, state.settings, None, request=request,
-                               hub=state.hub)
-        context = new_context(
-            state.stores, state.settings, state.caller, calls=state.calls,
-            trace=request.headers.get(TRACE_HEADER) == "1", request=request, hub=state.hub,
-        )
-        context.request_id = state.request_id
-        return context
-
-    async def on_ws_connect(self, context: Context) -> None:
-        """Authenticates a WebSocket from its connection_init payload; a refusal closes
-        the socket with 4403."""
-        params = context.connection_params or {}
-        authorization = params.get("Authorization") or params.get("authorization")
-        try:
-            context.caller = await authenticate(
-                context.stores.registry, authorization if isinstance(authorization, str) else None,
-                settings=context.settings,
-            )
-        except GatewayError as exc:
-            raise ConnectionRejectionError({"message": exc.message}) from exc
-        context.loaders = Loaders(context.stores, context.caller.tenant_id)
-        sockets = getattr(context.request.state, "sockets", None) if context.request else None
-        if sockets is not None and isinstance(context.request, WebSocket):
-            sockets.add(context.caller, context.request)

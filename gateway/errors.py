@@ -10,9 +10,11 @@
      +-- StoreUnavailable           STORE_UNAVAILABLE: a store failed or timed out; names the store
      +-- ShuttingDown               STORE_UNAVAILABLE: the process is stopping; nothing was stored
      +-- StoreConflict              STORE_UNAVAILABLE: a deadlock or serialization failure; retry
-     +-- NotImplementedYet          INTERNAL: a contract field whose issue has not landed yet
 
-Anything else raised while executing is masked as INTERNAL (``gateway.schema_errors``);
+    SettingsError (ValueError)      a setting is missing or malformed; stops the process at start
+
+Anything else raised while executing is masked as INTERNAL
+(``resolvers.execution.extensions``);
 driver errors are translated at the store boundary (``gateway.stores.base``).
 """
 
@@ -103,10 +105,5 @@ class ShuttingDown(GatewayError):
         super().__init__(message, shuttingDown=True)
 
 
-class NotImplementedYet(GatewayError):
-    """A contract field that exists in the schema but is not built yet."""
-
-    code = "INTERNAL"
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"{what} is not implemented yet", notImplemented=True)
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the key."""

@@ -1,6 +1,6 @@
 """Settings: one frozen object built once from the environment (prefix ``IOTSPHERE_``).
 
-A DSN left unset means "use the embedded store for it" (see ``gateway.devstack``).
+A DSN left unset means "use the embedded store for it" (see ``gateway.runtime.devstack``).
 A malformed value fails at start, naming the key.
 """
 
@@ -11,11 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from gateway.auth import jwt_keys
+from gateway.errors import SettingsError
+
 PREFIX = "IOTSPHERE_"
-
-
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message names the key."""
 
 
 def _int(env: Mapping[str, str], key: str, default: int, *, minimum: int = 0) -> int:
@@ -203,10 +202,12 @@ def _public_key(env: Mapping[str, str]) -> str | None:
 
 def check_jwt(settings: Settings) -> Settings:
     """Weak or malformed JWT keys stop the gateway at start (SettingsError naming the key)."""
+    if settings.jwt_secret is not None:
+        jwt_keys.hs256_secret(settings.jwt_secret)
+    if settings.jwt_public_key is not None:
+        jwt_keys.rs256_key(settings.jwt_public_key)
     if settings.jwt_secret is not None or settings.jwt_public_key is not None:
-        from gateway.jwt_auth import verifier
-
-        verifier(settings)
+        jwt_keys.check_leeway(settings.jwt_leeway)
     return settings
 
 

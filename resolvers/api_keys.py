@@ -9,7 +9,7 @@ from typing import Any
 
 import strawberry
 
-from gateway import api_keys
+from gateway.auth import api_keys
 from gateway.context import Info
 from resolvers.pagination import PageInfo, check_page_size, decode_cursor, encode_cursor, page_info
 from resolvers.permissions import allow

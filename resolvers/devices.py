@@ -12,6 +12,7 @@ from uuid import UUID
 
 import strawberry
 from strawberry.scalars import JSON
+from strawberry.types.lazy_type import LazyType
 
 from gateway.context import Info
 from gateway.errors import BadUserInput, LimitExceeded
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
 
 DEFAULT_FORECAST_WINDOW = Interval(timedelta(hours=24))
 AssetRef = Annotated["Asset", strawberry.lazy("resolvers.assets")]
+# Device and Asset refer to each other; resolvers.assets imports this module, so the Asset
+# class is reached through strawberry's lazy type at run time, not by an import back.
+_ASSET: LazyType[Any, Any] = LazyType("Asset", "resolvers.assets")
 
 
 @strawberry.enum
@@ -85,13 +89,12 @@ class Device:
     @strawberry.field(description="The asset this device is installed on (Asset DB).",
                       extensions=[allow(*TENANT_READERS)])
     async def asset(self, info: Info) -> AssetRef | None:
-        from resolvers.assets import Asset
-
         profile = await info.context.loaders.profile.load(self.uuid)
         if profile is None or profile["asset_id"] is None:
             return None
         row = await info.context.loaders.asset.load(profile["asset_id"])
-        return Asset.from_row(row) if row else None
+        asset: type[Asset] = _ASSET.resolve_type()
+        return asset.from_row(row) if row else None
 
     @strawberry.field(
         description="Rich device metadata: manufacturer, model, specs... (Asset DB, JSONB)."

@@ -41,14 +41,14 @@ from graphql.execution.values import get_argument_values
 from graphql.validation import ASTValidationRule
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 
-from gateway.cohorts import ShadowChange
 from gateway.context import Context
 from gateway.errors import GatewayError, NotFound, Unauthenticated
+from gateway.live.cohorts import ShadowChange
 from gateway.loaders import Loaders
 from gateway.stores.base import StoreCalls
-from resolvers.cost import CostLimits, check_cost
-from resolvers.document_limits import aliases_rule, depth_rule
-from resolvers.extensions import client_errors
+from resolvers.execution.cost import CostLimits, check_cost
+from resolvers.execution.extensions import client_errors
+from resolvers.execution.limits import aliases_rule, depth_rule
 from resolvers.permissions import declared_rule
 from resolvers.scalars import parse_id
 from resolvers.shadows import Shadow, ShadowEvent, ShadowEventKind

@@ -285,8 +285,8 @@ class Mutation(ApiKeyMutation):
 
     @strawberry.mutation(extensions=[allow(*TENANT_WRITERS, device=OwnDevice("readings"))])
     async def ingest_telemetry(self, info: Info, readings: list[ReadingInput]) -> IngestResult:
-        # Declares the field; at run time resolvers.fast_paths serves it without converting
-        # each input object (see there). Both go through ingest_readings.
+        # Declares the field; at run time resolvers.execution.fast_paths serves it without
+        # converting each input object (see there). Both go through ingest_readings.
         return await ingest_readings(
             info.context,
             [telemetry.RawReading(str(r.device_id), r.metric, r.time, r.value) for r in readings],

@@ -23,9 +23,9 @@ from uuid import UUID
 
 from strawberry.permission import BasePermission, PermissionExtension
 
-from gateway.auth import Caller
+from gateway.auth.callers import Caller
+from gateway.auth.roles import TENANT_READERS, TENANT_WRITERS
 from gateway.errors import Forbidden, Unauthenticated
-from gateway.roles import TENANT_READERS, TENANT_WRITERS
 
 __all__ = ["TENANT_READERS", "TENANT_WRITERS", "OwnDevice", "Rule", "allow", "declared_rule"]
 

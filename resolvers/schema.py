@@ -18,14 +18,14 @@ from strawberry.schema.config import StrawberryConfig
 from gateway.context import Info
 from gateway.errors import BadUserInput, NotFound
 from gateway.settings import Settings
-from resolvers import fast_paths
 from resolvers.api_keys import ApiKeyQuery
 from resolvers.assets import Asset, AssetConnection, AssetFilter, resolve_assets
-from resolvers.cost import CostLimits, QueryCost
 from resolvers.devices import Device, DeviceConnection, DeviceFilter, resolve_devices
-from resolvers.document_limits import OverlapBudget, aliases_rule, depth_rule
-from resolvers.extensions import ErrorCodes, RequestLog, StoreCallTrace
-from resolvers.flat_lists import FlatListExecutionContext
+from resolvers.execution import fast_paths
+from resolvers.execution.cost import CostLimits, QueryCost
+from resolvers.execution.extensions import ErrorCodes, RequestLog, StoreCallTrace
+from resolvers.execution.flat_lists import FlatListExecutionContext
+from resolvers.execution.limits import OverlapBudget, aliases_rule, depth_rule
 from resolvers.live import GatewaySchema, SubscriptionLimits
 from resolvers.mutations import Mutation
 from resolvers.permissions import TENANT_READERS, OwnDevice, allow

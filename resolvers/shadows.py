@@ -8,8 +8,8 @@ from enum import Enum
 import strawberry
 from strawberry.scalars import JSON
 
-from gateway.shadow_state import delta
 from gateway.stores.shadows import ShadowDoc
+from gateway.writes.shadow_state import delta
 
 
 @strawberry.type

@@ -29,10 +29,10 @@ import redis.asyncio as redis
 from asgi_lifespan import LifespanManager
 
 from gateway.app import create_app
-from gateway.auth import create_tenant_with_admin_key
-from gateway.migrate import STORES, migrate
+from gateway.auth.callers import create_tenant_with_admin_key
 from gateway.settings import Settings
 from gateway.stores import Stores, open_stores
+from gateway.stores.migrations import STORES, migrate
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def servers() -> Iterator[Servers]:
             url = f"redis://{rdc.get_container_host_ip()}:{rdc.get_exposed_port(6379)}/0"
             yield Servers(pgc.get_connection_url(), url, "testcontainers")
             return
-        from gateway.devstack import DevStack
+        from gateway.runtime.devstack import DevStack
 
         # Not under pytest's 0700 tmp dirs: as root, PostgreSQL runs as a system user that
         # must be able to reach its data dir.

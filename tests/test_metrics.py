@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from bench.queries import DASHBOARD
-from gateway.demo import seed_fleet
+from gateway.runtime.demo import seed_fleet
 from gateway.stores import Stores
 from tests.conftest import Gateway, Tenant
 

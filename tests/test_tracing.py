@@ -17,7 +17,7 @@ from opentelemetry.trace import StatusCode
 
 from bench.queries import DASHBOARD
 from gateway import tracing
-from gateway.demo import seed_fleet
+from gateway.runtime.demo import seed_fleet
 from gateway.settings import Settings
 from gateway.stores import Stores
 from tests.conftest import AppClient, Gateway, Tenant

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from gateway.breaker import CircuitBreaker
 from gateway.settings import Settings
 from gateway.stores.assets import AssetStore
+from gateway.stores.breaker import CircuitBreaker
 from gateway.stores.registry import RegistryStore
 from gateway.stores.shadows import ShadowStore
 from gateway.stores.telemetry import TelemetryStore

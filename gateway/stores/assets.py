@@ -11,9 +11,9 @@ from uuid import UUID
 import asyncpg
 
 from gateway.errors import BadUserInput, NotFound
-from gateway.merge_patch import merge_patch
 from gateway.stores.base import PgStore, align, group
 from gateway.stores.registry import like_pattern
+from gateway.writes.merge_patch import merge_patch
 
 
 @dataclass(frozen=True)

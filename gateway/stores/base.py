@@ -19,10 +19,10 @@ import asyncpg
 import orjson
 
 from gateway import tracing
-from gateway.breaker import CircuitBreaker
 from gateway.errors import BadUserInput, StoreConflict, StoreUnavailable
 from gateway.metrics import STORE_CALLS, STORE_SECONDS
-from gateway.sqlfiles import queries
+from gateway.stores.breaker import CircuitBreaker
+from gateway.stores.sqlfiles import queries
 
 log = logging.getLogger("gateway.stores")
 

@@ -25,10 +25,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
 from gateway import tracing
-from gateway.breaker import CircuitBreaker
 from gateway.errors import StoreUnavailable, VersionConflict
 from gateway.metrics import STORE_SECONDS
 from gateway.stores.base import record_round_trip
+from gateway.stores.breaker import CircuitBreaker
 
 log = logging.getLogger("gateway.stores")
 
@@ -277,7 +277,7 @@ class ShadowStore:
     async def publish_revocation(self, tenant_id: UUID, key_ids: list[UUID],
                                  device_id: UUID | None = None) -> None:
         """Tells every gateway replica that these keys (or this device's credentials) are
-        revoked, so each closes the WebSockets they opened (``gateway.sockets``)."""
+        revoked, so each closes the WebSockets they opened (``gateway.live.sockets``)."""
         record_round_trip(self.name)
         payload = orjson.dumps({"keyIds": [str(k) for k in key_ids],
                                 "deviceId": str(device_id) if device_id else None})

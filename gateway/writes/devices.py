@@ -11,9 +11,9 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from gateway.credentials import hash_secret, new_secret
+from gateway.auth.credentials import hash_secret, new_secret
 from gateway.errors import BadUserInput, NotFound, StoreUnavailable
-from gateway.sockets import announce_revocation
+from gateway.live.sockets import announce_revocation
 from gateway.stores import Stores
 from gateway.writes import validate
 

@@ -8,9 +8,9 @@ from typing import Any
 from uuid import UUID
 
 from gateway.errors import BadUserInput, NotFound
-from gateway.shadow_state import apply_update, check_patch
 from gateway.stores import Stores
 from gateway.stores.shadows import ShadowDoc
+from gateway.writes.shadow_state import apply_update, check_patch
 
 
 async def _require_live_device(stores: Stores, tenant_id: UUID, device_id: UUID) -> None:

@@ -1,5 +1,5 @@
 // Runs graphql-http's GraphQL-over-HTTP server audits against a live gateway and prints
-// one JSON array of results on stdout (tests/test_graphql_http.py reads it).
+// one JSON array of results on stdout (tests/http/test_graphql_http.py reads it).
 // usage: node audit.mjs http://127.0.0.1:PORT/graphql API_KEY
 import { auditServer } from 'graphql-http';
 

@@ -1,0 +1,345 @@
+"""``POST /ingest``: bulk telemetry as NDJSON or CSV, streamed into one transaction.
+
+Lines are parsed as they arrive and checked (a known, live device of the caller's tenant,
+a metric name, a finite value within +-1e100, an RFC 3339 time at most 5 minutes ahead).
+Good readings are written in batches, binary-COPY'd into ``readings`` by
+``gateway.writes.bulk_ingest`` while the next batch is parsed, all in the request's one
+transaction; duplicates are skipped, and the response, sent after COMMIT, counts
+accepted, duplicate and rejected readings (with line numbers). Memory is bounded by two
+batches, not the body. A body over the size or line limit is refused whole (413) with
+nothing committed; a bad line is rejected alone.
+
+Callers: an API key of a role that may write, or a device by its own credential
+(``Authorization: Basic base64(<device id>:<secret>)``), which may write only its own
+readings.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.auth.callers import Caller, authenticate, require_ingest
+from gateway.errors import GatewayError, StoreUnavailable
+from gateway.http import rate_limit
+from gateway.http import spec as http_spec
+from gateway.settings import Settings
+from gateway.stores import Stores
+from gateway.stores.base import translate_errors
+from gateway.writes.bulk_ingest import Latest, Record, Writer
+from gateway.writes.telemetry import count_ingest
+from gateway.writes.validate import MAX_READING, METRIC
+
+log = logging.getLogger("gateway.http.ingest")
+
+BATCH = 20_000
+MAX_REPORTED = 1_000  # rejected lines listed one by one; the rest are only counted
+MAX_FUTURE = timedelta(minutes=5)
+CSV_COLUMNS = ("deviceId", "metric", "time", "value")
+
+
+class Refused(Exception):
+    """The whole request is refused: nothing is committed."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class Outcome:
+    accepted: int = 0
+    valid: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    rejected_count: int = 0
+
+    def reject(self, line: int, reason: str) -> None:
+        self.rejected_count += 1
+        if len(self.rejected) < MAX_REPORTED:
+            self.rejected.append({"line": line, "reason": reason})
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted, "duplicates": self.valid - self.accepted,
+            "rejected": self.rejected, "rejectedCount": self.rejected_count,
+            "rejectedTruncated": self.rejected_count > len(self.rejected),
+        }
+
+
+class Batch:
+    """Readings parsed from lines, waiting for their devices to be checked and written.
+    Per line this keeps to one tuple and a few C-level calls: at a million lines a
+    microsecond a line is a second (bench/ingest.py)."""
+
+    def __init__(self, stores: Stores, caller: Caller, outcome: Outcome) -> None:
+        self._stores = stores
+        self._caller = caller
+        self._outcome = outcome
+        self._devices: dict[str, UUID | str] = {}  # device id text -> id, or why refused
+        self._metrics: dict[str, bool] = {}  # metric -> is a metric name
+        self._pending: list[tuple[int, str, str, datetime, float]] = []
+        self._limit = datetime.now(UTC) + MAX_FUTURE
+        self.last_seen: dict[UUID, datetime] = {}
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, line: int, device: Any, metric: Any, time: Any, value: Any) -> None:
+        parsed_time = _time(time)
+        parsed_value = value if type(value) is float else _number(value)
+        good_metric = self._metrics.get(metric) if type(metric) is str else False
+        if good_metric is None:
+            good_metric = self._metrics[metric] = METRIC.match(metric) is not None
+        if type(device) is not str or not device:
+            self._outcome.reject(line, "deviceId is missing")
+        elif not good_metric:
+            self._outcome.reject(line, f"metric {metric!r} is not a metric name")
+        elif parsed_time is None:
+            self._outcome.reject(line, "time is not an RFC 3339 date-time")
+        elif parsed_time > self._limit:
+            self._outcome.reject(line, "time is more than 5 minutes in the future")
+        elif parsed_value is None or not math.isfinite(parsed_value):
+            self._outcome.reject(line, "value is not a finite number")
+        elif abs(parsed_value) > MAX_READING:
+            self._outcome.reject(line, f"value is beyond {MAX_READING:g} in magnitude")
+        else:
+            self._pending.append((line, device, metric, parsed_time, parsed_value))
+
+    async def flush(self, writer: Writer) -> None:
+        """Checks the devices not seen before (one registry query), then hands the batch
+        to the writer (which writes it while the next one is parsed)."""
+        pending, self._pending = self._pending, []
+        unseen = {p[1] for p in pending} - self._devices.keys()
+        if unseen:
+            await self._resolve(unseen)
+        tenant, devices, reject = self._caller.tenant_id, self._devices, self._outcome.reject
+        records: list[Record] = []
+        latest: Latest = {}
+        last_seen = self.last_seen
+        for line, device_text, metric, time, value in pending:
+            device = devices[device_text]
+            if type(device) is str:
+                reject(line, device)
+                continue
+            assert isinstance(device, UUID)
+            records.append((tenant, device, metric, time, value))
+            key = (device, metric)
+            if key not in latest or latest[key][0] < time:
+                latest[key] = (time, value)
+        for (device, _), (time, _) in latest.items():
+            if device not in last_seen or last_seen[device] < time:
+                last_seen[device] = time
+        if records:
+            times = [r[3] for r in records]
+            self._outcome.valid += len(records)
+            await writer.submit(records, min(times), max(times), latest)
+
+    async def _resolve(self, texts: set[str]) -> None:
+        ids: dict[str, UUID] = {}
+        for text in texts:
+            try:
+                ids[text] = UUID(text)
+            except ValueError:
+                self._devices[text] = "deviceId is not a valid ID"
+        if not ids:
+            return
+        own = self._caller.device_id
+        rows = await self._stores.registry.devices_by_ids(self._caller.tenant_id,
+                                                          list(ids.values()))
+        for (text, device), row in zip(ids.items(), rows, strict=True):
+            if row is None:
+                self._devices[text] = "unknown device"
+            elif own is not None and device != own:
+                self._devices[text] = "a device may only write its own readings"
+            elif row["status"] == "DECOMMISSIONED":
+                self._devices[text] = "device is decommissioned"
+            else:
+                self._devices[text] = device
+
+
+def _time(raw: Any) -> datetime | None:
+    if not isinstance(raw, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _number(raw: Any) -> float | None:
+    if isinstance(raw, bool):
+        return None
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+async def _chunks(request: Request, settings: Settings
+                  ) -> AsyncIterator[tuple[int, list[bytes]]]:
+    """The body's complete lines, a received chunk at a time, with the number of the line
+    before the first; enforces the size and line limits as the bytes arrive."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.ingest_max_bytes:
+        raise Refused(413, "LIMIT_EXCEEDED",
+                      f"Body exceeds the limit of {settings.ingest_max_bytes} bytes")
+    received, number, rest = 0, 0, b""
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > settings.ingest_max_bytes:
+            raise Refused(413, "LIMIT_EXCEEDED",
+                          f"Body exceeds the limit of {settings.ingest_max_bytes} bytes")
+        *complete, rest = (rest + chunk).split(b"\n")
+        _check_line_limit(number, complete, settings.ingest_max_lines)
+        yield number, complete
+        number += len(complete)
+    if rest:
+        _check_line_limit(number, [rest], settings.ingest_max_lines)
+        yield number, [rest]
+
+
+def _check_line_limit(before: int, lines: list[bytes], limit: int) -> None:
+    # Blank lines are numbered but do not count against the limit beyond it.
+    if before + len(lines) > limit and any(
+            line.strip() for line in lines[max(0, limit - before):]):
+        raise Refused(413, "LIMIT_EXCEEDED", f"Body exceeds the limit of {limit} lines")
+
+
+async def _parse(
+    request: Request, settings: Settings, kind: str, batch: Batch, outcome: Outcome,
+) -> AsyncIterator[None]:
+    """Feeds every line into ``batch``; yields whenever the batch is full."""
+    columns: dict[str, int] | None = None
+    loads, decode_error, add = orjson.loads, orjson.JSONDecodeError, batch.add
+    async for before, lines in _chunks(request, settings):
+        for number, raw in enumerate(lines, before + 1):
+            if not raw or raw.isspace():
+                continue
+            if kind == "ndjson":
+                try:
+                    item = loads(raw)  # orjson takes bytes, checks UTF-8, skips \r
+                except decode_error:
+                    outcome.reject(number, _not_json(raw))
+                    continue
+                if type(item) is not dict:
+                    outcome.reject(number, "line is not a JSON object")
+                    continue
+                get = item.get
+                add(number, get("deviceId"), get("metric"), get("time"), get("value"))
+            else:
+                try:
+                    text = raw.decode().rstrip("\r")
+                except UnicodeDecodeError:
+                    outcome.reject(number, "line is not UTF-8")
+                    continue
+                fields = next(csv.reader([text])) if '"' in text else text.split(",")
+                if columns is None:
+                    columns = _csv_header(fields)
+                    continue
+                if len(fields) != len(columns):
+                    outcome.reject(number,
+                                   f"expected {len(columns)} fields, got {len(fields)}")
+                    continue
+                add(number, *(fields[columns[c]] for c in CSV_COLUMNS))
+            if len(batch) >= BATCH:
+                yield
+
+
+def _not_json(raw: bytes) -> str:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return "line is not UTF-8"
+    return "line is not JSON"
+
+
+def _csv_header(fields: list[str]) -> dict[str, int]:
+    names = [f.strip() for f in fields]
+    missing = [c for c in CSV_COLUMNS if c not in names]
+    if missing or len(set(names)) != len(names):
+        raise Refused(400, "BAD_USER_INPUT",
+                      "CSV must start with the header line deviceId,metric,time,value")
+    return {name: names.index(name) for name in CSV_COLUMNS}
+
+
+def _kind(request: Request) -> str:
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media in ("application/x-ndjson", "application/jsonl", "application/json-seq"):
+        return "ndjson"
+    if media == "text/csv":
+        return "csv"
+    raise Refused(415, "BAD_USER_INPUT",
+                  "Content-Type must be application/x-ndjson or text/csv")
+
+
+async def _caller(request: Request, stores: Stores) -> Caller:
+    # Basic (a device), an API key or a JWT; a device caller writes only its own lines.
+    caller = await authenticate(stores.registry, request.headers.get("authorization"),
+                                settings=request.state.settings)
+    require_ingest(caller)
+    return caller
+
+
+async def ingest_endpoint(request: Request) -> Response:
+    stores: Stores = request.state.stores
+    settings: Settings = request.state.settings
+    try:
+        caller = await _caller(request, stores)
+        await rate_limit.take(stores.shadows, settings, caller)
+        kind = _kind(request)
+        outcome = await _ingest(request, stores, settings, caller, kind)
+    except rate_limit.RateLimited as limited:
+        return http_spec.error_response(limited, 429, None, limited.headers)
+    except Refused as refused:
+        return _error(refused.status, refused.code, refused.message)
+    except GatewayError as error:
+        status = {"UNAUTHENTICATED": 401, "FORBIDDEN": 403,
+                  "STORE_UNAVAILABLE": 503}.get(error.code, 400)
+        return _error(status, error.code, error.message)
+    except ClientDisconnect:
+        return Response(status_code=499)  # nobody to read it; the transaction rolled back
+    return JSONResponse(outcome.as_json())
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"errors": [{"message": message, "extensions": {"code": code}}]},
+                        status_code=status)
+
+
+async def _ingest(
+    request: Request, stores: Stores, settings: Settings, caller: Caller, kind: str
+) -> Outcome:
+    outcome = Outcome()
+    batch = Batch(stores, caller, outcome)
+    telemetry = stores.telemetry
+    with translate_errors("telemetry"):
+        async with telemetry.acquire() as conn, conn.transaction():
+            writer = Writer(conn, telemetry, caller.tenant_id)
+            try:
+                async for _ in _parse(request, settings, kind, batch, outcome):
+                    await batch.flush(writer)
+                await batch.flush(writer)
+                await writer.finish()
+            except BaseException:
+                await writer.abandon()  # the connection must be idle for the rollback
+                raise
+            outcome.accepted = writer.accepted
+    count_ingest(outcome.accepted, outcome.valid - outcome.accepted, outcome.rejected_count)
+    if batch.last_seen:
+        try:
+            await stores.registry.touch_last_seen(caller.tenant_id, batch.last_seen)
+        except StoreUnavailable:
+            log.warning("lastSeenAt of %d devices left for the reconciler",
+                        len(batch.last_seen))
+    return outcome

@@ -1,0 +1,76 @@
+"""Repairs what a failed multi-store write may leave behind (see ``gateway.writes``).
+
+Every leftover is invisible to readers until repaired, and every repair is idempotent, so
+the reconciler may run on several replicas at once, at start and then periodically:
+- asset-side profiles whose device never reached the registry are deleted;
+- shadows of decommissioned devices are deleted (keeping their version);
+- lastSeenAt moves forward to the newest reading the telemetry store holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from gateway.errors import StoreUnavailable
+from gateway.stores import Stores
+
+log = logging.getLogger("gateway.jobs.reconciler")
+
+BATCH = 1000
+# Profiles younger than this may belong to a registration still in flight.
+ORPHAN_GRACE = timedelta(minutes=1)
+_FIRST = UUID(int=0)
+
+
+@dataclass
+class Repairs:
+    orphan_profiles: int = 0
+    shadows: int = 0
+    last_seen: int = 0
+
+
+async def reconcile(stores: Stores, *, grace: timedelta = ORPHAN_GRACE) -> Repairs:
+    repairs = Repairs()
+    older_than = datetime.now(UTC) - grace
+    after = _FIRST
+    while rows := await stores.assets.profiles_older_than(after, BATCH, older_than):
+        ids = [r["device_id"] for r in rows]
+        orphans = set(ids) - await stores.registry.existing_ids(ids)
+        if orphans:
+            await stores.assets.delete_orphan_profiles(sorted(orphans), older_than)
+            repairs.orphan_profiles += len(orphans)
+        after = ids[-1]
+
+    after = _FIRST
+    while rows := await stores.registry.decommissioned_ids(after, BATCH):
+        repairs.shadows += await stores.shadows.delete_many(
+            [(r["tenant_id"], r["id"]) for r in rows]
+        )
+        after = rows[-1]["id"]
+
+    after = _FIRST
+    while rows := await stores.telemetry.last_seen_after(after, BATCH):
+        by_tenant: dict[UUID, dict[UUID, datetime]] = defaultdict(dict)
+        for r in rows:
+            by_tenant[r["tenant_id"]][r["device_id"]] = r["seen"]
+        for tenant_id, seen in by_tenant.items():
+            repairs.last_seen += await stores.registry.touch_last_seen(tenant_id, seen)
+        after = rows[-1]["device_id"]
+    return repairs
+
+
+async def run_periodically(stores: Stores, interval: float) -> None:
+    """Reconciles now and then every ``interval`` seconds; a store outage only delays it."""
+    while True:
+        try:
+            repairs = await reconcile(stores)
+            if repairs.orphan_profiles or repairs.shadows:
+                log.info("reconciled: %s", repairs)
+        except StoreUnavailable as exc:
+            log.warning("reconciliation postponed: %s", exc.message)
+        await asyncio.sleep(interval)

@@ -1,0 +1,361 @@
+"""The subscription hub: one Redis pub/sub connection per process, fanned out to cohorts.
+
+It pattern-subscribes to the keyspace notifications of every shadow key and to the
+topology channel the writes publish on. A notification marks its device dirty; a reader
+drains dirty devices in one pipelined read per tenant (a burst of writes to one device
+costs one read), and offers each change to the cohorts watching that device. Writes by
+any Redis client reach subscribers, since the notification comes from Redis itself.
+
+Keyspace notifications are fire-and-forget: while the connection is down, changes are
+lost. So after every reconnect (capped exponential backoff) the hub re-reads every watched
+device and offers it to every member as a SNAPSHOT: no dashboard stays silently stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+from uuid import UUID
+
+import orjson
+import redis.asyncio as redis
+from redis.connection import parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.errors import StoreUnavailable
+from gateway.live.cohorts import Cohort, Execute, Member, ShadowChange
+from gateway.metrics import HUB_RECONNECTS, SUBSCRIPTIONS
+from gateway.stores import Stores
+from gateway.stores.shadows import KEY_PREFIX
+
+log = logging.getLogger("gateway.live.hub")
+
+# K: keyspace channel; h: hash commands (HSET); g: generic (DEL, RENAME, EXPIRE);
+# x/e: expired/evicted keys.
+REQUIRED_FLAGS = "Khgxe"
+_KEY = re.compile(
+    rf"^{KEY_PREFIX}:{{([0-9a-f-]{{36}})}}:shadow:([0-9a-f-]{{36}})$".encode()
+)
+_TOPOLOGY = re.compile(rf"^{KEY_PREFIX}:{{([0-9a-f-]{{36}})}}:topology$".encode())
+_REVOKED = re.compile(rf"^{KEY_PREFIX}:{{([0-9a-f-]{{36}})}}:revoked$".encode())
+
+# Called with (tenant, revoked key ids, device whose credentials all went or None).
+OnRevoked = Callable[[UUID, list[UUID], UUID | None], Awaitable[object]]
+_BACKOFF_START, _BACKOFF_MAX = 0.1, 5.0
+ASSET_REFRESH_INTERVAL = 60.0  # fallback for topology messages lost while disconnected
+
+
+class HubConfigError(RuntimeError):
+    """Redis will not deliver keyspace notifications and the hub may not turn them on."""
+
+
+class ShadowHub:
+    def __init__(self, stores: Stores, redis_url: str,
+                 on_revoked: OnRevoked | None = None) -> None:
+        self._stores = stores
+        self._on_revoked = on_revoked
+        self._revocations: set[asyncio.Task[object]] = set()
+        self._url = redis_url
+        self._db = int(parse_url(redis_url).get("db", 0))
+        self._cohorts: dict[tuple[object, ...], Cohort] = {}
+        self._by_device: dict[tuple[UUID, UUID], set[Cohort]] = defaultdict(set)
+        self._tenant_wide: dict[UUID, set[Cohort]] = defaultdict(set)
+        self._by_asset: dict[UUID, set[Cohort]] = defaultdict(set)  # tenant -> cohorts
+        self._dirty: set[tuple[UUID, UUID]] = set()
+        self._dirty_tenants: set[UUID] = set()
+        self._wake = asyncio.Event()
+        self._seq = itertools.count(1)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self, *, wait: float = 5.0) -> None:
+        """Starts listening; waits up to ``wait`` s for the first connection. A Redis that
+        refuses keyspace notifications fails here; an unreachable one is retried."""
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="hub-listen"),
+            asyncio.create_task(self._read_dirty(), name="hub-read"),
+            asyncio.create_task(self._refresh_periodically(), name="hub-refresh"),
+        ]
+        listener = self._tasks[0]
+        connected = asyncio.create_task(self.connected.wait())
+        await asyncio.wait({listener, connected}, timeout=wait,
+                           return_when=asyncio.FIRST_COMPLETED)
+        connected.cancel()
+        if listener.done():
+            listener.result()  # raises HubConfigError
+
+    async def aclose(self) -> None:
+        for cohort in list(self._cohorts.values()):
+            for member in list(cohort.members):
+                member.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- subscribers -------------------------------------------------------------------
+
+    async def join(
+        self, key: tuple[object, ...], tenant_id: UUID, *, devices: set[UUID] | None,
+        asset_id: UUID | None, execute: Execute,
+    ) -> Member:
+        """A new member of the cohort ``key``: registered first, then sent a SNAPSHOT of
+        every device it watches, so no change between the two is missed."""
+        cohort = self._cohorts.get(key)
+        if cohort is None and asset_id is not None:
+            devices = await self._asset_devices(tenant_id, asset_id)
+            cohort = self._cohorts.get(key)  # another join may have made it meanwhile
+        if cohort is None:
+            cohort = Cohort(key, tenant_id, devices=devices, asset_id=asset_id,
+                            execute=execute)
+            self._index(cohort)
+        member = Member(cohort)
+        cohort.members.add(member)
+        SUBSCRIPTIONS.inc()
+        try:
+            await self._snapshot(cohort, [member], cohort.devices)
+        except BaseException:
+            self.leave(member)
+            raise
+        return member
+
+    def leave(self, member: Member) -> None:
+        member.close()
+        cohort = member.cohort
+        if member in cohort.members:
+            cohort.members.discard(member)
+            SUBSCRIPTIONS.dec()
+        if not cohort.members and self._cohorts.get(cohort.key) is cohort:
+            self._unindex(cohort)
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(c.members) for c in self._cohorts.values())
+
+    def _index(self, cohort: Cohort) -> None:
+        self._cohorts[cohort.key] = cohort
+        if cohort.devices is None:
+            self._tenant_wide[cohort.tenant_id].add(cohort)
+        else:
+            for device in cohort.devices:
+                self._by_device[(cohort.tenant_id, device)].add(cohort)
+        if cohort.asset_id is not None:
+            self._by_asset[cohort.tenant_id].add(cohort)
+
+    def _unindex(self, cohort: Cohort) -> None:
+        del self._cohorts[cohort.key]
+        self._tenant_wide[cohort.tenant_id].discard(cohort)
+        self._by_asset[cohort.tenant_id].discard(cohort)
+        for device in cohort.devices or ():
+            watchers = self._by_device.get((cohort.tenant_id, device))
+            if watchers is not None:
+                watchers.discard(cohort)
+                if not watchers:
+                    del self._by_device[(cohort.tenant_id, device)]
+
+    def _watchers(self, tenant_id: UUID, device_id: UUID) -> set[Cohort]:
+        return self._by_device.get((tenant_id, device_id), set()) | self._tenant_wide.get(
+            tenant_id, set())
+
+    # -- changes -----------------------------------------------------------------------
+
+    async def _snapshot(
+        self, cohort: Cohort, members: Iterable[Member], devices: Iterable[UUID] | None
+    ) -> None:
+        ids = list(devices) if devices is not None else (
+            await self._stores.registry.live_device_ids(cohort.tenant_id))
+        members = list(members)
+        for change in await self._read(cohort.tenant_id, ids):
+            for member in members:
+                member.offer(change, snapshot=True)
+
+    async def _read(self, tenant_id: UUID, device_ids: list[UUID]) -> list[ShadowChange]:
+        if not device_ids:
+            return []
+        now = datetime.now(UTC)
+        rows = await self._stores.shadows.get_with_versions(tenant_id, device_ids)
+        return [
+            ShadowChange(seq=next(self._seq), tenant_id=tenant_id, device_id=device,
+                         deleted=doc is None and version is not None, version=version,
+                         doc=doc, at=now)
+            for device, (doc, version) in zip(device_ids, rows, strict=True)
+        ]
+
+    async def _read_dirty(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            # Topology first: a device detached before it changed must not be offered.
+            tenants, self._dirty_tenants = self._dirty_tenants, set()
+            for tenant_id in tenants:
+                await self._refresh_assets(tenant_id)
+            dirty, self._dirty = self._dirty, set()
+            by_tenant: dict[UUID, list[UUID]] = defaultdict(list)
+            for tenant_id, device_id in dirty:
+                by_tenant[tenant_id].append(device_id)
+            for tenant_id, device_ids in by_tenant.items():
+                try:
+                    changes = await self._read(tenant_id, device_ids)
+                except StoreUnavailable as exc:
+                    # The reconnect that follows an outage re-snapshots every member.
+                    log.warning("hub could not read %d shadows: %s", len(device_ids), exc)
+                    continue
+                for change in changes:
+                    for cohort in self._watchers(tenant_id, change.device_id):
+                        for member in list(cohort.members):
+                            member.offer(change)
+
+    def _on_message(self, channel: bytes, data: bytes = b"") -> None:
+        name = channel.split(b":", 1)[1] if channel.startswith(b"__keyspace@") else channel
+        if match := _KEY.match(name):
+            tenant_id, device_id = UUID(match[1].decode()), UUID(match[2].decode())
+            if self._watchers(tenant_id, device_id):
+                self._dirty.add((tenant_id, device_id))
+                self._wake.set()
+        elif match := _TOPOLOGY.match(name):
+            self._dirty_tenants.add(UUID(match[1].decode()))
+            self._wake.set()
+        elif match := _REVOKED.match(name):
+            self._revoked(UUID(match[1].decode()), data)
+
+    def _revoked(self, tenant_id: UUID, data: bytes) -> None:
+        """Forgets the revoked keys' outage grace and hands them to ``on_revoked``."""
+        try:
+            payload = orjson.loads(data)
+            key_ids = [UUID(k) for k in payload["keyIds"]]
+            device_id = UUID(payload["deviceId"]) if payload["deviceId"] else None
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed revocation on tenant %s", tenant_id)
+            return
+        self._stores.registry.verified_keys.forget_ids(key_ids)
+        if self._on_revoked is not None:
+            task = asyncio.ensure_future(self._on_revoked(tenant_id, key_ids, device_id))
+            self._revocations.add(task)
+            task.add_done_callback(self._revocations.discard)
+
+    # -- asset filters -----------------------------------------------------------------
+
+    async def _asset_devices(self, tenant_id: UUID, asset_id: UUID) -> set[UUID]:
+        ids = await self._stores.assets.device_ids_matching(
+            tenant_id, asset_id=asset_id, metadata=None)
+        rows = await self._stores.registry.devices_by_ids(tenant_id, ids)
+        return {r["id"] for r in rows if r is not None and r["status"] != "DECOMMISSIONED"}
+
+    async def _refresh_assets(self, tenant_id: UUID) -> None:
+        """Re-resolves the devices of the tenant's asset-filtered cohorts; devices that came
+        in get a SNAPSHOT."""
+        for cohort in list(self._by_asset.get(tenant_id, ())):
+            assert cohort.asset_id is not None
+            try:
+                devices = await self._asset_devices(tenant_id, cohort.asset_id)
+            except StoreUnavailable as exc:
+                log.warning("asset filter refresh postponed: %s", exc)
+                return
+            if self._cohorts.get(cohort.key) is not cohort:
+                continue
+            added = devices - (cohort.devices or set())
+            self._unindex(cohort)
+            cohort.devices = devices
+            self._index(cohort)
+            if added:
+                try:
+                    await self._snapshot(cohort, cohort.members, added)
+                except StoreUnavailable as exc:
+                    # Their next change is their first delivery, hence a SNAPSHOT.
+                    log.warning("snapshot of %d newly matching devices failed: %s",
+                                len(added), exc)
+
+    async def _refresh_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(ASSET_REFRESH_INTERVAL)
+            self._dirty_tenants.update(self._by_asset)
+            self._wake.set()
+
+    # -- the connection ----------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        backoff = _BACKOFF_START
+        first = True
+        while True:
+            client = redis.Redis.from_url(self._url, health_check_interval=5,
+                                          socket_keepalive=True)
+            pubsub = client.pubsub()
+            try:
+                await self._enable_notifications(client)
+                await pubsub.psubscribe(
+                    f"__keyspace@{self._db}__:{KEY_PREFIX}:*:shadow:*",
+                    f"{KEY_PREFIX}:*:topology",
+                    f"{KEY_PREFIX}:*:revoked",
+                )
+                if not first:
+                    await self._resnapshot_all()
+                first = False
+                backoff = _BACKOFF_START
+                self.connected.set()
+                log.info("hub listening for shadow changes")
+                async for message in pubsub.listen():
+                    if message["type"] == "pmessage":
+                        self._on_message(message["channel"], message["data"])
+            except HubConfigError:
+                if first:
+                    raise
+                log.exception("hub cannot enable keyspace notifications; retrying")
+            except (RedisConnectionError, RedisTimeoutError, OSError, StoreUnavailable) as exc:
+                log.warning("hub lost Redis (%s); reconnecting in %.1fs", exc, backoff)
+            except Exception:  # a bug must not end live updates for the process
+                log.exception("hub listener failed; reconnecting")
+            finally:
+                if self.connected.is_set():
+                    self.reconnects += 1
+                    HUB_RECONNECTS.inc()
+                self.connected.clear()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def _enable_notifications(self, client: redis.Redis) -> None:
+        """Turns on the keyspace events the hub needs (a restarted Redis forgets them)."""
+        try:
+            current = (await client.config_get("notify-keyspace-events")).get(
+                "notify-keyspace-events", "")
+        except ResponseError:
+            current = None
+        if isinstance(current, bytes):
+            current = current.decode()
+        if current is not None and _covers(current):
+            return
+        wanted = "".join(dict.fromkeys((current or "") + REQUIRED_FLAGS))
+        try:
+            await client.config_set("notify-keyspace-events", wanted)
+        except ResponseError as exc:
+            raise HubConfigError(
+                "Redis keyspace notifications are off and CONFIG SET is not allowed here "
+                f"({exc}). Set notify-keyspace-events to include '{REQUIRED_FLAGS}' (or "
+                "'KA') on the server, e.g. in the managed Redis parameter group."
+            ) from exc
+
+    async def _resnapshot_all(self) -> None:
+        log.info("hub reconnected: re-sending snapshots to %d subscribers",
+                 self.subscriber_count)
+        for cohort in list(self._cohorts.values()):
+            await self._snapshot(cohort, cohort.members, cohort.devices)
+
+
+def _covers(flags: str) -> bool:
+    if "K" not in flags:
+        return False
+    classes = set(flags) - {"K", "E"}
+    return "A" in classes or {"h", "g"} <= classes

@@ -1,0 +1,84 @@
+"""Open WebSockets by the credential that authenticated them, so a revoked API key or a
+decommissioned device loses its live connections too, not only its next request.
+
+A revocation is published on the tenant's Redis channel (``ShadowStore.publish_revocation``)
+and every replica's hub hands it to its own ``OpenSockets``: the sockets it matches are
+closed with 4403, the code both GraphQL WebSocket protocols use for Forbidden.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import weakref
+from collections.abc import Iterable
+from uuid import UUID
+
+from starlette.websockets import WebSocket
+
+from gateway.auth.callers import Caller
+from gateway.errors import StoreUnavailable
+from gateway.stores.shadows import ShadowStore
+
+log = logging.getLogger("gateway.live.sockets")
+
+REVOKED_CLOSE_CODE = 4403
+REVOKED_REASON = "Credential revoked"
+
+
+class OpenSockets:
+    """This process's authenticated WebSockets. Entries go with their socket (weak
+    references): a connection that ends needs no bookkeeping."""
+
+    def __init__(self) -> None:
+        self._ids = itertools.count()
+        self._by_tenant: dict[UUID, dict[int, tuple[weakref.ref[WebSocket], Caller]]] = {}
+
+    def add(self, caller: Caller, websocket: WebSocket) -> None:
+        sockets = self._by_tenant.setdefault(caller.tenant_id, {})
+        entry = next(self._ids)
+
+        def forget(_: object, tenant: UUID = caller.tenant_id, entry: int = entry) -> None:
+            held = self._by_tenant.get(tenant)
+            if held is not None:
+                held.pop(entry, None)
+                if not held:
+                    self._by_tenant.pop(tenant, None)
+
+        sockets[entry] = (weakref.ref(websocket, forget), caller)
+
+    def count(self, tenant_id: UUID) -> int:
+        return len(self._by_tenant.get(tenant_id, {}))
+
+    async def close_revoked(self, tenant_id: UUID, key_ids: Iterable[UUID],
+                            device_id: UUID | None) -> int:
+        """Closes the tenant's sockets opened with one of ``key_ids`` or as ``device_id``;
+        the number closed."""
+        revoked = set(key_ids)
+        matched = []
+        for ref, caller in list(self._by_tenant.get(tenant_id, {}).values()):
+            if caller.key_id in revoked or (device_id is not None
+                                            and caller.device_id == device_id):
+                websocket = ref()
+                if websocket is not None:
+                    matched.append(websocket)
+        for websocket in matched:
+            with contextlib.suppress(Exception):  # already closing: nothing left to do
+                await websocket.close(code=REVOKED_CLOSE_CODE, reason=REVOKED_REASON)
+        if matched:
+            log.info("closed %d WebSocket(s) of revoked credentials in tenant %s",
+                     len(matched), tenant_id)
+        return len(matched)
+
+
+async def announce_revocation(shadows: ShadowStore, tenant_id: UUID, key_ids: list[UUID],
+                              device_id: UUID | None = None) -> None:
+    """Best effort, after the registry committed the revocation: every later request with
+    the credential fails anyway; only sockets already open need the announcement, and
+    while Redis is down there are no live updates on them to cut off."""
+    try:
+        await shadows.publish_revocation(tenant_id, key_ids, device_id)
+    except StoreUnavailable:
+        log.warning("revocation in tenant %s not announced: open WebSockets of it stay "
+                    "until they reconnect", tenant_id)

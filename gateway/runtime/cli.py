@@ -1,0 +1,217 @@
+"""The ``iotsphere`` command: serve, migrate, tenant create/list."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import math
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from gateway.runtime.workers import configure_logging, export
+from gateway.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from gateway.stores import Stores
+
+log = logging.getLogger("gateway.runtime.cli")
+
+
+@contextmanager
+def resolved_settings(settings: Settings) -> Iterator[Settings]:
+    """Settings with every DSN filled in: the operator's, or the embedded stack's for those
+    left unset. The embedded servers stop when the block ends."""
+    if not settings.embedded:
+        yield settings
+        return
+    from gateway.runtime.devstack import DevStack
+
+    with DevStack(settings.data_dir) as endpoints:
+        yield settings.with_stores(
+            registry=endpoints.dsn("registry"), assets=endpoints.dsn("assets"),
+            telemetry=endpoints.dsn("telemetry"), redis=endpoints.redis_url,
+        )
+
+
+def _migrate(settings: Settings) -> dict[str, list[str]]:
+    from gateway.stores.migrations import migrate_all
+
+    assert settings.registry_dsn and settings.assets_dsn and settings.telemetry_dsn
+    return asyncio.run(migrate_all({
+        "registry": settings.registry_dsn, "assets": settings.assets_dsn,
+        "telemetry": settings.telemetry_dsn,
+    }))
+
+
+def _dev_key(settings: Settings) -> str:
+    """The demo tenant's admin key, created on first start and kept in DATA_DIR/admin-key."""
+    from gateway.writes.tenants import ensure_demo_tenant, read_key_file, write_key_file
+
+    key_file = settings.data_dir / "admin-key"
+    known = read_key_file(key_file)
+    key = asyncio.run(ensure_demo_tenant(settings, known))
+    if key != known:
+        write_key_file(key_file, key)
+    return key
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Resolves the stores once in this process, then runs the workers: in this process
+    for one, as child processes for more. Embedded stores stop after the last worker."""
+    settings = replace(
+        settings, host=args.host or settings.host,
+        port=settings.port if args.port is None else args.port,
+        workers=args.workers or settings.workers,
+    )
+    # SIGTERM unwinds like Ctrl-C (uvicorn re-raises it once it has shut down), so the
+    # embedded stores below are stopped, not orphaned.
+    signal.signal(signal.SIGTERM, _interrupt)
+    embedded = settings.embedded
+    try:
+        with resolved_settings(settings) as ready:
+            if embedded or args.demo:
+                # External stores are migrated by each worker's lifespan, which starts
+                # even while one is down and migrates it when it comes back.
+                _migrate(ready)
+            dev_key = _dev_key(ready) if embedded else None
+            if args.demo:
+                from gateway.runtime.demo import prepare_demo
+
+                asyncio.run(_with_stores(ready, prepare_demo))
+            export(ready, ready.data_dir / "admin-key" if dev_key else None)
+            with _demo_simulator(ready) if args.demo else nullcontext():
+                if dev_key:
+                    print(f"\n  GraphiQL:  http://{ready.host}:{ready.port}/graphql", flush=True)
+                    print(f"  Admin key (demo tenant, embedded mode only): {dev_key}\n",
+                          flush=True)
+                _run_workers(ready)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C or SIGTERM before or after serving; everything above has stopped
+    return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_workers(settings: Settings) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        "gateway.runtime.workers:app", factory=True, host=settings.host, port=settings.port,
+        workers=settings.workers, log_level="info",
+        # In-flight requests get the grace period; bodies stop a little earlier
+        # (gateway/draining.py).
+        timeout_graceful_shutdown=max(int(math.ceil(settings.shutdown_grace)), 1),
+    )
+
+
+async def _with_stores(settings: Settings, work: Callable[[Stores, Settings], Awaitable[None]]
+                       ) -> None:
+    from gateway.stores import open_stores
+
+    async with open_stores(settings) as stores:
+        await work(stores, settings)
+
+
+@contextmanager
+def _demo_simulator(settings: Settings) -> Iterator[None]:
+    """The demo simulator on its own event loop in a thread of this process: one for any
+    number of workers, stopped before the stores are."""
+    from gateway.runtime.demo import run_demo
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(_with_stores(settings, run_demo))
+
+    def run() -> None:
+        try:
+            loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("demo simulator stopped")
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name="demo-simulator", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        loop.call_soon_threadsafe(task.cancel)
+        thread.join(timeout=10)
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    with resolved_settings(settings) as ready:
+        for store, versions in _migrate(ready).items():
+            print(f"{store}: {'applied ' + ', '.join(versions) if versions else 'up to date'}")
+    return 0
+
+
+def cmd_tenant(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.writes.tenants import TenantNameError, create_tenant, list_tenants
+
+    with resolved_settings(settings) as ready:
+        _migrate(ready)
+        if args.action == "create":
+            try:
+                tenant_id, key = asyncio.run(create_tenant(ready, args.name))
+            except TenantNameError as exc:
+                print(f"iotsphere: {exc}", file=sys.stderr)
+                return 1
+            print(f"tenant {args.name.strip()} ({tenant_id})")
+            print(f"admin key (shown once, store it now): {key}")
+        else:
+            for row in asyncio.run(list_tenants(ready)):
+                print(f"{row['id']}  {row['name']}  {row['created_at'].isoformat()}")
+    return 0
+
+
+def _positive(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="iotsphere", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway (embedded stores when DSNs are unset)")
+    serve.add_argument("--demo", action="store_true",
+                       help="seed demo data once and keep a simulator running")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=_positive, metavar="N",
+                       help="worker processes (default: IOTSPHERE_WORKERS, else 1)")
+    serve.set_defaults(func=cmd_serve)
+    sub.add_parser("migrate", help="apply pending migrations").set_defaults(func=cmd_migrate)
+    tenant = sub.add_parser("tenant", help="create or list tenants")
+    tenant_sub = tenant.add_subparsers(dest="action", required=True)
+    create = tenant_sub.add_parser("create", help="create a tenant and print its admin key")
+    create.add_argument("name")
+    tenant_sub.add_parser("list", help="list tenants")
+    tenant.set_defaults(func=cmd_tenant)
+
+    args = parser.parse_args(argv)
+    configure_logging()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"iotsphere: {exc}", file=sys.stderr)
+        return 2
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    return int(args.func(args, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Every mutation, query field and subscription, tried by every role.
+
+admin: everything in its tenant, API keys included. operator: reads, and every write but
+key management. viewer: reads only. device (here a device-bound API key; Basic and JWT
+device callers are checked to get the same rules): reads itself and its shadow (and its
+own telemetry), writes its reported state and its own readings; anything else, or any
+other device's id, is FORBIDDEN.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+import websockets
+
+from gateway.app import create_app
+from gateway.auth.callers import ROLES, hash_key, new_api_key
+from gateway.settings import Settings
+from gateway.stores import Stores
+from resolvers.schema import schema
+from tests.conftest import Gateway, Tenant
+from tests.support.live_server import TransportWS, serve
+
+NOWHERE = str(uuid4())
+WRITERS = {"admin", "operator"}
+READERS = {"admin", "operator", "viewer"}
+
+# Each mutation with the roles that may call it. ``{t}`` is the target device: an unknown id
+# for admin and operator (so the matrix changes nothing real), the device's own id for the
+# others (so a refusal is the role's, not the id's).
+MUTATIONS: dict[str, tuple[str, set[str]]] = {
+    "registerDevice": ('registerDevice(input: {{serial: "R", name: "r", type: "t"}}) '
+                       "{{ device {{ id }} }}", WRITERS),
+    "updateDevice": ('updateDevice(id: "{t}", input: {{name: "x"}}) {{ id }}', WRITERS),
+    "setDeviceStatus": ('setDeviceStatus(id: "{t}", status: ACTIVE) {{ id }}', WRITERS),
+    "decommissionDevice": ('decommissionDevice(id: "{t}") {{ id }}', WRITERS),
+    "createAsset": ('createAsset(input: {{name: "a", kind: "site"}}) {{ id }}', WRITERS),
+    "updateAsset": (f'updateAsset(id: "{NOWHERE}", input: {{{{name: "x"}}}}) {{{{ id }}}}',
+                    WRITERS),
+    "deleteAsset": (f'deleteAsset(id: "{NOWHERE}")', WRITERS),
+    "attachDevice": (f'attachDevice(deviceId: "{{t}}", assetId: "{NOWHERE}") {{{{ id }}}}',
+                     WRITERS),
+    "detachDevice": ('detachDevice(deviceId: "{t}") {{ id }}', WRITERS),
+    "updateShadow": ('updateShadow(deviceId: "{t}", reported: {{a: 1}}) {{ version }}',
+                     WRITERS | {"device"}),
+    "deleteShadow": ('deleteShadow(deviceId: "{t}")', WRITERS),
+    "ingestTelemetry": ('ingestTelemetry(readings: [{{deviceId: "{t}", metric: "t", '
+                        'time: "2026-01-01T00:00:00Z", value: 1}}]) '
+                        "{{ accepted rejected {{ reason }} }}", WRITERS | {"device"}),
+    "createApiKey": ('createApiKey(input: {{name: "k", role: VIEWER}}) {{ secret }}', {"admin"}),
+    "revokeApiKey": (f'revokeApiKey(id: "{NOWHERE}") {{{{ id }}}}', {"admin"}),
+}
+
+# Each query field with the roles that may read it; ``{own}`` is the device's own id.
+QUERIES: dict[str, tuple[str, set[str]]] = {
+    "device": ('device(id: "{own}") {{ id }}', READERS | {"device"}),
+    "devices": ("devices {{ totalCount }}", READERS),
+    "asset": (f'asset(id: "{NOWHERE}") {{{{ id }}}}', READERS),
+    "assets": ("assets {{ totalCount }}", READERS),
+    "shadow": ('shadow(deviceId: "{own}") {{ version }}', READERS | {"device"}),
+    "telemetry": ('telemetry(deviceIds: ["{own}"], metric: "t") {{ deviceId }}',
+                  READERS | {"device"}),
+    "apiKeys": ("apiKeys {{ totalCount }}", {"admin"}),
+}
+
+
+@dataclass
+class Fixture:
+    keys: dict[str, str]  # role -> API key (the device key is bound to ``device``)
+    device: str
+    other_device: str
+    secret: str  # the device's own credential (Basic)
+
+    @property
+    def basic(self) -> str:
+        return "Basic " + base64.b64encode(f"{self.device}:{self.secret}".encode()).decode()
+
+
+async def register(gateway: Gateway, key: str, serial: str) -> tuple[str, str]:
+    body = await gateway.query(
+        'mutation($s: String!) { registerDevice(input: {serial: $s, name: "d", type: "t"}) '
+        "{ device { id } credential { secret } } }", {"s": serial}, key=key)
+    made = body["data"]["registerDevice"]
+    return made["device"]["id"], made["credential"]["secret"]
+
+
+@pytest.fixture
+async def fx(gateway: Gateway, stores: Stores, tenant: Tenant) -> Fixture:
+    device, secret = await register(gateway, tenant.key, "OWN")
+    other, _ = await register(gateway, tenant.key, "OTHER")
+    keys = {"admin": tenant.key}
+    for role in ROLES[1:]:
+        keys[role] = new_api_key()
+        await stores.registry.create_api_key(
+            tenant.id, role, hash_key(keys[role]), role,
+            UUID(device) if role == "device" else None)
+    return Fixture(keys, device, other, secret)
+
+
+def codes(body: dict[str, Any]) -> list[str]:
+    return [e["extensions"]["code"] for e in body.get("errors", [])]
+
+
+def test_the_matrix_covers_every_field() -> None:
+    fields = schema._schema
+    assert fields.mutation_type is not None
+    assert set(MUTATIONS) == set(fields.mutation_type.fields)
+    assert set(QUERIES) == set(fields.query_type.fields)
+    assert set(ROLES) == {"admin", "operator", "viewer", "device"}
+
+
+async def test_every_mutation_by_every_role(gateway: Gateway, fx: Fixture) -> None:
+    for name, (template, allowed) in MUTATIONS.items():
+        for role, key in fx.keys.items():
+            target = NOWHERE if role in WRITERS else fx.device
+            body = await gateway.query(f"mutation {{ {template.format(t=target)} }}", key=key)
+            if role in allowed:
+                assert "FORBIDDEN" not in codes(body), (name, role, body)
+                assert codes(body) or body["data"][name] is not None, (name, role, body)
+            else:
+                assert codes(body) == ["FORBIDDEN"], (name, role, body)
+                assert role in body["errors"][0]["message"], body
+
+
+async def test_a_device_writes_its_reported_state_and_its_readings(
+    gateway: Gateway, fx: Fixture
+) -> None:
+    for name in ("updateShadow", "ingestTelemetry"):
+        body = await gateway.query(
+            f"mutation {{ {MUTATIONS[name][0].format(t=fx.device)} }}", key=fx.keys["device"])
+        assert "errors" not in body, body
+    assert body["data"]["ingestTelemetry"]["accepted"] == 1
+
+
+async def test_every_query_field_by_every_role(gateway: Gateway, fx: Fixture) -> None:
+    for name, (template, allowed) in QUERIES.items():
+        for role, key in fx.keys.items():
+            body = await gateway.query(f"{{ {template.format(own=fx.device)} }}", key=key)
+            if role in allowed:
+                assert codes(body) in ([], ["NOT_FOUND"]), (name, role, body)
+            else:
+                assert codes(body) == ["FORBIDDEN"], (name, role, body)
+                assert body["data"] is None or body["data"][name] is None
+
+
+OTHERS = {
+    "device": 'query { device(id: "{o}") { id } }',
+    "shadow": 'query { shadow(deviceId: "{o}") { version } }',
+    "telemetry": 'query { telemetry(deviceIds: ["{d}", "{o}"], metric: "t") { deviceId } }',
+    "updateShadow": 'mutation { updateShadow(deviceId: "{o}", reported: {a: 1}) { version } }',
+    "ingestTelemetry": 'mutation { ingestTelemetry(readings: [{deviceId: "{o}", metric: "t", '
+                       'time: "2026-01-01T00:00:00Z", value: 1}]) { accepted } }',
+}
+
+
+@pytest.mark.parametrize("how", ["device key", "basic"])
+async def test_a_device_may_name_only_itself(gateway: Gateway, fx: Fixture, how: str) -> None:
+    """Another device's id (existing or not), desired state and the asset tree are
+    FORBIDDEN, whichever way the device authenticated."""
+    headers = {"Authorization": f"Bearer {fx.keys['device']}" if how == "device key"
+               else fx.basic}
+
+    async def ask(query: str) -> dict[str, Any]:
+        response = await gateway.http.post("/graphql", json={"query": query}, headers=headers)
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    for other in (fx.other_device, NOWHERE):
+        for name, template in OTHERS.items():
+            body = await ask(template.replace("{o}", other).replace("{d}", fx.device))
+            assert codes(body) == ["FORBIDDEN"], (name, body)
+            assert other not in json.dumps(body["data"]), body
+    own = await ask(f'{{ device(id: "{fx.device}") {{ id shadow {{ version }} }} }}')
+    assert own == {"data": {"device": {"id": fx.device, "shadow": None}}}
+    nested = await ask(f'{{ device(id: "{fx.device}") {{ id asset {{ id }} }} }}')
+    assert codes(nested) == ["FORBIDDEN"]
+    assert nested["data"]["device"] == {"id": fx.device, "asset": None}
+    desired = await ask(f'mutation {{ updateShadow(deviceId: "{fx.device}", desired: {{a: 1}}) '
+                        "{ version } }")
+    assert codes(desired) == ["FORBIDDEN"] and "desired" in desired["errors"][0]["message"]
+
+
+async def test_a_decommissioned_devices_key_stops_working(
+    gateway: Gateway, fx: Fixture, tenant: Tenant
+) -> None:
+    query = f'{{ device(id: "{fx.device}") {{ id }} }}'
+    assert "errors" not in await gateway.query(query, key=fx.keys["device"])
+    await gateway.query(f'mutation {{ decommissionDevice(id: "{fx.device}") {{ id }} }}',
+                        key=tenant.key)
+    response = await gateway.post(query, key=fx.keys["device"])
+    assert response.status_code == 401
+
+
+async def test_device_keys_from_before_device_binding_are_revoked(stores: Stores,
+                                                                  tenant: Tenant) -> None:
+    """A device key must name its device; the registry refuses one that does not."""
+    import asyncpg
+
+    with pytest.raises(asyncpg.CheckViolationError):
+        await stores.registry.create_api_key(tenant.id, "d", hash_key(new_api_key()), "device")
+
+
+# -- subscriptions ------------------------------------------------------------------------
+
+SUB = """subscription($ids: [ID!], $asset: ID) {
+  shadowChanged(deviceIds: $ids, assetId: $asset) { kind deviceId } }"""
+
+
+@pytest.fixture
+async def address(settings: Settings, stores: Stores) -> AsyncIterator[str]:
+    async with serve(create_app(settings, stores=stores)) as addr:
+        yield addr
+
+
+async def first_answer(ws: TransportWS, variables: dict[str, Any]) -> dict[str, Any]:
+    op = await ws.subscribe(SUB, variables)
+    message = await ws.receive()
+    assert message["id"] == op, message
+    return message
+
+
+async def test_subscriptions_by_role(address: str, gateway: Gateway, fx: Fixture) -> None:
+    """Readers watch the tenant; a device only its own shadow."""
+    whole: dict[str, Any] = {}
+    for role, key in fx.keys.items():
+        async with TransportWS.connect(address, key) as ws:
+            assert (await ws.receive())["type"] == "connection_ack"
+            message = await first_answer(ws, whole)
+            if role in READERS:
+                assert message["type"] == "next", (role, message)
+                assert message["payload"]["data"]["shadowChanged"]["kind"] == "SNAPSHOT"
+            else:
+                assert message["type"] == "error", message
+                assert [e["extensions"]["code"] for e in message["payload"]] == ["FORBIDDEN"]
+
+    async with TransportWS.connect(address, fx.keys["device"]) as ws:
+        assert (await ws.receive())["type"] == "connection_ack"
+        for refused in ({"ids": [fx.other_device]}, {"ids": [fx.device, fx.other_device]},
+                        {"ids": [fx.device], "asset": NOWHERE}, {"asset": NOWHERE}):
+            message = await first_answer(ws, refused)
+            assert message["type"] == "error", (refused, message)
+            assert [e["extensions"]["code"] for e in message["payload"]] == ["FORBIDDEN"]
+        message = await first_answer(ws, {"ids": [fx.device]})
+        assert message["type"] == "next", message
+        event = message["payload"]["data"]["shadowChanged"]
+        assert event == {"kind": "SNAPSHOT", "deviceId": fx.device}
+
+
+async def test_a_device_subscribes_with_its_own_credential(address: str, fx: Fixture) -> None:
+    async with websockets.connect(f"ws://{address}/graphql",
+                                  subprotocols=["graphql-transport-ws"]) as raw:  # type: ignore[list-item]
+        ws = TransportWS(raw)
+        await ws.send({"type": "connection_init", "payload": {"Authorization": fx.basic}})
+        assert (await ws.receive())["type"] == "connection_ack"
+        assert (await first_answer(ws, {}))["type"] == "error"
+        assert (await first_answer(ws, {"ids": [fx.device]}))["type"] == "next"
+
+
+async def test_bulk_ingest_by_role(gateway: Gateway, fx: Fixture) -> None:
+    """POST /ingest: writers for any device, a device (key or credential) for itself only,
+    a viewer not at all."""
+    lines = "\n".join(json.dumps({"deviceId": d, "metric": "t", "time": "2026-01-01T00:00:00Z",
+                                  "value": 1}) for d in (fx.device, fx.other_device))
+    for who, authorization in (("device key", f"Bearer {fx.keys['device']}"),
+                               ("basic", fx.basic), ("viewer", f"Bearer {fx.keys['viewer']}"),
+                               ("operator", f"Bearer {fx.keys['operator']}")):
+        response = await gateway.http.post(
+            "/ingest", content=lines, headers={"Authorization": authorization,
+                                               "Content-Type": "application/x-ndjson"})
+        if who == "viewer":
+            assert response.status_code == 403, response.text
+            continue
+        assert response.status_code == 200, (who, response.text)
+        outcome = response.json()
+        if who == "operator":  # the device's line was stored by the device already
+            assert (outcome["accepted"], outcome["duplicates"]) == (1, 1), outcome
+        else:
+            assert [r["reason"] for r in outcome["rejected"]] == [
+                "a device may only write its own readings"], outcome

@@ -1,0 +1,265 @@
+"""POST /ingest: NDJSON and CSV, streamed, idempotent, all-or-nothing per request."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import httpx
+import orjson
+import pytest
+
+from gateway.auth.callers import hash_key, new_api_key
+from gateway.errors import StoreUnavailable
+from gateway.stores import Stores
+from tests.conftest import AppClient, Gateway, Tenant
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+async def _device(stores: Stores, tenant: Tenant, serial: str, status: str = "ACTIVE") -> UUID:
+    row = await stores.registry.insert_device(tenant.id, serial=serial, name=serial,
+                                              type="sensor", status=status)
+    device_id: UUID = row["id"]
+    return device_id
+
+
+def _ndjson(*items: Any) -> bytes:
+    return b"\n".join(i if isinstance(i, bytes) else orjson.dumps(i) for i in items) + b"\n"
+
+
+def _reading(device: UUID | str, minutes: float, value: Any = 1.0,
+             metric: str = "temperature") -> dict[str, Any]:
+    return {"deviceId": str(device), "metric": metric,
+            "time": (NOW - timedelta(minutes=minutes)).isoformat(), "value": value}
+
+
+async def _post(http: httpx.AsyncClient, body: bytes, *, auth: str,
+                kind: str = "application/x-ndjson") -> httpx.Response:
+    async def chunks() -> AsyncIterator[bytes]:  # streamed in small pieces, lines split
+        for start in range(0, len(body), 7):
+            yield body[start:start + 7]
+    return await http.post("/ingest", content=chunks(),
+                           headers={"Authorization": auth, "Content-Type": kind})
+
+
+async def _stored(stores: Stores, device: UUID) -> int:
+    rows = await stores.telemetry.pool.fetch(
+        "SELECT count(*) FROM readings WHERE device_id = $1", device)
+    return int(rows[0][0])
+
+
+async def test_ndjson_accepts_good_lines_and_names_bad_ones(
+    app_client: AppClient, stores: Stores, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    mine = await _device(stores, tenant, "N1")
+    theirs = await _device(stores, other_tenant, "N2")
+    retired = await _device(stores, tenant, "N3", status="DECOMMISSIONED")
+    body = _ndjson(
+        _reading(mine, 3, 20.5), _reading(mine, 2, 21.0), _reading(mine, 2, 21.0),  # dup
+        b"{not json", _reading(theirs, 1), _reading(mine, 1, "NaN"),
+        _reading(mine, 1, metric="9lives"), _reading(mine, -10), _reading(retired, 1),
+        {"deviceId": "nope", "metric": "t", "time": NOW.isoformat(), "value": 1},
+        _reading(mine, 1, "22.5"), _reading(mine, 4, 1e300),
+    )
+    async with app_client() as http:
+        response = await _post(http, body, auth=f"Bearer {tenant.key}")
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert (result["accepted"], result["duplicates"]) == (3, 1)
+        assert {r["line"]: r["reason"] for r in result["rejected"]} == {
+            4: "line is not JSON", 5: "unknown device",
+            6: "value is not a finite number", 7: "metric '9lives' is not a metric name",
+            8: "time is more than 5 minutes in the future", 9: "device is decommissioned",
+            10: "deviceId is not a valid ID", 12: "value is beyond 1e+100 in magnitude",
+        }
+        again = (await _post(http, body, auth=f"Bearer {tenant.key}")).json()
+    assert (again["accepted"], again["duplicates"]) == (0, 4)
+    assert await _stored(stores, mine) == 3
+    assert await _stored(stores, theirs) == 0
+
+
+async def test_csv_with_any_column_order(app_client: AppClient, stores: Stores, tenant: Tenant,
+                                         gateway: Gateway) -> None:
+    device = await _device(stores, tenant, "C1")
+    t1, t2 = (NOW - timedelta(minutes=2)).isoformat(), (NOW - timedelta(minutes=1)).isoformat()
+    body = (f"time,value,deviceId,metric\n{t1},1.5,{device},power\n"
+            f'"{t2}",2.5,{device},power\n{t2},3\n').encode()
+    async with app_client() as http:
+        result = (await _post(http, body, auth=f"Bearer {tenant.key}", kind="text/csv")).json()
+        assert (result["accepted"], result["rejectedCount"]) == (2, 1)
+        assert result["rejected"] == [{"line": 4, "reason": "expected 4 fields, got 2"}]
+        bad = await _post(http, b"a,b\n1,2\n", auth=f"Bearer {tenant.key}", kind="text/csv")
+        assert bad.status_code == 400
+        assert bad.json()["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+        unsupported = await _post(http, b"{}", auth=f"Bearer {tenant.key}", kind="text/plain")
+        assert unsupported.status_code == 415
+    body = await gateway.query(
+        'query($d: ID!) { device(id: $d) { lastSeenAt latest { metric value } } }',
+        {"d": str(device)}, key=tenant.key)
+    node = body["data"]["device"]
+    assert node["latest"] == [{"metric": "power", "value": 2.5}]
+    assert datetime.fromisoformat(node["lastSeenAt"]) == NOW - timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(("limits", "lines"), [
+    ({"ingest_max_bytes": 2_000}, 40), ({"ingest_max_lines": 10}, 11),
+])
+async def test_a_body_over_a_limit_is_refused_whole(
+    app_client: AppClient, stores: Stores, tenant: Tenant, limits: dict[str, int], lines: int
+) -> None:
+    device = await _device(stores, tenant, "L1")
+    body = _ndjson(*(_reading(device, 100 - n) for n in range(lines)))
+    async with app_client(**limits) as http:
+        response = await _post(http, body, auth=f"Bearer {tenant.key}")
+    assert response.status_code == 413
+    assert response.json()["errors"][0]["extensions"]["code"] == "LIMIT_EXCEEDED"
+    assert await _stored(stores, device) == 0
+
+
+async def test_a_store_failure_mid_request_commits_nothing(
+    app_client: AppClient, stores: Stores, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device = await _device(stores, tenant, "F1")
+
+    async def fail(*args: Any) -> None:
+        raise StoreUnavailable("telemetry", "injected")
+
+    monkeypatch.setattr(stores.telemetry, "ensure_days", fail)
+    async with app_client() as http:
+        response = await _post(http, _ndjson(_reading(device, 1), _reading(device, 2)),
+                               auth=f"Bearer {tenant.key}")
+        assert response.status_code == 503
+        assert response.json()["errors"][0]["extensions"]["code"] == "STORE_UNAVAILABLE"
+        monkeypatch.undo()
+        assert await _stored(stores, device) == 0
+        ok = await _post(http, _ndjson(_reading(device, 1)), auth=f"Bearer {tenant.key}")
+        assert ok.json()["accepted"] == 1
+
+
+async def test_devices_write_only_their_own_readings(
+    app_client: AppClient, gateway: Gateway, stores: Stores, tenant: Tenant
+) -> None:
+    register = """mutation($s: String!) { registerDevice(input: {serial: $s, name: $s,
+      type: "sensor"}) { device { id } credential { secret } } }"""
+    made = [(await gateway.query(register, {"s": s}, key=tenant.key))["data"]["registerDevice"]
+            for s in ("D1", "D2")]
+    me, other = (UUID(m["device"]["id"]) for m in made)
+    basic = base64.b64encode(f"{me}:{made[0]['credential']['secret']}".encode()).decode()
+    async with app_client() as http:
+        result = (await _post(http, _ndjson(_reading(me, 1), _reading(other, 1)),
+                              auth=f"Basic {basic}")).json()
+        assert result["accepted"] == 1
+        assert result["rejected"] == [
+            {"line": 2, "reason": "a device may only write its own readings"}]
+        wrong = base64.b64encode(f"{me}:not-the-secret".encode()).decode()
+        denied = await _post(http, _ndjson(_reading(me, 2)), auth=f"Basic {wrong}")
+        assert denied.status_code == 401
+        viewer = new_api_key()
+        await stores.registry.create_api_key(tenant.id, "v", hash_key(viewer), "viewer")
+        forbidden = await _post(http, _ndjson(_reading(me, 3)), auth=f"Bearer {viewer}")
+        assert forbidden.status_code == 403
+        anonymous = await http.post("/ingest", content=b"", headers={
+            "Content-Type": "application/x-ndjson"})
+        assert anonymous.status_code == 401
+    assert await _stored(stores, me) == 1 and await _stored(stores, other) == 0
+
+
+async def test_partitions_are_created_for_past_and_future_data(
+    app_client: AppClient, stores: Stores, tenant: Tenant
+) -> None:
+    device = await _device(stores, tenant, "P1")
+    old, soon = 60 * 24 * 40, -4  # 40 days ago; 4 minutes ahead
+    async with app_client() as http:
+        result = (await _post(http, _ndjson(_reading(device, old), _reading(device, soon)),
+                              auth=f"Bearer {tenant.key}")).json()
+    assert result["accepted"] == 2
+    day = (NOW - timedelta(minutes=old)).strftime("%Y%m%d")
+    exists = await stores.telemetry.pool.fetchval("SELECT to_regclass($1) IS NOT NULL",
+                                                  f"readings_{day}")
+    assert exists
+
+
+async def _rolled_up(stores: Stores, device: UUID) -> int:
+    """Readings the 5-minute rollup counts for ``device``."""
+    return int(await stores.telemetry.pool.fetchval(
+        "SELECT coalesce(sum(n), 0) FROM readings_5m WHERE device_id = $1", device))
+
+
+async def test_batches_with_and_without_duplicates_keep_rollup_and_latest_exact(
+    app_client: AppClient, stores: Stores, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.http.ingest.BATCH", 2)
+    device = await _device(stores, tenant, "B1")
+    body = _ndjson(_reading(device, 9, 1.0), _reading(device, 8, 2.0),  # COPY'd
+                   _reading(device, 7, 3.0), _reading(device, 9, 99.0),  # a duplicate
+                   _reading(device, 6, 4.0), _reading(device, 5, 5.0))  # COPY'd
+    async with app_client() as http:
+        result = (await _post(http, body, auth=f"Bearer {tenant.key}")).json()
+        assert (result["accepted"], result["duplicates"]) == (5, 1)
+        assert await _stored(stores, device) == await _rolled_up(stores, device) == 5
+        # A retry: every batch a duplicate, nothing counted twice; the last value stays.
+        again = (await _post(http, body, auth=f"Bearer {tenant.key}")).json()
+        assert (again["accepted"], again["duplicates"]) == (0, 6)
+        late = _ndjson(_reading(device, 30, 7.0), _reading(device, 5, 0.0))
+        assert (await _post(http, late, auth=f"Bearer {tenant.key}")).json()["accepted"] == 1
+    assert await _stored(stores, device) == await _rolled_up(stores, device) == 6
+    value = await stores.telemetry.pool.fetchval(
+        "SELECT value FROM latest_readings WHERE device_id = $1", device)
+    assert value == 5.0
+    total = await stores.telemetry.pool.fetchval(
+        "SELECT sum(total) FROM readings_5m WHERE device_id = $1", device)
+    assert total == 1.0 + 2.0 + 3.0 + 4.0 + 5.0 + 7.0
+
+
+async def test_a_failure_after_batches_were_written_commits_nothing(
+    app_client: AppClient, stores: Stores, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.http.ingest.BATCH", 2)
+    first, second = await _device(stores, tenant, "W1"), await _device(stores, tenant, "W2")
+    lookups = stores.registry.devices_by_ids
+
+    async def fail_for_second(tenant_id: UUID, ids: list[UUID]) -> list[Any]:
+        if second in ids:
+            raise StoreUnavailable("registry", "injected")
+        return await lookups(tenant_id, ids)
+
+    monkeypatch.setattr(stores.registry, "devices_by_ids", fail_for_second)
+    body = _ndjson(*(_reading(first, 20 - n) for n in range(6)), _reading(second, 1))
+    async with app_client() as http:
+        response = await _post(http, body, auth=f"Bearer {tenant.key}")
+    assert response.status_code == 503
+    assert await _stored(stores, first) == 0
+    assert await _rolled_up(stores, first) == 0
+    assert await stores.telemetry.pool.fetchval(
+        "SELECT count(*) FROM latest_readings WHERE device_id = $1", first) == 0
+
+
+async def test_a_day_reached_mid_request_is_created_without_blocking_readers(
+    app_client: AppClient, stores: Stores, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.http.ingest.BATCH", 2)
+    device = await _device(stores, tenant, "M1")
+    days = (0, 0, 50, 51, 52)  # the second batch reaches days no partition holds yet
+    body = _ndjson(*(_reading(device, 60 * 24 * d + n) for n, d in enumerate(days)))
+    reader = await stores.telemetry.pool.acquire()
+    try:
+        async with reader.transaction():
+            # An open transaction that has read readings: CREATE TABLE .. PARTITION OF
+            # would wait for it; ATTACH PARTITION does not.
+            await reader.fetchval("SELECT count(*) FROM readings")
+            async with app_client() as http:
+                response = await asyncio.wait_for(
+                    _post(http, body, auth=f"Bearer {tenant.key}"), timeout=60)
+    finally:
+        await stores.telemetry.pool.release(reader)
+    assert response.json()["accepted"] == 5
+    for d in (50, 51, 52):
+        day = (NOW - timedelta(days=d)).strftime("%Y%m%d")
+        assert await stores.telemetry.pool.fetchval(
+            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
+            f"readings_{day}", f"readings_5m_{day}")

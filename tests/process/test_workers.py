@@ -1,0 +1,99 @@
+"""``iotsphere serve --workers 2``: two processes behind one port, each with its own pools
+and subscription hub. A subscriber on one worker sees every update, whichever worker
+served it; SIGTERM stops both cleanly."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from gateway.runtime.demo import seed_fleet
+from gateway.settings import Settings
+from gateway.stores import Stores
+from tests.conftest import Tenant
+from tests.support.live_server import TransportWS, free_port
+from tests.support.serve_process import gateway_process
+
+SUB = """subscription($ids: [ID!]) {
+  shadowChanged(deviceIds: $ids) { kind deviceId version shadow { reported } } }"""
+UPDATE = """mutation UpdateShadow($d: ID!, $r: JSON!) {
+  updateShadow(deviceId: $d, reported: $r) { version } }"""
+UPDATES = 41  # odd: two workers cannot have served the same number
+_SERVED = re.compile(
+    r'^iotsphere_graphql_requests_total\{operation="UpdateShadow",outcome="ok"\} (\S+)$', re.M)
+
+
+async def served_per_worker(address: str) -> set[int]:
+    """UpdateShadow counts from /metrics, which each worker answers for itself: scraped on
+    fresh connections until two different counts have been seen (or 60 tries)."""
+    seen: set[int] = set()
+    async with httpx.AsyncClient(base_url=f"http://{address}",
+                                 limits=httpx.Limits(max_keepalive_connections=0)) as http:
+        for _ in range(60):
+            match = _SERVED.search((await http.get("/metrics")).text)
+            seen.add(int(float(match[1])) if match else 0)
+            if len(seen) == 2:
+                break
+    return seen
+
+
+async def test_updates_through_either_worker_reach_a_subscriber(
+    settings: Settings, stores: Stores, tenant: Tenant
+) -> None:
+    fleet = await seed_fleet(stores, tenant.id, devices=2, hours=0.05, sites=1, lines=1,
+                             machines=1)
+    device = str(fleet.active[0])
+    async with gateway_process(settings, workers=2) as gateway:
+        async with TransportWS.connect(gateway.address, tenant.key) as ws:
+            assert (await ws.receive())["type"] == "connection_ack"
+            await ws.subscribe(SUB, {"ids": [device]})
+            snapshot = await ws.next_event()
+            assert snapshot["kind"] == "SNAPSHOT"
+            version = snapshot["version"]
+            # A new connection per request, so the kernel hands them to either worker.
+            async with httpx.AsyncClient(
+                base_url=f"http://{gateway.address}", timeout=30,
+                limits=httpx.Limits(max_keepalive_connections=0),
+                headers={"Authorization": f"Bearer {tenant.key}"},
+            ) as http:
+                for n in range(UPDATES):
+                    response = await http.post("/graphql", json={
+                        "query": UPDATE, "variables": {"d": device, "r": {"n": n}}})
+                    assert response.status_code == 200, response.text
+                    version += 1
+                    assert response.json()["data"]["updateShadow"]["version"] == version
+                    event = await ws.next_event()
+                    assert (event["kind"], event["version"]) == ("UPDATED", version)
+                    assert event["shadow"]["reported"]["n"] == n
+
+            counts = await served_per_worker(gateway.address)
+            assert len(counts) == 2 and 0 not in counts, counts
+            assert sum(counts) == UPDATES, counts
+
+            gateway.terminate()
+            assert await gateway.wait() == 0, gateway.output
+            await ws.ws.wait_closed()
+            code = ws.ws.close_code
+    assert code == 1012, gateway.output
+    assert gateway.output.count("Finished server process") == 2, gateway.output
+
+
+async def test_serve_starts_while_an_external_store_is_down(
+    settings: Settings, stores: Stores, tenant: Tenant
+) -> None:
+    """`iotsphere serve` against external stores does not migrate before serving: with
+    the telemetry database unreachable it serves the rest and reports not ready."""
+    down = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    async with gateway_process(settings, TELEMETRY_DSN=down) as gateway, \
+            httpx.AsyncClient(base_url=f"http://{gateway.address}") as http:
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503
+        states = {s["store"]: s["ok"] for s in ready.json()["stores"]}
+        assert states == {"registry": True, "assets": True, "telemetry": False,
+                          "shadows": True}
+        body = (await http.post("/graphql", json={"query": "{ devices { totalCount } }"},
+                                headers={"Authorization": f"Bearer {tenant.key}"})).json()
+        assert body == {"data": {"devices": {"totalCount": 0}}}
+        gateway.terminate()
+        assert await gateway.wait() == 0
