@@ -27,9 +27,9 @@ from uuid import UUID
 
 import jwt
 
+from gateway.auth import jwt_keys
 from gateway.auth.roles import ROLES
 from gateway.errors import Unauthenticated
-from gateway.auth import jwt_keys
 from gateway.settings import Settings
 
 if TYPE_CHECKING:

@@ -12,7 +12,6 @@ from functools import cache
 from pathlib import Path
 
 
-
 def _sql_dir() -> Path:
     """``gateway/sql`` in an installed wheel (pyproject maps sql/ there); the repository's
     top-level ``sql/`` in a checkout or an editable install."""
