@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-all soak migrate schema clean
+.PHONY: run test lint docs bench bench-all soak migrate schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check gateway resolvers tests bench
 	$(BIN)/mypy gateway resolvers
+
+# docs/configuration.md comes from the settings declaration (a test fails when it drifts).
+docs: $(STAMP)
+	$(BIN)/python -m gateway.settings --markdown > docs/configuration.md
 
 bench: $(STAMP)
 	$(BIN)/python bench/dashboard.py

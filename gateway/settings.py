@@ -1,112 +1,215 @@
 """Settings: one frozen object built once from the environment (prefix ``IOTSPHERE_``).
 
-A DSN left unset means "use the embedded store for it" (see ``gateway.runtime.devstack``).
-A malformed value fails at start, naming the key.
+Each setting is declared once, as a field of ``Settings`` made by ``setting(...)``: its
+type (the annotation), default, meaning and bounds. Parsing (``Settings.from_env``), the
+``KEYS`` the gateway reads and docs/configuration.md (``python -m gateway.settings
+--markdown``, or ``make docs``) all come from that declaration; a test fails when the
+file drifts. A malformed value fails at start, naming the key.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from gateway.auth import jwt_keys
 from gateway.errors import SettingsError
 
 PREFIX = "IOTSPHERE_"
 
+MiB = 1024 * 1024
+Reader = Callable[[Mapping[str, str]], Any]
 
-def _int(env: Mapping[str, str], key: str, default: int, *, minimum: int = 0) -> int:
+
+def setting(default: Any, meaning: str, *, minimum: int | None = None,
+            choices: tuple[str, ...] = (), shown: str | None = None,
+            read: Reader | None = None, also: tuple[str, ...] = ()) -> Any:
+    """The one declaration of a setting. Its key is the field's name in upper case.
+
+    ``minimum`` bounds an integer; ``choices`` lists the accepted values of a string;
+    ``shown`` is how the docs show the default; ``read`` replaces the parsing of the
+    field's type (``also`` names the further keys it reads)."""
+    return field(default=default, metadata={
+        "meaning": meaning, "minimum": minimum, "choices": choices, "shown": shown,
+        "read": read, "also": also})
+
+
+def _raw(env: Mapping[str, str], key: str) -> str | None:
     raw = env.get(PREFIX + key)
-    if raw is None or raw == "":
-        return default
+    return None if raw is None or raw == "" else raw
+
+
+def _int(raw: str, key: str, minimum: int | None) -> int:
     try:
         value = int(raw)
     except ValueError:
         raise SettingsError(f"{PREFIX}{key} must be an integer, got {raw!r}") from None
-    if value < minimum:
+    if minimum is not None and value < minimum:
         raise SettingsError(f"{PREFIX}{key} must be >= {minimum}, got {value}")
     return value
 
 
-def _float(env: Mapping[str, str], key: str, default: float) -> float:
-    raw = env.get(PREFIX + key)
-    if raw is None or raw == "":
-        return default
+def _float(raw: str, key: str) -> float:
     try:
         return float(raw)
     except ValueError:
         raise SettingsError(f"{PREFIX}{key} must be a number, got {raw!r}") from None
 
 
-def _str(env: Mapping[str, str], key: str, default: str | None = None) -> str | None:
-    raw = env.get(PREFIX + key)
-    return default if raw is None or raw == "" else raw
+def _choice(raw: str, key: str, choices: tuple[str, ...]) -> str:
+    if raw in choices:
+        return raw
+    if len(choices) == 2:
+        expected = " or ".join(repr(c) for c in choices)
+    else:
+        expected = "one of " + ", ".join(choices)
+    raise SettingsError(f"{PREFIX}{key} must be {expected}, got {raw!r}")
 
 
-def _choice(env: Mapping[str, str], key: str, choices: tuple[str, ...]) -> str:
-    """One of ``choices``; the first is the default."""
-    raw = _str(env, key, choices[0]) or choices[0]
-    if raw not in choices:
-        raise SettingsError(f"{PREFIX}{key} must be one of {', '.join(choices)}, got {raw!r}")
-    return raw
+def _origins(raw: str) -> tuple[str, ...]:
+    return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
 
 
-def _path(env: Mapping[str, str], key: str) -> Path | None:
-    raw = _str(env, key)
-    return Path(raw) if raw else None
+# How a value of each declared type is read from its text, and how the docs name it.
+_TYPES: dict[str, tuple[str, Callable[[str, str, Field[Any]], Any]]] = {
+    "str": ("text", lambda raw, key, f: _choice(raw, key, f.metadata["choices"])
+            if f.metadata["choices"] else raw),
+    "str | None": ("text", lambda raw, key, f: raw),
+    "int": ("integer", lambda raw, key, f: _int(raw, key, f.metadata["minimum"])),
+    "float": ("number", lambda raw, key, f: _float(raw, key)),
+    "Path": ("path", lambda raw, key, f: Path(raw)),
+    "Path | None": ("path", lambda raw, key, f: Path(raw)),
+    "tuple[str, ...]": ("comma-separated list", lambda raw, key, f: _origins(raw)),
+}
+
+
+def _public_key(env: Mapping[str, str]) -> str | None:
+    """The RS256 public key PEM, given inline or as a file."""
+    inline, path = _raw(env, "JWT_PUBLIC_KEY"), _raw(env, "JWT_PUBLIC_KEY_FILE")
+    if inline and path:
+        raise SettingsError(f"Set {PREFIX}JWT_PUBLIC_KEY or {PREFIX}JWT_PUBLIC_KEY_FILE, not both")
+    if path is None:
+        return inline
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise SettingsError(f"{PREFIX}JWT_PUBLIC_KEY_FILE cannot be read: {exc}") from None
 
 
 @dataclass(frozen=True)
 class Settings:
-    registry_dsn: str | None = None
-    assets_dsn: str | None = None
-    telemetry_dsn: str | None = None
-    redis_url: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    data_dir: Path = Path(".iotsphere")
-    env: str = "development"
-    max_page_size: int = 500
-    max_points: int = 10_000
-    pool_min_size: int = 1
-    pool_max_size: int = 10
-    store_timeout: float = 5.0
-    reconcile_interval: float = 300.0
-    allowed_origins: tuple[str, ...] = ()
-    ingest_max_bytes: int = 256 * 1024 * 1024
-    ingest_max_lines: int = 5_000_000
-    telemetry_retention_days: int = 0  # 0 keeps readings forever
-    max_depth: int = 10
-    max_aliases: int = 30
-    max_tokens: int = 2_000
-    max_body_bytes: int = 2 * 1024 * 1024
-    request_timeout: float = 30.0
-    # GraphQL HTTP requests executing at once per process; the rest wait (within the
-    # request timeout). Execution is CPU-bound, so more in flight only adds memory.
-    max_concurrent_requests: int = 8
-    max_cost: int = 100_000  # estimated field resolutions per operation (resolvers/cost.py)
-    max_batch_operations: int = 10  # operations in one batched (JSON array) HTTP request
-    rate_limit: float = 100.0  # operations per second per API key (token bucket); 0 = off
-    rate_burst: int = 1_000  # the bucket's size: operations a key may spend at once
-    persisted_operations: str = "off"  # off | allow | only (gateway/persisted.py)
-    persisted_manifest: Path | None = None  # JSON map of sha256 hash -> document
-    breaker_failures: int = 5  # consecutive outage errors that open a store's circuit
-    breaker_cooldown: float = 1.0  # seconds an open circuit fails fast before a probe
-    auth_outage_grace: float = 60.0  # seconds a verified key outlives a registry outage
-    # JWT bearer tokens (gateway/jwt_auth.py); off while neither key is set.
-    jwt_secret: str | None = None  # HS256, at least 32 bytes
-    jwt_public_key: str | None = None  # RS256 PEM (from JWT_PUBLIC_KEY or JWT_PUBLIC_KEY_FILE)
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
-    jwt_leeway: int = 30  # seconds of clock skew allowed on exp/nbf/iat, at most 300
-    jwt_tenant_claim: str = "tenant"
-    jwt_role_claim: str = "role"
-    workers: int = 1  # uvicorn worker processes of `iotsphere serve`
-    # Seconds from SIGTERM to the end of in-flight work (gateway/draining.py).
-    shutdown_grace: float = 20.0
-    otel_endpoint: str | None = None  # OTLP/HTTP base URL; tracing is off without one
+    # Stores. A DSN left unset is served by the embedded stack (gateway.runtime.devstack).
+    registry_dsn: str | None = setting(
+        None, "PostgreSQL DSN of the device registry", shown="embedded")
+    assets_dsn: str | None = setting(None, "PostgreSQL DSN of the asset DB", shown="embedded")
+    telemetry_dsn: str | None = setting(
+        None, "PostgreSQL/TimescaleDB DSN of the telemetry store", shown="embedded")
+    redis_url: str | None = setting(None, "Redis URL of the shadow store", shown="embedded")
+    # The process.
+    host: str = setting("127.0.0.1", "address to listen on")
+    port: int = setting(8000, "port to listen on", minimum=0)
+    data_dir: Path = setting(
+        Path(".iotsphere"), "embedded servers' data, logs and `admin-key`")
+    env: str = setting(
+        "development", "`production` turns GraphiQL, introspection and field suggestions off",
+        choices=("development", "production"))
+    workers: int = setting(
+        1, "worker processes of `iotsphere serve` (`--workers N` overrides)", minimum=1)
+    shutdown_grace: float = setting(
+        20.0, "seconds from SIGTERM to the end of in-flight work (docs/operations.md)")
+    # Store clients.
+    pool_min_size: int = setting(1, "smallest asyncpg pool per database", minimum=0)
+    pool_max_size: int = setting(10, "largest asyncpg pool per database", minimum=1)
+    store_timeout: float = setting(
+        5.0, "seconds before a store call (connect, query, release) fails with "
+        "`STORE_UNAVAILABLE`")
+    breaker_failures: int = setting(
+        5, "consecutive outage errors that open a store's circuit", minimum=1)
+    breaker_cooldown: float = setting(
+        1.0, "seconds an open circuit fails fast before one probe call goes through")
+    reconcile_interval: float = setting(300.0, "seconds between reconciler runs")
+    telemetry_retention_days: int = setting(
+        0, "readings older than this many days are dropped by whole days (chunks on "
+        "TimescaleDB); `0` keeps them forever", minimum=0)
+    # Limits on a GraphQL request (docs/api-and-errors.md).
+    max_page_size: int = setting(
+        500, "largest `first` a connection accepts (`LIMIT_EXCEEDED` `maxPageSize`, refused "
+        "before execution)", minimum=1)
+    max_points: int = setting(
+        10_000, "most points a series may return (raw `limit`, or range / bucket)", minimum=1)
+    max_depth: int = setting(
+        10, "deepest selection a document may nest (`LIMIT_EXCEEDED` `maxDepth`)", minimum=1)
+    max_aliases: int = setting(
+        30, "most aliases in a document (`LIMIT_EXCEEDED` `maxAliases`)", minimum=0)
+    max_tokens: int = setting(
+        2_000, "most tokens in a document (`LIMIT_EXCEEDED` `maxTokens`)", minimum=1)
+    max_cost: int = setting(
+        100_000, "largest estimated cost (field resolutions) of an operation "
+        "(`LIMIT_EXCEEDED` `maxCost` with `cost` and `maximum`, before execution)", minimum=1)
+    max_body_bytes: int = setting(
+        2 * MiB, "largest GraphQL request body (413)", minimum=1, shown="2 MiB")
+    max_batch_operations: int = setting(
+        10, "most operations in one batched (JSON array) request; more is `LIMIT_EXCEEDED` "
+        "(400) and nothing runs", minimum=1)
+    request_timeout: float = setting(
+        30.0, "seconds before a GraphQL request is cut off and its store work cancelled (504)")
+    max_concurrent_requests: int = setting(
+        8, "GraphQL HTTP requests executing at once per process; more wait their turn "
+        "(within `REQUEST_TIMEOUT`; `iotsphere_http_operations_waiting` counts them). "
+        "Execution is CPU-bound: more in flight only holds more half-built responses (soak "
+        "at 32 clients: 26 -> 29-35 req/s, lower p50, less memory)", minimum=1)
+    # Rate limits and persisted operations (docs/http-and-websocket.md).
+    rate_limit: float = setting(
+        100.0, "operations per second refilled into each API key's token bucket; `0` turns "
+        "rate limiting off")
+    rate_burst: int = setting(
+        1_000, "size of each key's token bucket: operations it may spend at once", minimum=1)
+    persisted_operations: str = setting(
+        "off", "which documents run: `off` as sent; `allow` the manifest's by hash and any "
+        "other as sent; `only` the manifest's and nothing else (docs/http-and-websocket.md)",
+        choices=("off", "allow", "only"))
+    persisted_manifest: Path | None = setting(
+        None, "JSON object of sha256 hash -> document (or Apollo's persisted query "
+        "manifest), checked at start", shown="none")
+    allowed_origins: tuple[str, ...] = setting(
+        (), "origins allowed to open WebSockets besides the gateway's own host, and answered "
+        "with CORS headers", shown="none")
+    # Ingest (docs/telemetry-and-ingest.md).
+    ingest_max_bytes: int = setting(
+        256 * MiB, "largest `POST /ingest` body (413 beyond, nothing stored)", minimum=1,
+        shown="256 MiB")
+    ingest_max_lines: int = setting(
+        5_000_000, "most lines in one `POST /ingest` body (413 beyond, nothing stored)",
+        minimum=1)
+    # Authentication (docs/auth-and-roles.md). JWT bearer tokens are off while neither
+    # key is set.
+    auth_outage_grace: float = setting(
+        60.0, "seconds an API key the registry verified stays accepted while the registry "
+        "is unreachable (`0`: never)")
+    jwt_secret: str | None = setting(
+        None, "HS256 secret, at least 32 bytes (a shorter one stops the gateway at start)",
+        shown="none")
+    jwt_public_key: str | None = setting(
+        None, "RS256: an RSA public key (PEM, at least 2048 bits), inline, or read from the "
+        "file `JWT_PUBLIC_KEY_FILE` names (not both)", shown="none", read=_public_key,
+        also=("JWT_PUBLIC_KEY_FILE",))
+    jwt_issuer: str | None = setting(None, "when set, a token's `iss` must match", shown="none")
+    jwt_audience: str | None = setting(
+        None, "when set, a token's `aud` must match", shown="none")
+    jwt_leeway: int = setting(
+        30, "seconds of clock skew allowed on `exp`, `nbf`, `iat` (at most 300)", minimum=0)
+    jwt_tenant_claim: str = setting(
+        "tenant", "claim holding the tenant id (e.g. `https://iotsphere/tenant` for identity "
+        "providers that namespace custom claims)")
+    jwt_role_claim: str = setting("role", "claim holding the role")
+    # Tracing (docs/operations.md).
+    otel_endpoint: str | None = setting(
+        None, "OTLP/HTTP collector base URL (else `OTEL_EXPORTER_OTLP_ENDPOINT`); tracing is "
+        "off without one", shown="none")
 
     @property
     def production(self) -> bool:
@@ -132,72 +235,17 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        settings_env = _str(env, "ENV", "development")
-        if settings_env not in ("development", "production"):
-            raise SettingsError(
-                f"{PREFIX}ENV must be 'development' or 'production', got {settings_env!r}"
-            )
-        return check_jwt(cls(
-            registry_dsn=_str(env, "REGISTRY_DSN"),
-            assets_dsn=_str(env, "ASSETS_DSN"),
-            telemetry_dsn=_str(env, "TELEMETRY_DSN"),
-            redis_url=_str(env, "REDIS_URL"),
-            host=_str(env, "HOST", "127.0.0.1") or "127.0.0.1",
-            port=_int(env, "PORT", 8000, minimum=0),
-            data_dir=Path(_str(env, "DATA_DIR", ".iotsphere") or ".iotsphere"),
-            env=settings_env or "development",
-            max_page_size=_int(env, "MAX_PAGE_SIZE", 500, minimum=1),
-            max_points=_int(env, "MAX_POINTS", 10_000, minimum=1),
-            pool_min_size=_int(env, "POOL_MIN_SIZE", 1, minimum=0),
-            pool_max_size=_int(env, "POOL_MAX_SIZE", 10, minimum=1),
-            store_timeout=_float(env, "STORE_TIMEOUT", 5.0),
-            reconcile_interval=_float(env, "RECONCILE_INTERVAL", 300.0),
-            ingest_max_bytes=_int(env, "INGEST_MAX_BYTES", 256 * 1024 * 1024, minimum=1),
-            ingest_max_lines=_int(env, "INGEST_MAX_LINES", 5_000_000, minimum=1),
-            telemetry_retention_days=_int(env, "TELEMETRY_RETENTION_DAYS", 0, minimum=0),
-            max_depth=_int(env, "MAX_DEPTH", 10, minimum=1),
-            max_aliases=_int(env, "MAX_ALIASES", 30, minimum=0),
-            max_tokens=_int(env, "MAX_TOKENS", 2_000, minimum=1),
-            max_body_bytes=_int(env, "MAX_BODY_BYTES", 2 * 1024 * 1024, minimum=1),
-            request_timeout=_float(env, "REQUEST_TIMEOUT", 30.0),
-            max_concurrent_requests=_int(env, "MAX_CONCURRENT_REQUESTS", 8, minimum=1),
-            max_cost=_int(env, "MAX_COST", 100_000, minimum=1),
-            max_batch_operations=_int(env, "MAX_BATCH_OPERATIONS", 10, minimum=1),
-            rate_limit=_float(env, "RATE_LIMIT", 100.0),
-            rate_burst=_int(env, "RATE_BURST", 1_000, minimum=1),
-            persisted_operations=_choice(env, "PERSISTED_OPERATIONS", ("off", "allow", "only")),
-            persisted_manifest=_path(env, "PERSISTED_MANIFEST"),
-            breaker_failures=_int(env, "BREAKER_FAILURES", 5, minimum=1),
-            breaker_cooldown=_float(env, "BREAKER_COOLDOWN", 1.0),
-            auth_outage_grace=_float(env, "AUTH_OUTAGE_GRACE", 60.0),
-            jwt_secret=_str(env, "JWT_SECRET"),
-            jwt_public_key=_public_key(env),
-            jwt_issuer=_str(env, "JWT_ISSUER"),
-            jwt_audience=_str(env, "JWT_AUDIENCE"),
-            jwt_leeway=_int(env, "JWT_LEEWAY", 30, minimum=0),
-            jwt_tenant_claim=_str(env, "JWT_TENANT_CLAIM", "tenant") or "tenant",
-            jwt_role_claim=_str(env, "JWT_ROLE_CLAIM", "role") or "role",
-            workers=_int(env, "WORKERS", 1, minimum=1),
-            shutdown_grace=_float(env, "SHUTDOWN_GRACE", 20.0),
-            otel_endpoint=_str(env, "OTEL_ENDPOINT"),
-            allowed_origins=tuple(
-                o.strip().rstrip("/") for o in (_str(env, "ALLOWED_ORIGINS", "") or "").split(",")
-                if o.strip()
-            ),
-        ))
-
-
-def _public_key(env: Mapping[str, str]) -> str | None:
-    """The RS256 public key PEM, given inline or as a file."""
-    inline, path = _str(env, "JWT_PUBLIC_KEY"), _str(env, "JWT_PUBLIC_KEY_FILE")
-    if inline and path:
-        raise SettingsError(f"Set {PREFIX}JWT_PUBLIC_KEY or {PREFIX}JWT_PUBLIC_KEY_FILE, not both")
-    if path is None:
-        return inline
-    try:
-        return Path(path).read_text()
-    except OSError as exc:
-        raise SettingsError(f"{PREFIX}JWT_PUBLIC_KEY_FILE cannot be read: {exc}") from None
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            read = f.metadata["read"]
+            if read is not None:
+                values[f.name] = read(env)
+                continue
+            key = f.name.upper()
+            raw = _raw(env, key)
+            if raw is not None:
+                values[f.name] = _TYPES[str(f.type)][1](raw, key, f)
+        return check_jwt(cls(**values))
 
 
 def check_jwt(settings: Settings) -> Settings:
@@ -211,17 +259,72 @@ def check_jwt(settings: Settings) -> Settings:
     return settings
 
 
-# The keys the gateway reads, for documentation and for the compose.yml check.
-KEYS = (
-    "MAX_COST", "MAX_CONCURRENT_REQUESTS",
-    "MAX_BATCH_OPERATIONS", "RATE_LIMIT", "RATE_BURST", "PERSISTED_OPERATIONS",
-    "PERSISTED_MANIFEST",
-    "REGISTRY_DSN", "ASSETS_DSN", "TELEMETRY_DSN", "REDIS_URL", "HOST", "PORT", "DATA_DIR",
-    "ENV", "MAX_PAGE_SIZE", "MAX_POINTS", "POOL_MIN_SIZE", "POOL_MAX_SIZE", "STORE_TIMEOUT",
-    "RECONCILE_INTERVAL", "ALLOWED_ORIGINS", "INGEST_MAX_BYTES", "INGEST_MAX_LINES",
-    "TELEMETRY_RETENTION_DAYS", "MAX_DEPTH", "MAX_ALIASES", "MAX_TOKENS", "MAX_BODY_BYTES",
-    "REQUEST_TIMEOUT", "BREAKER_FAILURES", "BREAKER_COOLDOWN", "AUTH_OUTAGE_GRACE",
-    "JWT_SECRET", "JWT_PUBLIC_KEY", "JWT_PUBLIC_KEY_FILE", "JWT_ISSUER", "JWT_AUDIENCE",
-    "JWT_LEEWAY", "JWT_TENANT_CLAIM", "JWT_ROLE_CLAIM",
-    "WORKERS", "SHUTDOWN_GRACE", "OTEL_ENDPOINT",
-)
+def _declared() -> tuple[Field[Any], ...]:
+    declared = fields(Settings)
+    for f in declared:
+        if str(f.type) not in _TYPES and f.metadata.get("read") is None:
+            raise TypeError(f"Settings.{f.name}: no reader for type {f.type}")
+        if f.metadata.get("choices") and f.default not in f.metadata["choices"]:
+            raise TypeError(f"Settings.{f.name}: default {f.default!r} is not a choice")
+    return declared
+
+
+DECLARED = _declared()
+
+# The keys the gateway reads (without the prefix), for the docs and the compose.yml check.
+KEYS = tuple(k for f in DECLARED for k in (f.name.upper(), *f.metadata["also"]))
+
+
+def _shown_default(f: Field[Any]) -> str:
+    if f.metadata["shown"] is not None:
+        return str(f.metadata["shown"])
+    value = f.default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"`{value}`"
+
+
+_HEADER = """\
+# Configuration
+
+<!-- Generated from gateway/settings.py by `make docs`; edit the declaration there. -->
+
+The gateway reads environment variables with the prefix `IOTSPHERE_`, once at start,
+into one frozen `Settings` object. A malformed value (not a number, below its minimum,
+not one of its choices, a weak JWT key) stops the gateway at start with an error naming
+the variable. An empty value counts as unset.
+
+| variable | type | default | meaning |
+| --- | --- | --- | --- |
+"""
+
+_FOOTER = """
+Any DSN left unset is served by the embedded stack: one local PostgreSQL 18 (databases
+`registry`, `assets`, `telemetry`) and one local Valkey 8.1 with keyspace notifications
+and AOF persistence, started under `DATA_DIR` and stopped with the gateway
+(docs/operations.md).
+
+Read outside this object: `IOTSPHERE_LOG_LEVEL` (log level, `INFO`; read before the
+settings, so a settings error is logged), `OTEL_EXPORTER_OTLP_ENDPOINT` (used when
+`OTEL_ENDPOINT` is unset) and `OTEL_SERVICE_NAME` (`iotsphere-gateway`).
+"""
+
+
+def markdown() -> str:
+    """docs/configuration.md, generated from the declaration."""
+    rows = []
+    for f in DECLARED:
+        names = " / ".join(f"`{k}`" for k in (f.name.upper(), *f.metadata["also"]))
+        kind = _TYPES[str(f.type)][0] if str(f.type) in _TYPES else "text"
+        if f.metadata["choices"]:
+            kind = "one of " + ", ".join(f"`{c}`" for c in f.metadata["choices"])
+        elif f.metadata["minimum"] is not None:
+            kind = f"{kind} >= {f.metadata['minimum']}"
+        rows.append(f"| {names} | {kind} | {_shown_default(f)} | {f.metadata['meaning']} |\n")
+    return _HEADER + "".join(rows) + _FOOTER
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m gateway.settings --markdown")
+    sys.stdout.write(markdown())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import Settings, SettingsError
+from gateway.settings import DECLARED, KEYS, Settings, SettingsError, markdown
 
 
 def test_defaults_leave_every_store_embedded() -> None:
@@ -35,3 +35,24 @@ def test_dsns_given_are_kept_and_the_rest_filled_in() -> None:
 def test_malformed_values_fail_naming_the_key(key: str, value: str) -> None:
     with pytest.raises(SettingsError, match=key):
         Settings.from_env({key: value})
+
+
+def test_configuration_reference_is_generated_from_the_declaration() -> None:
+    """docs/configuration.md is `make docs` output; edit gateway/settings.py, then run it."""
+    written = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    assert written == markdown(), "docs/configuration.md drifted: run `make docs`"
+
+
+def test_every_declared_setting_is_read_from_its_key() -> None:
+    env = {"IOTSPHERE_REGISTRY_DSN": "postgresql://r/x", "IOTSPHERE_MAX_COST": "7",
+           "IOTSPHERE_RATE_LIMIT": "0.5", "IOTSPHERE_DATA_DIR": "/tmp/d",
+           "IOTSPHERE_ALLOWED_ORIGINS": "https://a.example/, https://b.example",
+           "IOTSPHERE_PERSISTED_OPERATIONS": "allow", "IOTSPHERE_JWT_ROLE_CLAIM": "r"}
+    settings = Settings.from_env(env)
+    assert (settings.registry_dsn, settings.max_cost, settings.rate_limit) == (
+        "postgresql://r/x", 7, 0.5)
+    assert settings.data_dir == Path("/tmp/d")
+    assert settings.allowed_origins == ("https://a.example", "https://b.example")
+    assert (settings.persisted_operations, settings.jwt_role_claim) == ("allow", "r")
+    assert {"MAX_COST", "JWT_PUBLIC_KEY", "JWT_PUBLIC_KEY_FILE", "OTEL_ENDPOINT"} <= set(KEYS)
+    assert len(KEYS) == len(set(KEYS)) == len(DECLARED) + 1
