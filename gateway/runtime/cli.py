@@ -105,13 +105,19 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def _run_workers(settings: Settings) -> None:
     import uvicorn
 
-    uvicorn.run(
+    config = uvicorn.Config(
         "gateway.runtime.workers:app", factory=True, host=settings.host, port=settings.port,
-        workers=settings.workers, log_level="info",
+        log_level="info",
         # In-flight requests get the grace period; bodies stop a little earlier
-        # (gateway/draining.py).
+        # (gateway/runtime/draining.py).
         timeout_graceful_shutdown=max(int(math.ceil(settings.shutdown_grace)), 1),
     )
+    if settings.workers == 1:
+        uvicorn.Server(config).run()
+        return
+    from gateway.runtime import supervisor
+
+    supervisor.run(config, settings.workers, settings.shutdown_grace)
 
 
 async def _with_stores(settings: Settings, work: Callable[[Stores, Settings], Awaitable[None]]

@@ -4,7 +4,11 @@ served it; SIGTERM stops both cleanly."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import signal
+from pathlib import Path
 
 import httpx
 
@@ -13,7 +17,7 @@ from gateway.settings import Settings
 from gateway.stores import Stores
 from tests.conftest import Tenant
 from tests.support.live_server import TransportWS, free_port
-from tests.support.serve_process import gateway_process
+from tests.support.serve_process import STARTED, gateway_process
 
 SUB = """subscription($ids: [ID!]) {
   shadowChanged(deviceIds: $ids) { kind deviceId version shadow { reported } } }"""
@@ -97,3 +101,72 @@ async def test_serve_starts_while_an_external_store_is_down(
         assert body == {"data": {"devices": {"totalCount": 0}}}
         gateway.terminate()
         assert await gateway.wait() == 0
+
+
+def listening_sockets(port: int) -> list[str]:
+    """Inodes of the TCP sockets listening on ``port`` (state 0A in /proc/net/tcp)."""
+    inodes = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:
+            inodes.append(fields[9])
+    return inodes
+
+
+def socket_owners(inodes: list[str]) -> dict[str, set[int]]:
+    """For each socket inode, the pids holding it open."""
+    owners: dict[str, set[int]] = {inode: set() for inode in inodes}
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            for fd in fd_dir.iterdir():
+                target = os.readlink(fd)
+                inode = target[len("socket:["):-1] if target.startswith("socket:[") else None
+                if inode in owners:
+                    owners[inode].add(int(fd_dir.parent.name))
+        except OSError:
+            continue  # a process that ended while we looked
+    return owners
+
+
+async def test_each_worker_accepts_on_its_own_socket(
+    settings: Settings, stores: Stores, tenant: Tenant
+) -> None:
+    """With one shared socket, whichever worker wakes first takes the next keep-alive
+    connection and the other core can idle. Each worker listens on its own SO_REUSEPORT
+    socket, so the kernel spreads connections across them: two listening sockets on the
+    port, each held by a different worker (and by the parent, which keeps them for
+    restarts)."""
+    async with gateway_process(settings, workers=2) as gateway:
+        port = int(gateway.address.rsplit(":", 1)[1])
+        inodes = listening_sockets(port)
+        assert len(inodes) == 2, inodes
+        owners = socket_owners(inodes)
+        workers = [pids - {gateway.proc.pid} for pids in owners.values()]
+        assert all(len(pids) == 1 for pids in workers), owners
+        assert workers[0] != workers[1], owners
+        gateway.terminate()
+        assert await gateway.wait() == 0, gateway.output
+
+
+async def test_a_worker_that_dies_is_replaced(
+    settings: Settings, stores: Stores, tenant: Tenant
+) -> None:
+    async with gateway_process(settings, workers=2) as gateway:
+        port = int(gateway.address.rsplit(":", 1)[1])
+        owners = socket_owners(listening_sockets(port))
+        victim = min(pid for pids in owners.values() for pid in pids - {gateway.proc.pid})
+        await asyncio.sleep(6)  # past the supervisor's "failing to start" window
+        os.kill(victim, signal.SIGKILL)
+        deadline = asyncio.get_running_loop().time() + 60
+        while gateway.output.count(STARTED) < 3:
+            assert asyncio.get_running_loop().time() < deadline, gateway.output
+            await asyncio.sleep(0.1)
+        assert f"worker {victim} exited with -9; starting another" in gateway.output
+        owners = socket_owners(listening_sockets(port))
+        assert all(victim not in pids and len(pids - {gateway.proc.pid}) == 1
+                   for pids in owners.values()), owners
+        async with httpx.AsyncClient(base_url=f"http://{gateway.address}",
+                                     limits=httpx.Limits(max_keepalive_connections=0)) as http:
+            assert all([(await http.get("/healthz")).status_code == 200 for _ in range(10)])
+        gateway.terminate()
+        assert await gateway.wait() == 0, gateway.output
