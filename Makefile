@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint docs bench bench-all soak migrate schema clean
+.PHONY: run test lint docs bench bench-pg bench-all soak migrate schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/dashboard.py
+
+# The subset query against PostGraphile v5 on the same data (issue 13); needs npm, which
+# installs bench/postgraphile/ (Node 22, PostGraphile, autocannon) on first use.
+bench-pg: $(STAMP)
+	$(BIN)/python bench/vs_postgraphile.py
 
 bench-all: bench $(STAMP)
 	$(BIN)/python bench/ingest.py
