@@ -65,6 +65,15 @@ def ensure_node_modules() -> str:
     return version
 
 
+def package_version(name: str) -> str:
+    """The installed version of an npm package of bench/postgraphile."""
+    try:
+        meta = orjson.loads((NODE_DIR / "node_modules" / name / "package.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return "?"
+    return str(meta.get("version", "?"))
+
+
 # ------------------------------------------------------------------------------ database
 
 SCHEMA = """

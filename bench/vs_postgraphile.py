@@ -61,6 +61,7 @@ from bench._postgraphile import (  # noqa: E402
     copy_fleet,
     drop_database,
     ensure_node_modules,
+    package_version,
 )
 from bench._procs import (  # noqa: E402
     cpu_seconds,
@@ -424,10 +425,12 @@ def main(argv: list[str] | None = None) -> int:
                 "gateway": ("`iotsphere serve`, one process" if args.workers == 1 else
                             f"uvicorn, {args.workers} worker processes")
                            + (f", environment {common_env}" if common_env else ""),
-                "postgraphile": f"5 (amber preset, grafserv on node:http, NODE_ENV=production),"
-                                f" Node {node}, pg pool default (10)",
-                "load": "autocannon 9 from one Node process, keep-alive connections = "
-                        "concurrency, POST /graphql",
+                "postgraphile": f"{package_version('postgraphile')} (amber preset, grafserv "
+                                f"{package_version('grafserv')} on node:http, NODE_ENV="
+                                f"production), Node {node}, pg {package_version('pg')} pool "
+                                "default (10)",
+                "load": f"autocannon {package_version('autocannon')} from one Node process, "
+                        "keep-alive connections = concurrency, POST /graphql",
                 "stores": f"{seeded.pg_version}, {stack.how}; PostGraphile's database on the "
                           "same server",
                 "uptime before": load_before, "uptime after": uptime(),
