@@ -12,15 +12,15 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
-from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http.exceptions import WebSocketDisconnected
+from strawberry.types.unset import UNSET
 
 from gateway.auth.callers import authenticate
 from gateway.context import Context, new_context
 from gateway.errors import GatewayError
 from gateway.http import graphql as graphql_http
 from gateway.http.persisted import PersistedOperations
-from gateway.http.websocket import LegacyWSHandler, TransportWSHandler
+from gateway.http.websocket import LegacyWSHandler, SocketRefused, TransportWSHandler
 from gateway.loaders import Loaders
 
 TRACE_HEADER = "x-iotsphere-trace"
@@ -73,9 +73,13 @@ class GatewayGraphQL(GraphQL[Context, None]):
         context.request_id = state.request_id
         return context
 
-    async def on_ws_connect(self, context: Context) -> None:
+    async def on_ws_connect(self, context: Context) -> Any:
         """Authenticates a WebSocket from its connection_init payload; a refusal closes
-        the socket with 4403."""
+        the socket with 4403 and the reason HTTP's 401 would give.
+
+        Returns UNSET: connection_ack then carries no payload. ``None`` would be sent as
+        ``"payload": null``, which the graphql-ws 5.x client bundled in GraphiQL 2.x
+        refuses as an invalid message (every subscription in the IDE failed)."""
         params = context.connection_params or {}
         authorization = params.get("Authorization") or params.get("authorization")
         try:
@@ -84,8 +88,9 @@ class GatewayGraphQL(GraphQL[Context, None]):
                 settings=context.settings,
             )
         except GatewayError as exc:
-            raise ConnectionRejectionError({"message": exc.message}) from exc
+            raise SocketRefused(exc.message) from exc
         context.loaders = Loaders(context.stores, context.caller.tenant_id)
         sockets = getattr(context.request.state, "sockets", None) if context.request else None
         if sockets is not None and isinstance(context.request, WebSocket):
             sockets.add(context.caller, context.request)
+        return UNSET

@@ -36,7 +36,23 @@ def _persisted(view: Any) -> PersistedOperations:
     return persisted
 
 
+class SocketRefused(Exception):
+    """``on_ws_connect`` refuses the connection: closed with 4403 and ``reason`` (Strawberry's
+    own ConnectionRejectionError closes with a bare "Forbidden")."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        # A close frame's reason is at most 123 bytes of UTF-8.
+        self.reason = reason.encode()[:123].decode(errors="ignore")
+
+
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Any, None]):
+    async def handle_connection_init(self, message: Any) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except SocketRefused as refused:
+            await self.websocket.close(code=4403, reason=refused.reason)
+
     async def handle_subscribe(self, message: Any) -> None:
         if (self.connection_acknowledged and message["id"] not in self.operations
                 and isinstance(message["payload"], dict)):
@@ -50,6 +66,14 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Any, None]):
 
 
 class LegacyWSHandler(BaseGraphQLWSHandler[Any, None]):
+    async def handle_connection_init(self, message: Any) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except SocketRefused as refused:
+            await self.send_message(
+                {"type": "connection_error", "payload": {"message": refused.reason}})
+            await self.websocket.close(code=1011, reason="")
+
     async def handle_start(self, message: Any) -> None:
         if self.connection_acknowledged and isinstance(message["payload"], dict):
             try:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,24 +16,11 @@ from gateway.http import spec as http_spec
 from gateway.settings import Settings
 from gateway.stores import Stores
 from tests.conftest import AppClient, Gateway, Tenant
+from tests.support.js import JS, npm_ready
 from tests.support.live_server import serve
 
-JS = Path(__file__).resolve().parents[1] / "js"
-NPM_INSTALL_TIMEOUT = 300.0
 GQL = "application/graphql-response+json"
 TYPENAME = {"query": "{ __typename }"}
-
-
-def npm_ready(package: str) -> None:
-    """``npm install`` in tests/js when ``package`` is missing (bounded in time)."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed for the npm reference clients")
-    if (JS / "node_modules" / package).is_dir():
-        return
-    done = subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=JS,
-                          capture_output=True, text=True, timeout=NPM_INSTALL_TIMEOUT,
-                          check=False)
-    assert done.returncode == 0, f"npm install failed:\n{done.stdout}\n{done.stderr}"
 
 
 @pytest.fixture

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
+import os
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,10 +21,8 @@ from gateway.settings import Settings
 from gateway.stores import Stores
 from tests.conftest import Gateway, Tenant
 from tests.live.test_subscriptions import SUB, report
+from tests.support.js import JS, npm_ready
 from tests.support.live_server import lifespan_state, serve, wait_until
-
-JS = Path(__file__).resolve().parents[1] / "js"
-NPM_INSTALL_TIMEOUT = 300.0
 
 
 @pytest.fixture
@@ -111,27 +107,22 @@ async def test_legacy_protocol_refuses_a_bad_key(served: tuple[str, ShadowHub]) 
         assert closed.value.rcvd is not None  # a close frame, not a dropped connection
 
 
-def npm_ready() -> None:
-    """``npm install`` in tests/js when its node_modules is missing (bounded in time)."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed for the graphql-ws reference client")
-    if (JS / "node_modules" / "graphql-ws").is_dir():
-        return
-    done = subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=JS,
-                          capture_output=True, text=True, timeout=NPM_INSTALL_TIMEOUT,
-                          check=False)
-    assert done.returncode == 0, f"npm install failed:\n{done.stdout}\n{done.stderr}"
+# graphql-ws 6 is the reference; 5.10 is what GraphiQL 2.x bundles, whose validator refuses
+# a connection_ack with `"payload": null` ("Invalid message" in the IDE).
+CLIENTS = ("graphql-ws", "graphql-ws-5")
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 async def test_reference_client_from_npm(
-    served: tuple[str, ShadowHub], gateway: Gateway, tenant: Tenant, fleet: Fleet
+    served: tuple[str, ShadowHub], gateway: Gateway, tenant: Tenant, fleet: Fleet, client: str
 ) -> None:
-    await asyncio.to_thread(npm_ready)
+    await asyncio.to_thread(npm_ready, *CLIENTS)
     address, hub = served
     device = str(fleet.active[0])
     node = await asyncio.create_subprocess_exec(
         "node", str(JS / "subscribe.mjs"), f"ws://{address}/graphql", tenant.key, device, "3",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "GRAPHQL_WS_CLIENT": client})
     try:
         assert node.stdout is not None
         events = []
@@ -156,7 +147,7 @@ async def test_reference_client_from_npm(
 async def test_reference_client_is_refused_with_4403(
     served: tuple[str, ShadowHub], fleet: Fleet
 ) -> None:
-    await asyncio.to_thread(npm_ready)
+    await asyncio.to_thread(npm_ready, *CLIENTS)
     address, _ = served
     node = await asyncio.create_subprocess_exec(
         "node", str(JS / "subscribe.mjs"), f"ws://{address}/graphql", "iot_wrong",

@@ -62,12 +62,20 @@ async def closed_with(ws: TransportWS) -> int | None:
     return closed.value.rcvd.code if closed.value.rcvd else None
 
 
-@pytest.mark.parametrize("key", [None, "iot_not-a-real-key"])
-async def test_connection_init_without_a_valid_key_is_closed_4403(
-    served: Served, key: str | None
+@pytest.mark.parametrize(("key", "reason"), [
+    (None, "Missing Authorization header: send 'Authorization: Bearer <key>'"),
+    ("iot_not-a-real-key", "Invalid API key"),
+])
+async def test_connection_init_without_a_valid_key_is_closed_4403_saying_why(
+    served: Served, key: str | None, reason: str
 ) -> None:
+    """The close reason says what HTTP's 401 says: a missing key or an invalid one."""
     async with TransportWS.connect(served.address, key) as ws:
-        assert await closed_with(ws) == 4403
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.ws.recv(), 10)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4403, reason)
 
 
 @pytest.mark.parametrize("origin", ["same-host", ALLOWED])
