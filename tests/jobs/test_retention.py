@@ -65,3 +65,34 @@ async def test_sessions_creating_the_same_days_at_once_all_succeed(stores: Store
         assert sum(created) == 3  # each of the three days created once, by someone
     parts = await _partitions(stores)
     assert {"readings_20310101", "readings_20310103", "readings_20310123"} <= parts
+
+
+async def test_creators_of_offset_day_ranges_never_deadlock(stores: Stores) -> None:
+    """Housekeeping ensures yesterday..a week ahead while seeding and ingests ensure
+    today..two days ahead: with offset ranges, one creator holding readings' ATTACH lock
+    and another holding an uncommitted day deadlocked in 5-6 of 12 rounds before the
+    creators were serialised (migration 007). Each session runs in its own transaction,
+    as ingest's in-request creation does, so locks are held until commit."""
+    conns = await asyncio.gather(*(asyncpg.connect(stores.telemetry.dsn) for _ in range(6)))
+    try:
+        for round_ in range(12):
+            start = datetime(2032, 1, 1, tzinfo=UTC) + timedelta(days=20 * round_)
+
+            async def create(conn: asyncpg.Connection, offset: int, start: datetime) -> int:
+                first = start + timedelta(days=offset)
+                async with conn.transaction():
+                    created = await conn.fetchval(
+                        "SELECT readings_ensure_partitions($1, $2)", first,
+                        first + timedelta(days=2 + offset % 3))
+                    await asyncio.sleep(0.01)  # hold the locks a little, as ingest does
+                return int(created)
+
+            created = await asyncio.gather(*(
+                create(conn, offset, start)
+                for offset, conn in zip([3, 0, 2, 1, 4, 0], conns, strict=True)))
+            # Days start+0 .. start+7 (offset 4 reaches 4 + 2 + 1): each created once.
+            assert sum(created) == 8, (round_, created)
+            parts = await _partitions(stores)
+            assert {f"readings_{start + timedelta(days=d):%Y%m%d}" for d in range(8)} <= parts
+    finally:
+        await asyncio.gather(*(c.close() for c in conns))
