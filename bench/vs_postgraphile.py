@@ -7,8 +7,8 @@
 Starts the stores and seeds the demo fleet (bench/_stack.py, as bench/dashboard.py does),
 copies the tenant's devices and assets into one new database on the same PostgreSQL server
 (bench/_postgraphile.py), installs bench/postgraphile/ with `npm ci` when needed (PostGraphile
-5, autocannon, Node 22 from npm) and serves both: the gateway as `iotsphere serve` (or
-uvicorn with --workers N), PostGraphile with its amber preset on node:http, one process each
+5, autocannon, Node 22 from npm) and serves both: the gateway as `iotsphere serve
+[--workers N]`, PostGraphile with its amber preset on node:http, one process each
 on 127.0.0.1. Before timing, both must answer the subset query below with the same devices
 in the same order (ids, names, status, metadata, asset, parent) and the same totalCount.
 
@@ -359,7 +359,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=_levels, default=[1, 8],
                         help="comma-separated levels (default 1,8)")
     parser.add_argument("--workers", type=positive(int), default=1,
-                        help="gateway worker processes (default 1: `iotsphere serve`)")
+                        help="`iotsphere serve --workers N` (default 1)")
     parser.add_argument("--gateway-env", type=_assignments, action="append", default=[],
                         metavar="KEY=VAL", help="environment of every gateway (repeatable)")
     parser.add_argument("--variant", type=_assignments, action="append", default=[],
@@ -400,8 +400,10 @@ def main(argv: list[str] | None = None) -> int:
 
             gateways = []
             for n, extra in enumerate([{}, *args.variant]):
+                # `iotsphere serve --workers N` itself (one SO_REUSEPORT socket per worker),
+                # not _stack.Server's uvicorn process manager.
                 server = exits.enter_context(Server(
-                    stack, log_dir / f"gateway{n}.log", workers=args.workers,
+                    stack, log_dir / f"gateway{n}.log", extra_args=["--workers", str(args.workers)],
                     env={**common_env, **extra}))
                 gateways.append(Target(
                     _label(extra), f"{server.url}/graphql",
@@ -423,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             facts = {
                 "data": f"{devices} devices and {assets} assets of the demo fleet",
                 "gateway": ("`iotsphere serve`, one process" if args.workers == 1 else
-                            f"uvicorn, {args.workers} worker processes")
+                            f"`iotsphere serve --workers {args.workers}`")
                            + (f", environment {common_env}" if common_env else ""),
                 "postgraphile": f"{package_version('postgraphile')} (amber preset, grafserv "
                                 f"{package_version('grafserv')} on node:http, NODE_ENV="
