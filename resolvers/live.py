@@ -24,13 +24,9 @@ import strawberry
 from graphql import (
     DocumentNode,
     FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
     GraphQLError,
-    InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
-    SelectionSetNode,
     get_operation_ast,
     parse,
     specified_rules,
@@ -48,6 +44,7 @@ from gateway.loaders import Loaders
 from gateway.stores.base import StoreCalls
 from resolvers.execution.cost import CostLimits, check_cost
 from resolvers.execution.extensions import client_errors
+from resolvers.execution.fragments import SelectionWalk
 from resolvers.execution.limits import aliases_rule, depth_rule
 from resolvers.permissions import declared_rule
 from resolvers.scalars import parse_id
@@ -239,24 +236,9 @@ def _operation(query: str | None, name: str | None,
 
 def _root_field(operation: OperationDefinitionNode, document: DocumentNode) -> FieldNode:
     """The subscription's single root field (validation guarantees there is one)."""
-    fragments = {
-        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
-    }
-
-    def walk(selections: SelectionSetNode) -> FieldNode | None:
-        for selection in selections.selections:
-            if isinstance(selection, FieldNode):
-                return selection
-            if isinstance(selection, InlineFragmentNode):
-                found = walk(selection.selection_set)
-            elif isinstance(selection, FragmentSpreadNode):
-                found = walk(fragments[selection.name.value].selection_set)
-            else:
-                found = None
-            if found is not None:
-                return found
-        return None
-
-    node = walk(operation.selection_set)
+    walk: SelectionWalk[None, FieldNode | None] = SelectionWalk(
+        document, field=lambda node, _: node, empty=None,
+        combine=lambda found: next((node for node in found if node is not None), None))
+    node = walk.selections(operation.selection_set, None)
     assert node is not None
     return node

@@ -20,9 +20,9 @@ List lengths, from the arguments that bound them:
 
 Introspection fields (``__schema``, ``__type``) cost nothing: they are bounded by the
 schema, not by data; ``__typename`` counts like any field.
-Fragments are walked once per (fragment, page size), so a spread fan-out costs its
-multiplied value without being walked exponentially; a fragment cycle (refused by
-validation anyway) counts 0.
+Fragments are walked once per (fragment, page size) (``resolvers.execution.fragments``),
+so a spread fan-out costs its multiplied value without being walked exponentially; a
+fragment cycle (refused by validation anyway) counts 0.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from graphql import (
     DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
-    FragmentSpreadNode,
     GraphQLError,
     GraphQLField,
     GraphQLIncludeDirective,
@@ -51,7 +50,7 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     OperationType,
-    SelectionSetNode,
+    SelectionNode,
     get_named_type,
     get_operation_ast,
 )
@@ -65,6 +64,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
 from gateway.errors import LimitExceeded
+from resolvers.execution.fragments import SKIP, SelectionWalk, Skip
 
 DEFAULT_PAGE = 50
 UNKNOWN_LIST = 10
@@ -86,6 +86,11 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
+# What a selection set is measured in: its parent type, and the length of the list
+# fields directly in it (a connection's edges, a series' points), None when not a list.
+_Where = tuple[GraphQLType, int | None]
+
+
 class _Estimate:
     def __init__(self, schema: GraphQLSchema, document: DocumentNode,
                  variables: VariableValues, limits: CostLimits, now: datetime) -> None:
@@ -93,47 +98,23 @@ class _Estimate:
         self.variables = variables
         self.limits = limits
         self.now = now
-        self.fragments = {d.name.value: d for d in document.definitions
-                          if isinstance(d, FragmentDefinitionNode)}
-        self.memo: dict[tuple[str, int | None], int] = {}
-        self.visiting: set[str] = set()
+        # A fragment's target type is its type condition, so its cost depends on the page
+        # only: memoised per (fragment, page).
+        self.walk: SelectionWalk[_Where, int] = SelectionWalk(
+            document, field=self.field, combine=sum, empty=0, inline=self._inline,
+            spread=self._spread, include=self._included, memo_key=lambda where: where[1])
 
-    def selections(self, parent: GraphQLType, selection_set: SelectionSetNode,
-                   page: int | None) -> int:
-        """Cost of one pass over ``selection_set``; ``page`` is the length of the list
-        fields directly in it (a connection's edges, a series' points)."""
-        total = 0
-        for selection in selection_set.selections:
-            if not self._included(selection):
-                continue
-            if isinstance(selection, FieldNode):
-                total += self.field(parent, selection, page)
-            elif isinstance(selection, InlineFragmentNode):
-                condition = selection.type_condition
-                target = self.schema.get_type(condition.name.value) if condition else parent
-                if target is not None:
-                    total += self.selections(target, selection.selection_set, page)
-            elif isinstance(selection, FragmentSpreadNode):
-                total += self.fragment(selection.name.value, page)
-        return total
+    def _inline(self, node: InlineFragmentNode, where: _Where) -> _Where | Skip:
+        condition = node.type_condition
+        target = self.schema.get_type(condition.name.value) if condition else where[0]
+        return SKIP if target is None else (target, where[1])
 
-    def fragment(self, name: str, page: int | None) -> int:
-        key = (name, page)
-        if key in self.memo:
-            return self.memo[key]
-        definition = self.fragments.get(name)
-        if definition is None or name in self.visiting:
-            return 0  # unknown or cyclic: validation refuses both
+    def _spread(self, definition: FragmentDefinitionNode, where: _Where) -> _Where | Skip:
         target = self.schema.get_type(definition.type_condition.name.value)
-        if target is None:
-            return 0
-        self.visiting.add(name)
-        cost = self.selections(target, definition.selection_set, page)
-        self.visiting.discard(name)
-        self.memo[key] = cost
-        return cost
+        return SKIP if target is None else (target, where[1])
 
-    def field(self, parent: GraphQLType, node: FieldNode, page: int | None) -> int:
+    def field(self, node: FieldNode, where: _Where) -> int:
+        parent, page = where
         name = node.name.value
         if name == "__typename":
             return 1
@@ -150,7 +131,8 @@ class _Estimate:
             return 1
         named = get_named_type(definition.type)
         size = self._list_size(args, page) if _is_list(definition.type) else 1
-        inner = self.selections(named, node.selection_set, self._child_page(definition, args))
+        inner = self.walk.selections(node.selection_set,
+                                     (named, self._child_page(definition, args)))
         return 1 + size * inner
 
     def _arguments(self, definition: GraphQLField, node: FieldNode) -> dict[str, Any]:
@@ -199,7 +181,7 @@ class _Estimate:
             return maximum  # the resolver refuses such a range; assume the worst
         return max(1, min(buckets, maximum))
 
-    def _included(self, node: Any) -> bool:
+    def _included(self, node: SelectionNode) -> bool:
         try:
             skip = get_directive_values(GraphQLSkipDirective, node, self.variables)
             include = get_directive_values(GraphQLIncludeDirective, node, self.variables)
@@ -239,7 +221,7 @@ def estimate_cost(
     if isinstance(variables, list):
         return None
     walk = _Estimate(schema, document, variables, limits, now or datetime.now(UTC))
-    return min(walk.selections(root, operation.selection_set, None), COST_CAP)
+    return min(walk.walk.selections(operation.selection_set, (root, None)), COST_CAP)
 
 
 def check_cost(

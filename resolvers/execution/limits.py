@@ -5,23 +5,21 @@ spread. Fragments that each spread the next one twice (``fragment F0 on Query { 
 ...F1 }``, ``F1`` spreads ``F2`` twice, ...) make that walk exponential: 18 levels, a
 few hundred bytes, measured 1.6 s (depth) and 0.7 s (aliases) of validation here, which
 blocks the event loop; the 2,000-token limit allows ~160 levels. These rules give the
-same answers (same messages, so ``resolvers.execution.extensions`` names the same limits) with one
-walk per fragment: a fragment's depth and alias count do not depend on where it is spread.
+same answers (same messages, so ``resolvers.execution.extensions`` names the same limits)
+with one walk per fragment (``resolvers.execution.fragments``): a fragment's depth and
+alias count do not depend on where it is spread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from graphql import (
+    DocumentNode,
     FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
     GraphQLError,
-    InlineFragmentNode,
     OperationDefinitionNode,
-    SelectionSetNode,
     ValidationContext,
     ValidationRule,
 )
@@ -29,77 +27,43 @@ from graphql.validation import OverlappingFieldsCanBeMergedRule
 from graphql.validation.validate import ValidationAbortedError
 from strawberry.extensions import SchemaExtension
 
-
-class _Walk:
-    """Memoised per-fragment measures over one document; a fragment cycle counts 0 (the
-    standard NoFragmentCycles rule reports it)."""
-
-    def __init__(self, fragments: dict[str, FragmentDefinitionNode],
-                 measure: Callable[[_Walk, SelectionSetNode], int]) -> None:
-        self.fragments = fragments
-        self.measure = measure
-        self.memo: dict[str, int] = {}
-        self.visiting: set[str] = set()
-
-    def fragment(self, name: str) -> int:
-        if name in self.memo:
-            return self.memo[name]
-        definition = self.fragments.get(name)
-        if definition is None or name in self.visiting:
-            return 0  # unknown (KnownFragmentNames reports it) or a cycle
-        self.visiting.add(name)
-        value = self.measure(self, definition.selection_set)
-        self.visiting.discard(name)
-        self.memo[name] = value
-        return value
+from resolvers.execution.fragments import SelectionWalk
 
 
-def _height(walk: _Walk, selections: SelectionSetNode) -> int:
-    """How deep fields nest below this selection set, counted like Strawberry: a field
-    with a selection set adds one level; introspection fields are not followed."""
-    best = 0
-    for selection in selections.selections:
-        if isinstance(selection, FieldNode):
-            if selection.selection_set and not selection.name.value.startswith("__"):
-                best = max(best, 1 + _height(walk, selection.selection_set))
-        elif isinstance(selection, InlineFragmentNode):
-            best = max(best, _height(walk, selection.selection_set))
-        elif isinstance(selection, FragmentSpreadNode):
-            best = max(best, walk.fragment(selection.name.value))
-    return best
+def _depth_walk(document: DocumentNode) -> SelectionWalk[None, int]:
+    """How deep fields nest below a selection set, counted like Strawberry: a field with a
+    selection set adds one level; introspection fields are not followed."""
+    def field(node: FieldNode, _: None) -> int:
+        if node.selection_set and not node.name.value.startswith("__"):
+            return 1 + walk.selections(node.selection_set, None)
+        return 0
+
+    walk: SelectionWalk[None, int] = SelectionWalk(
+        document, field=field, combine=lambda values: max(values, default=0), empty=0)
+    return walk
 
 
-def _aliases(walk: _Walk, selections: SelectionSetNode) -> int:
-    """Aliased fields below this selection set, a fragment counted at every spread."""
-    count = 0
-    for selection in selections.selections:
-        if isinstance(selection, FieldNode):
-            count += 1 if selection.alias else 0
-            if selection.selection_set:
-                count += _aliases(walk, selection.selection_set)
-        elif isinstance(selection, InlineFragmentNode):
-            count += _aliases(walk, selection.selection_set)
-        elif isinstance(selection, FragmentSpreadNode):
-            count += walk.fragment(selection.name.value)
-    return count
+def _alias_walk(document: DocumentNode) -> SelectionWalk[None, int]:
+    """Aliased fields below a selection set, a fragment counted at every spread."""
+    def field(node: FieldNode, _: None) -> int:
+        own = 1 if node.alias else 0
+        return own + (walk.selections(node.selection_set, None) if node.selection_set else 0)
+
+    walk: SelectionWalk[None, int] = SelectionWalk(document, field=field, combine=sum, empty=0)
+    return walk
 
 
-def _parts(context: ValidationContext) -> tuple[dict[str, FragmentDefinitionNode],
-                                                 list[OperationDefinitionNode]]:
-    definitions = context.document.definitions
-    fragments = {d.name.value: d for d in definitions if isinstance(d, FragmentDefinitionNode)}
-    operations = [d for d in definitions if isinstance(d, OperationDefinitionNode)]
-    return fragments, operations
+def _operations(context: ValidationContext) -> list[OperationDefinitionNode]:
+    return [d for d in context.document.definitions if isinstance(d, OperationDefinitionNode)]
 
 
 def depth_rule(max_depth: int) -> type[ValidationRule]:
     class MaxDepth(ValidationRule):
         def __init__(self, context: ValidationContext) -> None:
             super().__init__(context)
-            fragments, operations = _parts(context)
-            walk = _Walk(fragments, _height)
-            for operation in operations:
-                if _height(walk, operation.selection_set) > max_depth:
+            walk = _depth_walk(context.document)
+            for operation in _operations(context):
+                if walk.selections(operation.selection_set, None) > max_depth:
                     name = operation.name.value if operation.name else "anonymous"
                     context.report_error(GraphQLError(
                         f"'{name}' exceeds maximum operation depth of {max_depth}",
@@ -112,9 +76,9 @@ def aliases_rule(max_aliases: int) -> type[ValidationRule]:
     class MaxAliases(ValidationRule):
         def __init__(self, context: ValidationContext) -> None:
             super().__init__(context)
-            fragments, operations = _parts(context)
-            walk = _Walk(fragments, _aliases)
-            total = sum(_aliases(walk, operation.selection_set) for operation in operations)
+            walk = _alias_walk(context.document)
+            total = sum(walk.selections(operation.selection_set, None)
+                        for operation in _operations(context))
             if total > max_aliases:
                 context.report_error(GraphQLError(
                     f"{total} aliases found. Allowed: {max_aliases}"))
