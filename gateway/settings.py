@@ -190,6 +190,10 @@ class Settings:
     auth_outage_grace: float = setting(
         60.0, "seconds an API key the registry verified stays accepted while the registry "
         "is unreachable (`0`: never)")
+    api_key_cache_ttl: float = setting(
+        5.0, "seconds an API key the registry verified (or did not know) is answered from "
+        "memory without a registry round trip; a revocation drops it at once on every "
+        "replica (`0`: ask every time)")
     jwt_secret: str | None = setting(
         None, "HS256 secret, at least 32 bytes (a shorter one stops the gateway at start)",
         shown="none")

@@ -229,7 +229,7 @@ class ShadowHub:
             self._revoked(UUID(match[1].decode()), data)
 
     def _revoked(self, tenant_id: UUID, data: bytes) -> None:
-        """Forgets the revoked keys' outage grace and hands them to ``on_revoked``."""
+        """Forgets the revoked keys (cached and outage grace) and hands them to ``on_revoked``."""
         try:
             payload = orjson.loads(data)
             key_ids = [UUID(k) for k in payload["keyIds"]]
@@ -238,6 +238,8 @@ class ShadowHub:
             log.warning("ignored a malformed revocation on tenant %s", tenant_id)
             return
         self._stores.registry.verified_keys.forget_ids(key_ids)
+        if device_id is not None:
+            self._stores.registry.verified_keys.forget_device(device_id)
         if self._on_revoked is not None:
             task = asyncio.ensure_future(self._on_revoked(tenant_id, key_ids, device_id))
             self._revocations.add(task)

@@ -44,6 +44,7 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
         registry=RegistryStore(
             settings.registry_dsn, timeout=timeout, min_size=lo, max_size=hi,
             breaker=breaker("registry"), outage_grace=settings.auth_outage_grace,
+            key_cache_ttl=settings.api_key_cache_ttl,
         ),
         assets=AssetStore(settings.assets_dsn, timeout=timeout, min_size=lo, max_size=hi,
                           breaker=breaker("assets")),

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,6 +12,9 @@ import asyncpg
 
 from gateway.errors import StoreUnavailable
 from gateway.stores.base import PgStore, align
+from gateway.stores.key_cache import BadKeys, VerifiedKeys
+
+__all__ = ["DeviceQuery", "RegistryStore", "VerifiedKeys", "like_pattern"]
 
 
 @dataclass(frozen=True)
@@ -34,50 +36,14 @@ def like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-class VerifiedKeys:
-    """API keys the registry verified recently, for use only while it is unreachable.
-
-    Bounded (oldest dropped first) and per process; unknown or revoked keys are never kept.
-    """
-
-    MAX_KEYS = 10_000
-
-    def __init__(self, grace: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._grace = grace
-        self._clock = clock
-        self._rows: dict[bytes, tuple[float, Any]] = {}
-
-    def remember(self, key_hash: bytes, row: Any) -> None:
-        if self._grace <= 0:
-            return
-        self._rows.pop(key_hash, None)  # re-inserted last: eviction drops the stalest
-        self._rows[key_hash] = (self._clock(), row)
-        if len(self._rows) > self.MAX_KEYS:
-            del self._rows[next(iter(self._rows))]
-
-    def forget(self, key_hash: bytes) -> None:
-        self._rows.pop(key_hash, None)
-
-    def forget_ids(self, key_ids: list[UUID]) -> None:
-        """Drops revoked keys (by id: a revocation names keys, not their secrets)."""
-        gone = set(key_ids)
-        for key_hash in [h for h, (_, row) in self._rows.items() if row["id"] in gone]:
-            del self._rows[key_hash]
-
-    def recent(self, key_hash: bytes) -> Any | None:
-        """The row if verified within the grace period, else None."""
-        entry = self._rows.get(key_hash)
-        if entry is None or self._clock() - entry[0] > self._grace:
-            return None
-        return entry[1]
-
-
 class RegistryStore(PgStore):
     name = "registry"
 
-    def __init__(self, dsn: str, *, outage_grace: float = 60.0, **options: Any) -> None:
+    def __init__(self, dsn: str, *, outage_grace: float = 60.0, key_cache_ttl: float = 0.0,
+                 **options: Any) -> None:
         super().__init__(dsn, **options)
-        self.verified_keys = VerifiedKeys(outage_grace)
+        self.verified_keys = VerifiedKeys(outage_grace, key_cache_ttl)
+        self.bad_keys = BadKeys(key_cache_ttl)
 
     async def devices_by_ids(
         self, tenant_id: UUID, ids: Sequence[UUID]
@@ -141,7 +107,9 @@ class RegistryStore(PgStore):
         )
 
     async def decommission(self, tenant_id: UUID, device_id: UUID) -> asyncpg.Record | None:
-        return await self.fetchrow(self.sql["decommission"], tenant_id, device_id)
+        row = await self.fetchrow(self.sql["decommission"], tenant_id, device_id)
+        self.verified_keys.forget_device(device_id)  # its device keys, as for a revocation
+        return row
 
     async def touch_last_seen(
         self, tenant_id: UUID, seen: dict[UUID, datetime]
@@ -192,10 +160,16 @@ class RegistryStore(PgStore):
         return await self.fetch(self.sql["device_credentials_for_auth"], device_id)
 
     async def api_key(self, key_hash: bytes) -> asyncpg.Record | None:
-        """The key's row, None for an unknown or revoked key. Always asked of the registry,
-        so a revocation counts at once; only while the registry is unreachable is a key it
-        verified within the last ``outage_grace`` seconds accepted from memory, so reads
-        of the other stores keep working through a short registry outage."""
+        """The key's row, None for an unknown or revoked key. Answered from memory when the
+        registry answered for this key within ``key_cache_ttl`` seconds (see
+        ``gateway.stores.key_cache``: revocations drop it at once); while the registry is
+        unreachable, a key it verified within the last ``outage_grace`` seconds is accepted
+        too, so reads of the other stores keep working through a short registry outage."""
+        fresh = self.verified_keys.fresh(key_hash)
+        if fresh is not None:
+            return fresh
+        if key_hash in self.bad_keys:
+            return None
         try:
             row = await self.fetchrow(self.sql["api_key_by_hash"], key_hash)
         except StoreUnavailable:
@@ -205,6 +179,7 @@ class RegistryStore(PgStore):
             return remembered
         if row is None:
             self.verified_keys.forget(key_hash)
+            self.bad_keys.add(key_hash)
         else:
             self.verified_keys.remember(key_hash, row)
         return row
@@ -225,6 +200,7 @@ class RegistryStore(PgStore):
         device_id: UUID | None = None,
     ) -> asyncpg.Record | None:
         """The new key's row; None when ``device_id`` names no live device of the tenant."""
+        self.bad_keys.discard(key_hash)
         return await self.fetchrow(
             self.sql["insert_api_key"], tenant_id, name, key_hash, role, device_id
         )
@@ -246,7 +222,10 @@ class RegistryStore(PgStore):
         ``refused``); None when the tenant has no such key."""
         async with self.transaction() as tx:
             await tx.fetchrow(self.sql["lock_tenant"], tenant_id)
-            return await tx.fetchrow(self.sql["revoke_api_key"], tenant_id, key_id)
+            row = await tx.fetchrow(self.sql["revoke_api_key"], tenant_id, key_id)
+        # This replica forgets it before answering; the others when it is announced.
+        self.verified_keys.forget_ids([key_id])
+        return row
 
     async def jwt_subject(self, tenant_id: UUID, device_id: UUID | None) -> asyncpg.Record:
         """Whether a token's tenant exists, and its device's status there (None: none)."""
