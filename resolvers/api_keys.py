@@ -16,7 +16,7 @@ from resolvers.permissions import allow
 from resolvers.scalars import parse_id
 
 
-@strawberry.enum(description="What a caller may do; see the README's role table.")
+@strawberry.enum(description="What a caller may do; see the role table in docs/auth-and-roles.md.")
 class Role(Enum):
     ADMIN = strawberry.enum_value("admin", description="Everything in its tenant, API keys "
                                   "included.")

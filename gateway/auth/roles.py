@@ -1,5 +1,5 @@
 """The roles a caller can have. What each may do is declared beside every field and
-mutation (``resolvers.permissions``); the README's "Authentication and roles" has the table.
+mutation (``resolvers.permissions``); docs/auth-and-roles.md has the table.
 
     admin     everything in its tenant, API keys included
     operator  reads; writes devices, assets, shadows (desired and reported), telemetry

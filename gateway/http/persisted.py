@@ -1,22 +1,10 @@
-"""Persisted operations: documents registered ahead of time by their SHA-256 hash.
-
-Clients send hashes the way Apollo's automatic persisted queries (APQ) do:
-``extensions.persistedQuery = {"version": 1, "sha256Hash": "<hex sha256 of the
-document>"}``, with or without the document itself. ``IOTSPHERE_PERSISTED_OPERATIONS``:
-
-- ``off`` (default): documents run as sent; a hash-only request is answered
-  ``PersistedQueryNotSupported`` (so APQ clients fall back to sending documents).
-- ``allow``: a hash of the manifest runs its registered document; any other document
-  runs too. A hash-only request for an unknown hash is ``PersistedQueryNotFound``
-  (NOT_FOUND), which APQ clients answer by sending the document: nothing is registered
-  at run time, so no client can plant documents for others.
-- ``only``: only the manifest's documents run (an allow-list for first-party
-  frontends); any other document is refused with FORBIDDEN.
-
-A document sent with a hash must hash to it (BAD_USER_INPUT otherwise). The manifest
-(``IOTSPHERE_PERSISTED_MANIFEST``) is a JSON object mapping each hash to its document, or
-Apollo's persisted query manifest (``{"format": "apollo-persisted-query-manifest",
-"operations": [{"id", "body", ...}]}``); every hash is checked when the gateway starts.
+"""Persisted operations: documents registered ahead of time by their SHA-256 hash, sent
+the way Apollo's automatic persisted queries are (``extensions.persistedQuery``).
+``PersistedOperations.resolve`` turns a request's hash and/or document into the document
+to run, per ``IOTSPHERE_PERSISTED_OPERATIONS`` (off, allow, only; docs/http-and-websocket.md).
+Nothing is registered at run time, so no client can plant documents for others. The
+manifest is a JSON object of hash -> document, or Apollo's persisted query manifest
+(``{"format": "apollo-persisted-query-manifest", "operations": [{"id", "body", ...}]}``).
 Build one from .graphql files (one document per file, hashed exactly as written)::
 
     python -m gateway.http.persisted queries/*.graphql > manifest.json

@@ -1,19 +1,11 @@
-"""Per-key rate limit: a token bucket in Redis, shared by every replica.
+"""Per-key rate limit: a token bucket in Redis, shared by every replica
+(docs/http-and-websocket.md says what spends it and what a client sees).
 
-Each API key (or device credential) has a bucket of ``RATE_BURST`` operations refilled
-at ``RATE_LIMIT`` per second. One Lua script call per request refills, spends and answers
-atomically, on Redis's own clock (``TIME``), so replicas with skewed clocks share one
-budget. Spent by each GraphQL operation over HTTP (a batch spends one per operation),
-each WebSocket ``subscribe``/``start`` message and each ``POST /ingest`` request. Over
-the limit: LIMIT_EXCEEDED (``limit: "rateLimit"``, ``retryAfter`` seconds), HTTP 429
-with ``Retry-After``.
-
-When Redis does not answer within ``REDIS_BUDGET`` the request is let through (fail
-open), logged (at most once per ``LOG_EVERY`` seconds) and counted in
-``iotsphere_rate_limit_unavailable_total``. The limit protects fairness between keys,
-not data: refusing every request because the limiter's store is down would turn a Redis
-outage into a whole-gateway outage, including the registry, asset and telemetry paths
-that do not need Redis at all.
+One Lua script call per request refills, spends and answers atomically, on Redis's own
+clock (``TIME``), so replicas with skewed clocks share one budget. When Redis does not
+answer within ``REDIS_BUDGET`` the request is let through (fail open), logged at most once
+per ``LOG_EVERY`` seconds: the limit protects fairness between keys, not data, and
+failing closed would turn a Redis outage into a whole-gateway outage.
 """
 
 from __future__ import annotations
