@@ -310,6 +310,11 @@ def report(args: argparse.Namespace, results: list[Measured], labels: list[str],
         f"servers checked to answer the same devices in the same order before timing.",
         f"- Gateway: {facts['gateway']}. PostGraphile: {facts['postgraphile']}. Load: "
         f"{facts['load']}. Stores: {facts['stores']}.",
+        "- CPU columns: the process's user+system time during the run (/proc/<pid>/stat) per "
+        "response; `others`: CPU time of every process that is neither the server, "
+        "PostgreSQL nor autocannon, per second of the run (other sessions, idle servers): "
+        "anything but ~0 means the run was disturbed. The gateway checks its API key per "
+        "request; PostGraphile has no authentication.",
         f"- `uptime` before: {facts['uptime before']}",
         f"- `uptime` after: {facts['uptime after']}",
         "",
