@@ -313,8 +313,8 @@ def report(args: argparse.Namespace, results: list[Measured], labels: list[str],
         "- CPU columns: the process's user+system time during the run (/proc/<pid>/stat) per "
         "response; `others`: CPU time of every process that is neither the server, "
         "PostgreSQL nor autocannon, per second of the run (other sessions, idle servers): "
-        "anything but ~0 means the run was disturbed. The gateway checks its API key per "
-        "request; PostGraphile has no authentication.",
+        "anything but ~0 means the run was disturbed. The gateway authenticates every request "
+        "(API key); PostGraphile has no authentication.",
         f"- `uptime` before: {facts['uptime before']}",
         f"- `uptime` after: {facts['uptime after']}",
         "",
