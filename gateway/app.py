@@ -20,9 +20,9 @@ from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocketClose
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
-from gateway.auth.callers import authenticate
 from gateway.errors import BadUserInput, GatewayError, LimitExceeded, StoreUnavailable
 from gateway.http import spec as http_spec
+from gateway.http.address_limit import AddressLimit, AuthFailuresLimited, authenticate_limited
 from gateway.http.cors import cors_middleware
 from gateway.http.graphiql import STATIC_PATH, graphiql_html, static_app
 from gateway.http.ingest import ingest_endpoint
@@ -89,11 +89,16 @@ class GraphQLEndpoint:
             state["calls"] = begin_counting()
             media = http_spec.negotiate(Headers(scope=scope).get("accept"))
             state["media"] = media or http_spec.JSON  # for the errors below
+            client = scope.get("client")
             try:
-                state["caller"] = await authenticate(
-                    state["stores"].registry, Request(scope).headers.get("authorization"),
-                    settings=state["settings"],
+                state["caller"] = await authenticate_limited(
+                    state["stores"], state["settings"], state.get("address_limit"),
+                    Request(scope).headers.get("authorization"), client[0] if client else None,
                 )
+            except AuthFailuresLimited as limited:
+                await http_spec.error_response(limited, 429, state["media"], limited.headers)(
+                    scope, receive, send)
+                return
             except GatewayError as error:
                 status = 401 if error.code == "UNAUTHENTICATED" else 503
                 await _error_response(error, status, scope)(scope, receive, send)
@@ -286,7 +291,8 @@ def create_app(
                 tasks.append(background(opened, settings))
             for coro in tasks:
                 stack.push_async_callback(_cancel, asyncio.ensure_future(coro))
-            yield {"stores": opened, "settings": settings, "hub": hub, "sockets": sockets}
+            yield {"stores": opened, "settings": settings, "hub": hub, "sockets": sockets,
+                   "address_limit": AddressLimit()}
 
     endpoint = GraphQLEndpoint(graphql, ide_headers, settings.max_concurrent_requests)
     return Starlette(

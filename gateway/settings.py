@@ -168,6 +168,12 @@ class Settings:
         "rate limiting off")
     rate_burst: int = setting(
         1_000, "size of each key's token bucket: operations it may spend at once", minimum=1)
+    auth_failure_rate_limit: float = setting(
+        10.0, "failed authentications (no, a bad or a revoked credential) per second refilled "
+        "into each client address's token bucket, shared by the replicas through Redis; "
+        "beyond it 429 without any lookup (docs/http-and-websocket.md); `0` turns it off")
+    auth_failure_burst: int = setting(
+        100, "size of each client address's bucket of failed authentications", minimum=1)
     persisted_operations: str = setting(
         "off", "which documents run: `off` as sent; `allow` the manifest's by hash and any "
         "other as sent; `only` the manifest's and nothing else (docs/http-and-websocket.md)",

@@ -29,10 +29,11 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.auth.callers import Caller, authenticate, require_ingest
+from gateway.auth.callers import Caller, require_ingest
 from gateway.errors import GatewayError, StoreUnavailable
 from gateway.http import rate_limit
 from gateway.http import spec as http_spec
+from gateway.http.address_limit import AuthFailuresLimited, authenticate_limited
 from gateway.settings import Settings
 from gateway.stores import Stores
 from gateway.stores.base import translate_errors
@@ -285,8 +286,9 @@ def _kind(request: Request) -> str:
 
 async def _caller(request: Request, stores: Stores) -> Caller:
     # Basic (a device), an API key or a JWT; a device caller writes only its own lines.
-    caller = await authenticate(stores.registry, request.headers.get("authorization"),
-                                settings=request.state.settings)
+    caller = await authenticate_limited(
+        stores, request.state.settings, getattr(request.state, "address_limit", None),
+        request.headers.get("authorization"), request.client.host if request.client else None)
     require_ingest(caller)
     return caller
 
@@ -299,7 +301,7 @@ async def ingest_endpoint(request: Request) -> Response:
         await rate_limit.take(stores.shadows, settings, caller)
         kind = _kind(request)
         outcome = await _ingest(request, stores, settings, caller, kind)
-    except rate_limit.RateLimited as limited:
+    except (rate_limit.RateLimited, AuthFailuresLimited) as limited:
         return http_spec.error_response(limited, 429, None, limited.headers)
     except Refused as refused:
         return _error(refused.status, refused.code, refused.message)

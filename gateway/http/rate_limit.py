@@ -100,18 +100,25 @@ async def take(shadows: _HasClient, settings: Settings, caller: Caller, cost: in
     bucket (a full one allows it)."""
     if settings.rate_limit <= 0:
         return
-    cost = max(1, min(cost, settings.rate_burst))
+    wait_ms = await spend(shadows, bucket_key(caller), settings.rate_limit,
+                          settings.rate_burst, cost)
+    if wait_ms:
+        LIMITED.inc()
+        raise RateLimited(max(1, math.ceil(wait_ms / 1000)))
+
+
+async def spend(shadows: _HasClient, key: str, rate: float, burst: int, cost: int = 1) -> int:
+    """Spends ``cost`` tokens of the bucket ``key``: 0 when it held them, else the
+    milliseconds until it will. 0 too when Redis does not answer (fail open)."""
+    cost = max(1, min(cost, burst))
     try:
         client = shadows.client  # RuntimeError while the store has never connected
         async with asyncio.timeout(REDIS_BUDGET):
-            allowed, wait_ms = await _spend(client, bucket_key(caller), settings.rate_limit,
-                                            settings.rate_burst, cost)
+            allowed, wait_ms = await _spend(client, key, rate, burst, cost)
     except (RedisError, OSError, TimeoutError, RuntimeError) as exc:
         _fail_open(exc)
-        return
-    if not allowed:
-        LIMITED.inc()
-        raise RateLimited(max(1, math.ceil(wait_ms / 1000)))
+        return 0
+    return 0 if allowed else max(1, wait_ms)
 
 
 def _fail_open(exc: BaseException) -> None:

@@ -15,10 +15,10 @@ from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.types.unset import UNSET
 
-from gateway.auth.callers import authenticate
 from gateway.context import Context, new_context
 from gateway.errors import GatewayError
 from gateway.http import graphql as graphql_http
+from gateway.http.address_limit import authenticate_limited
 from gateway.http.persisted import PersistedOperations
 from gateway.http.websocket import LegacyWSHandler, SocketRefused, TransportWSHandler
 from gateway.loaders import Loaders
@@ -82,10 +82,14 @@ class GatewayGraphQL(GraphQL[Context, None]):
         refuses as an invalid message (every subscription in the IDE failed)."""
         params = context.connection_params or {}
         authorization = params.get("Authorization") or params.get("authorization")
+        request = context.request
+        client = request.client if isinstance(request, WebSocket) else None
         try:
-            context.caller = await authenticate(
-                context.stores.registry, authorization if isinstance(authorization, str) else None,
-                settings=context.settings,
+            context.caller = await authenticate_limited(
+                context.stores, context.settings,
+                getattr(request.state, "address_limit", None) if request else None,
+                authorization if isinstance(authorization, str) else None,
+                client.host if client else None,
             )
         except GatewayError as exc:
             raise SocketRefused(exc.message) from exc
