@@ -8,8 +8,13 @@ is rolled back to its savepoint and stored again through a staging table with
 readings: ``INSERT .. ON CONFLICT`` from staging runs at about half the rate of COPY into
 readings, so fresh data (the common case) takes the COPY and retries pay for the staging.
 
-The 5-minute rollup is kept by the readings trigger in the same statements; the last
-values are upserted once at the end from what the batches actually inserted.
+The 5-minute rollup is kept by the readings trigger, deferred: each batch's partial
+aggregates are collected in the transaction, and merged into ``readings_5m`` once at the
+end in key order (``readings_rollup_merge``, telemetry migration 008). Upserted batch by
+batch, two requests over the same devices and minutes locked rollup rows in their bodies'
+orders and deadlocked. The last values are upserted once at the end, before the rollup
+(the order ``ingestTelemetry``'s one statement locks them in), from what the batches
+actually inserted.
 
 Partitions: a day is created before the first write of the request from a separate
 connection (committed at once, shared by everyone); a day first reached after the
@@ -50,6 +55,7 @@ class Writer:
         self._task: asyncio.Task[None] | None = None
         self._wrote = False  # readings written in this transaction (their lock is held)
         self._staging = False
+        self._deferred = False  # the rollup collects until finish() merges it
         self.accepted = 0
         self.latest: Latest = {}
 
@@ -74,6 +80,8 @@ class Writer:
                 self._telemetry.sql["upsert_latest_many"], self._tenant,
                 [k[0] for k in keys], [k[1] for k in keys],
                 [self.latest[k][0] for k in keys], [self.latest[k][1] for k in keys])
+        if self._deferred:
+            await self._conn.execute(self._telemetry.sql["rollup_merge"])
 
     async def abandon(self) -> None:
         """On a failed request: stop the batch in flight before the rollback."""
@@ -86,6 +94,10 @@ class Writer:
     async def _write(self, records: list[Record], first: datetime, last: datetime,
                      latest: Latest) -> None:
         await self._ensure_days(first, last)
+        if not self._deferred:
+            # Outside any savepoint: its setting must last to the end of the transaction.
+            await self._conn.execute(self._telemetry.sql["rollup_defer"])
+            self._deferred = True
         try:
             async with self._conn.transaction():  # a savepoint
                 self._wrote = True

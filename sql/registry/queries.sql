@@ -157,12 +157,21 @@ WITH d AS (
 SELECT * FROM d;
 
 -- name: touch_last_seen
--- lastSeenAt = the newest reading time received per device; never goes back.
+-- lastSeenAt = the newest reading time received per device; never goes back. The rows
+-- are locked in id order first: two ingests touching the same devices in different
+-- orders would otherwise deadlock (the join's order follows the input's).
+WITH x AS (
+    SELECT * FROM unnest($2::uuid[], $3::timestamptz[]) AS x(id, seen)
+), locked AS MATERIALIZED (
+    SELECT d.id, x.seen FROM devices d JOIN x ON d.id = x.id
+    WHERE d.tenant_id = $1 AND (d.last_seen_at IS NULL OR d.last_seen_at < x.seen)
+    ORDER BY d.id
+    FOR UPDATE OF d
+)
 UPDATE devices d
-SET last_seen_at = greatest(d.last_seen_at, x.seen)
-FROM unnest($2::uuid[], $3::timestamptz[]) AS x(id, seen)
-WHERE d.tenant_id = $1 AND d.id = x.id
-  AND (d.last_seen_at IS NULL OR d.last_seen_at < x.seen);
+SET last_seen_at = greatest(d.last_seen_at, locked.seen)
+FROM locked
+WHERE d.id = locked.id;
 
 -- name: decommissioned_ids
 SELECT tenant_id, id FROM devices WHERE status = 'DECOMMISSIONED' AND id > $1

@@ -298,14 +298,23 @@ RETURNING device_id, metric, time, value;
 
 -- name: upsert_latest_many
 -- POST /ingest's last values, one row per (device, metric) written by the request; the
--- last-value table moves forward only.
+-- last-value table moves forward only. Rows are locked in key order, as every other
+-- writer of latest_readings does, so concurrent ingests cannot deadlock on them.
 INSERT INTO latest_readings (tenant_id, device_id, metric, time, value)
 SELECT $1, x.device_id, x.metric, x.time, x.value
 FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::float8[])
      AS x(device_id, metric, time, value)
+ORDER BY x.device_id, x.metric
 ON CONFLICT (device_id, metric) DO UPDATE
 SET time = EXCLUDED.time, value = EXCLUDED.value
 WHERE latest_readings.time < EXCLUDED.time AND latest_readings.tenant_id = EXCLUDED.tenant_id;
+
+-- name: rollup_defer
+-- POST /ingest: the rollup trigger collects until rollup_merge (migration 008).
+SELECT readings_rollup_defer();
+
+-- name: rollup_merge
+SELECT readings_rollup_merge();
 
 -- name: drop_before
 SELECT readings_drop_before($1);
