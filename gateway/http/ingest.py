@@ -1,7 +1,7 @@
 """``POST /ingest``: bulk telemetry as NDJSON or CSV, streamed into one transaction.
 
-Lines are parsed as they arrive and checked (a known, live device of the caller's tenant,
-a metric name, a finite value within +-1e100, an RFC 3339 time at most 5 minutes ahead).
+Lines are parsed as they arrive and checked by the one reading check both ingest routes
+share (``gateway.writes.readings``).
 Good readings are written in batches, binary-COPY'd into ``readings`` by
 ``gateway.writes.bulk_ingest`` while the next batch is parsed, all in the request's one
 transaction; duplicates are skipped, and the response, sent after COMMIT, counts
@@ -17,11 +17,9 @@ readings.
 from __future__ import annotations
 
 import csv
-import logging
-import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -30,7 +28,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.auth.callers import Caller, require_ingest
-from gateway.errors import GatewayError, StoreUnavailable
+from gateway.errors import GatewayError
 from gateway.http import rate_limit
 from gateway.http import spec as http_spec
 from gateway.http.address_limit import AuthFailuresLimited, authenticate_limited
@@ -38,14 +36,11 @@ from gateway.settings import Settings
 from gateway.stores import Stores
 from gateway.stores.base import translate_errors
 from gateway.writes.bulk_ingest import Latest, Record, Writer
+from gateway.writes.readings import LastSeen, ReadingCheck, device_problem
 from gateway.writes.telemetry import count_ingest
-from gateway.writes.validate import MAX_READING, METRIC
-
-log = logging.getLogger("gateway.http.ingest")
 
 BATCH = 20_000
 MAX_REPORTED = 1_000  # rejected lines listed one by one; the rest are only counted
-MAX_FUTURE = timedelta(minutes=5)
 CSV_COLUMNS = ("deviceId", "metric", "time", "value")
 
 
@@ -87,34 +82,25 @@ class Batch:
         self._caller = caller
         self._outcome = outcome
         self._devices: dict[str, UUID | str] = {}  # device id text -> id, or why refused
-        self._metrics: dict[str, bool] = {}  # metric -> is a metric name
+        self._check = ReadingCheck()
         self._pending: list[tuple[int, str, str, datetime, float]] = []
-        self._limit = datetime.now(UTC) + MAX_FUTURE
-        self.last_seen: dict[UUID, datetime] = {}
+        self.last_seen = LastSeen()
 
     def __len__(self) -> int:
         return len(self._pending)
 
     def add(self, line: int, device: Any, metric: Any, time: Any, value: Any) -> None:
-        parsed_time = _time(time)
-        parsed_value = value if type(value) is float else _number(value)
-        good_metric = self._metrics.get(metric) if type(metric) is str else False
-        if good_metric is None:
-            good_metric = self._metrics[metric] = METRIC.match(metric) is not None
         if type(device) is not str or not device:
             self._outcome.reject(line, "deviceId is missing")
-        elif not good_metric:
-            self._outcome.reject(line, f"metric {metric!r} is not a metric name")
-        elif parsed_time is None:
-            self._outcome.reject(line, "time is not an RFC 3339 date-time")
-        elif parsed_time > self._limit:
-            self._outcome.reject(line, "time is more than 5 minutes in the future")
-        elif parsed_value is None or not math.isfinite(parsed_value):
-            self._outcome.reject(line, "value is not a finite number")
-        elif abs(parsed_value) > MAX_READING:
-            self._outcome.reject(line, f"value is beyond {MAX_READING:g} in magnitude")
-        else:
-            self._pending.append((line, device, metric, parsed_time, parsed_value))
+            return
+        parsed_time = _time(time)
+        parsed_value = value if type(value) is float else _number(value)
+        problem = self._check.problem(metric, parsed_time, parsed_value)
+        if problem is not None:
+            self._outcome.reject(line, problem)
+        else:  # no problem: metric is a str, parsed_time and parsed_value are set
+            self._pending.append(
+                (line, device, metric, parsed_time, parsed_value))  # type: ignore[arg-type]
 
     async def flush(self, writer: Writer) -> None:
         """Checks the devices not seen before (one registry query), then hands the batch
@@ -138,8 +124,7 @@ class Batch:
             if key not in latest or latest[key][0] < time:
                 latest[key] = (time, value)
         for (device, _), (time, _) in latest.items():
-            if device not in last_seen or last_seen[device] < time:
-                last_seen[device] = time
+            last_seen.saw(device, time)
         if records:
             times = [r[3] for r in records]
             self._outcome.valid += len(records)
@@ -158,14 +143,7 @@ class Batch:
         rows = await self._stores.registry.devices_by_ids(self._caller.tenant_id,
                                                           list(ids.values()))
         for (text, device), row in zip(ids.items(), rows, strict=True):
-            if row is None:
-                self._devices[text] = "unknown device"
-            elif own is not None and device != own:
-                self._devices[text] = "a device may only write its own readings"
-            elif row["status"] == "DECOMMISSIONED":
-                self._devices[text] = "device is decommissioned"
-            else:
-                self._devices[text] = device
+            self._devices[text] = device_problem(row, device, own) or device
 
 
 def _time(raw: Any) -> datetime | None:
@@ -338,10 +316,5 @@ async def _ingest(
                 raise
             outcome.accepted = writer.accepted
     count_ingest(outcome.accepted, outcome.valid - outcome.accepted, outcome.rejected_count)
-    if batch.last_seen:
-        try:
-            await stores.registry.touch_last_seen(caller.tenant_id, batch.last_seen)
-        except StoreUnavailable:
-            log.warning("lastSeenAt of %d devices left for the reconciler",
-                        len(batch.last_seen))
+    await batch.last_seen.record(stores, caller.tenant_id)
     return outcome

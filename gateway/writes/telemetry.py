@@ -1,23 +1,19 @@
-"""Telemetry ingest through GraphQL: per-reading validation, one store call for the batch."""
+"""Telemetry ingest through GraphQL: the shared reading check (``gateway.writes.readings``)
+per reading, one store call for the batch, then one last-seen update."""
 
 from __future__ import annotations
 
-import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from uuid import UUID
 
-from gateway.errors import LimitExceeded, StoreUnavailable
+from gateway.errors import LimitExceeded
 from gateway.metrics import INGESTED
 from gateway.stores import Stores
-from gateway.writes.validate import MAX_READING, METRIC
-
-log = logging.getLogger("gateway.writes")
+from gateway.writes.readings import UNKNOWN_DEVICE, LastSeen, ReadingCheck, as_utc, device_problem
 
 MAX_READINGS = 10_000
-MAX_FUTURE = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -58,27 +54,22 @@ async def ingest(
             limit="maxReadings", maximum=max_readings,
         )
     outcome = IngestOutcome()
+    check = ReadingCheck()
+    # A GraphQL ID that is not a UUID names no device: it reads like an unknown one.
     ids = {r.device_id: _device_uuid(r.device_id) for r in readings}
     known = [u for u in set(ids.values()) if u is not None]
     rows = await stores.registry.devices_by_ids(tenant_id, known) if known else []
-    status = {u: row["status"] for u, row in zip(known, rows, strict=True) if row is not None}
-    now = datetime.now(UTC)
+    why_not = {u: device_problem(row, u) for u, row in zip(known, rows, strict=True)}
     devices: list[UUID] = []
     metrics: list[str] = []
     times: list[datetime] = []
     values: list[float] = []
+    last_seen = LastSeen()
     for index, r in enumerate(readings):
         device = ids[r.device_id]
-        time = r.time if r.time.tzinfo else r.time.replace(tzinfo=UTC)
-        reason = (
-            "unknown device" if device is None or device not in status
-            else "device is decommissioned" if status[device] == "DECOMMISSIONED"
-            else f"metric {r.metric!r} is not a metric name" if not METRIC.match(r.metric)
-            else "value is not a finite number" if not math.isfinite(r.value)
-            else f"value is beyond {MAX_READING:g} in magnitude" if abs(r.value) > MAX_READING
-            else "time is more than 5 minutes in the future" if time > now + MAX_FUTURE
-            else None
-        )
+        time = as_utc(r.time)
+        reason = check.problem(r.metric, time, r.value) or (
+            UNKNOWN_DEVICE if device is None else why_not[device])
         if reason:
             outcome.rejected.append((index, reason))
             continue
@@ -87,25 +78,10 @@ async def ingest(
         metrics.append(r.metric)
         times.append(time)
         values.append(r.value)
+        last_seen.saw(device, time)
     inserted = await stores.telemetry.ingest(tenant_id, devices, metrics, times, values)
     outcome.accepted = inserted
     outcome.duplicates = len(devices) - inserted
     count_ingest(outcome.accepted, outcome.duplicates, len(outcome.rejected))
-    await _touch_last_seen(stores, tenant_id, devices, times)
+    await last_seen.record(stores, tenant_id)
     return outcome
-
-
-async def _touch_last_seen(
-    stores: Stores, tenant_id: UUID, devices: list[UUID], times: list[datetime]
-) -> None:
-    seen: dict[UUID, datetime] = {}
-    for device, time in zip(devices, times, strict=True):
-        if device not in seen or seen[device] < time:
-            seen[device] = time
-    if not seen:
-        return
-    try:
-        await stores.registry.touch_last_seen(tenant_id, seen)
-    except StoreUnavailable:
-        # The readings are stored; the reconciler moves lastSeenAt forward from them.
-        log.warning("lastSeenAt of %d devices left for the reconciler", len(seen))
