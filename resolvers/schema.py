@@ -26,6 +26,7 @@ from resolvers.execution.cost import CostLimits, QueryCost
 from resolvers.execution.extensions import ErrorCodes, RequestLog, StoreCallTrace
 from resolvers.execution.flat_lists import FlatListExecutionContext
 from resolvers.execution.limits import OverlapBudget, aliases_rule, depth_rule
+from resolvers.execution.operation_name import OperationNameRequired
 from resolvers.live import GatewaySchema, SubscriptionLimits
 from resolvers.mutations import Mutation
 from resolvers.permissions import TENANT_READERS, OwnDevice, allow
@@ -107,6 +108,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         # Dashboards send the same few documents over and over: validate each once
         # (validation measured 4-5 ms of a 100-device dashboard request; parsing < 1 ms).
         partial(ValidationCache, maxsize=512),
+        # After ValidationCache, whose errors it replaces: several operations, none named.
+        OperationNameRequired,
         # Strawberry's QueryDepthLimiter and MaxAliasesLimiter walk fragments exponentially
         # (resolvers/document_limits.py); these rules give the same answers in one walk.
         partial(AddValidationRules, [depth_rule(settings.max_depth),
