@@ -249,6 +249,8 @@ def create_app(
     the lifespan migrates and opens its own. ``dev_key`` prefills GraphiQL's headers
     (embedded mode only); ``startup`` runs before the first request is served,
     ``background`` for the app's lifetime."""
+    from resolvers.mutations import Mutation
+    from resolvers.permissions import declared_rule
     from resolvers.schema import build_schema
 
     graphql = GatewayGraphQL(
@@ -259,6 +261,8 @@ def create_app(
         allowed_origins=settings.allowed_origins,
     )
     graphql.persisted = PersistedOperations.from_settings(settings)  # fails at start
+    # POST /ingest is authorised by the rule declared on ingestTelemetry: one rule, two routes.
+    ingest_rule = declared_rule(Mutation, "ingest_telemetry")
     ide_headers = None
     if not settings.production:
         ide_headers = {"Authorization": f"Bearer {dev_key}"} if dev_key else {}
@@ -292,7 +296,7 @@ def create_app(
             for coro in tasks:
                 stack.push_async_callback(_cancel, asyncio.ensure_future(coro))
             yield {"stores": opened, "settings": settings, "hub": hub, "sockets": sockets,
-                   "address_limit": AddressLimit()}
+                   "address_limit": AddressLimit(), "ingest_rule": ingest_rule}
 
     endpoint = GraphQLEndpoint(graphql, ide_headers, settings.max_concurrent_requests)
     return Starlette(

@@ -11,8 +11,11 @@ decided before any lookup, so the answer says nothing about whether that id exis
 id of another tenant stays indistinguishable from an unknown one). Fields that would show
 more than one device (connections, assets, the asset tree) do not admit devices at all.
 
-The check runs before the resolver. Resolvers that bypass Strawberry (the ingest fast path,
-the subscription hub) run the same declared rule through ``declared_rule``.
+The check runs before the resolver. Paths that bypass Strawberry's field execution run the
+same declared rule through ``declared_rule``: the ingestTelemetry fast path and the
+subscription hub (``Rule.check``), and ``POST /ingest``, which takes the rule declared on
+``ingestTelemetry`` from ``create_app`` and checks the caller's role up front
+(``Rule.admit``) and each line's device as it streams.
 """
 
 from __future__ import annotations
@@ -64,6 +67,18 @@ class Rule(BasePermission):
     def has_permission(self, source: Any, info: Any, **kwargs: Any) -> bool:
         self.check(info.context.caller, kwargs, info.field_name)
         return True
+
+    def admit(self, caller: Caller | None, field: str) -> UUID | None:
+        """The role part of the rule alone, for a route that checks the device of each item
+        as it comes (``POST /ingest``, line by line): None when the caller may name any
+        device of its tenant, else the one device it may name. Raises like ``check``."""
+        if caller is None:
+            raise Unauthenticated("Not authenticated")
+        if caller.role in self.roles:
+            return None
+        if caller.role == "device" and self.device is not None and caller.device_id is not None:
+            return caller.device_id
+        raise Forbidden(f"The {caller.role} role may not use {field}", role=caller.role)
 
     def check(self, caller: Caller | None, args: Mapping[str, Any], field: str) -> None:
         if caller is None:

@@ -22,8 +22,8 @@ from uuid import UUID, uuid5
 
 from gateway.auth.credentials import verify_secret
 from gateway.auth.jwt_bearer import looks_like_jwt, verifier
-from gateway.auth.roles import ROLES, TENANT_WRITERS
-from gateway.errors import Forbidden, Unauthenticated
+from gateway.auth.roles import ROLES
+from gateway.errors import Unauthenticated
 from gateway.settings import Settings
 from gateway.stores.registry import RegistryStore
 
@@ -41,25 +41,6 @@ class Caller:
     # per-caller limits see one identity per subject.
     key_id: UUID
     device_id: UUID | None = None  # set whenever the caller is one device (role device)
-
-
-# Roles that may write (mutations, bulk ingest). Kept for callers outside the schema; the
-# schema declares its rules per field (resolvers.permissions).
-WRITERS = frozenset(TENANT_WRITERS)
-
-
-def require_writer(caller: Caller | None) -> None:
-    if caller is None or caller.role not in WRITERS:
-        role = caller.role if caller else "anonymous"
-        raise Forbidden(f"The {role} role may not write", role=role)
-
-
-def require_ingest(caller: Caller | None) -> None:
-    """Bulk telemetry: admin and operator write for any device of the tenant; a device
-    caller only for itself (``POST /ingest`` rejects its lines for other devices)."""
-    if caller is not None and caller.role == "device" and caller.device_id is not None:
-        return
-    require_writer(caller)
 
 
 def new_api_key() -> str:

@@ -9,9 +9,10 @@ accepted, duplicate and rejected readings (with line numbers). Memory is bounded
 batches, not the body. A body over the size or line limit is refused whole (413) with
 nothing committed; a bad line is rejected alone.
 
-Callers: an API key of a role that may write, or a device by its own credential
-(``Authorization: Basic base64(<device id>:<secret>)``), which may write only its own
-readings.
+Who may call it is the rule declared on ``ingestTelemetry`` (``resolvers.permissions``,
+handed over by ``create_app`` as ``ingest_rule``): a role that may write, for any device of
+its tenant, or a device (API key, JWT or ``Authorization: Basic base64(<device id>:
+<secret>)``) for its own readings only; its lines for other devices are rejected one by one.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ import csv
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.auth.callers import Caller, require_ingest
+from gateway.auth.callers import Caller
 from gateway.errors import GatewayError
 from gateway.http import rate_limit
 from gateway.http import spec as http_spec
@@ -38,6 +39,9 @@ from gateway.stores.base import translate_errors
 from gateway.writes.bulk_ingest import Latest, Record, Writer
 from gateway.writes.readings import LastSeen, ReadingCheck, device_problem
 from gateway.writes.telemetry import count_ingest
+
+if TYPE_CHECKING:
+    from resolvers.permissions import Rule
 
 BATCH = 20_000
 MAX_REPORTED = 1_000  # rejected lines listed one by one; the rest are only counted
@@ -77,9 +81,11 @@ class Batch:
     Per line this keeps to one tuple and a few C-level calls: at a million lines a
     microsecond a line is a second (bench/ingest.py)."""
 
-    def __init__(self, stores: Stores, caller: Caller, outcome: Outcome) -> None:
+    def __init__(self, stores: Stores, caller: Caller, own: UUID | None,
+                 outcome: Outcome) -> None:
         self._stores = stores
         self._caller = caller
+        self._own = own  # the one device a device caller may write for
         self._outcome = outcome
         self._devices: dict[str, UUID | str] = {}  # device id text -> id, or why refused
         self._check = ReadingCheck()
@@ -139,7 +145,7 @@ class Batch:
                 self._devices[text] = "deviceId is not a valid ID"
         if not ids:
             return
-        own = self._caller.device_id
+        own = self._own
         rows = await self._stores.registry.devices_by_ids(self._caller.tenant_id,
                                                           list(ids.values()))
         for (text, device), row in zip(ids.items(), rows, strict=True):
@@ -262,23 +268,24 @@ def _kind(request: Request) -> str:
                   "Content-Type must be application/x-ndjson or text/csv")
 
 
-async def _caller(request: Request, stores: Stores) -> Caller:
-    # Basic (a device), an API key or a JWT; a device caller writes only its own lines.
+async def _caller(request: Request, stores: Stores) -> tuple[Caller, UUID | None]:
+    """The caller (Basic for a device, an API key or a JWT), admitted by the rule declared
+    on ``ingestTelemetry``, and the one device it may write for (None: any)."""
     caller = await authenticate_limited(
         stores, request.state.settings, getattr(request.state, "address_limit", None),
         request.headers.get("authorization"), request.client.host if request.client else None)
-    require_ingest(caller)
-    return caller
+    rule: Rule = request.state.ingest_rule
+    return caller, rule.admit(caller, "POST /ingest")
 
 
 async def ingest_endpoint(request: Request) -> Response:
     stores: Stores = request.state.stores
     settings: Settings = request.state.settings
     try:
-        caller = await _caller(request, stores)
+        caller, own = await _caller(request, stores)
         await rate_limit.take(stores.shadows, settings, caller)
         kind = _kind(request)
-        outcome = await _ingest(request, stores, settings, caller, kind)
+        outcome = await _ingest(request, stores, settings, caller, own, kind)
     except (rate_limit.RateLimited, AuthFailuresLimited) as limited:
         return http_spec.error_response(limited, 429, None, limited.headers)
     except Refused as refused:
@@ -298,10 +305,11 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 async def _ingest(
-    request: Request, stores: Stores, settings: Settings, caller: Caller, kind: str
+    request: Request, stores: Stores, settings: Settings, caller: Caller, own: UUID | None,
+    kind: str,
 ) -> Outcome:
     outcome = Outcome()
-    batch = Batch(stores, caller, outcome)
+    batch = Batch(stores, caller, own, outcome)
     telemetry = stores.telemetry
     with translate_errors("telemetry"):
         async with telemetry.acquire() as conn, conn.transaction():

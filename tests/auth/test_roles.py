@@ -284,3 +284,29 @@ async def test_bulk_ingest_by_role(gateway: Gateway, fx: Fixture) -> None:
         else:
             assert [r["reason"] for r in outcome["rejected"]] == [
                 "a device may only write its own readings"], outcome
+
+
+async def test_bulk_ingest_answers_to_the_rule_declared_on_ingest_telemetry(
+    gateway: Gateway, fx: Fixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /ingest has no rule of its own: narrowing the one declared on ingestTelemetry
+    narrows the route too (for the device, and for the roles)."""
+    from resolvers.mutations import Mutation
+    from resolvers.permissions import declared_rule
+
+    rule = declared_rule(Mutation, "ingest_telemetry")
+    line = json.dumps({"deviceId": fx.device, "metric": "t", "time": "2026-01-01T00:00:00Z",
+                       "value": 1})
+
+    async def status(authorization: str) -> int:
+        response = await gateway.http.post(
+            "/ingest", content=line, headers={"Authorization": authorization,
+                                              "Content-Type": "application/x-ndjson"})
+        return response.status_code
+
+    assert await status(f"Bearer {fx.keys['operator']}") == 200
+    monkeypatch.setattr(rule, "roles", frozenset({"admin"}))
+    monkeypatch.setattr(rule, "device", None)
+    assert await status(f"Bearer {fx.keys['operator']}") == 403
+    assert await status(fx.basic) == 403
+    assert await status(f"Bearer {fx.keys['admin']}") == 200
