@@ -26,15 +26,17 @@ log = logging.getLogger("gateway.runtime.cli")
 
 
 @contextmanager
-def resolved_settings(settings: Settings) -> Iterator[Settings]:
+def resolved_settings(settings: Settings, *, share: bool = True) -> Iterator[Settings]:
     """Settings with every DSN filled in: the operator's, or the embedded stack's for those
-    left unset. The embedded servers stop when the block ends."""
+    left unset. Embedded servers this process started stop when the block ends; beside a
+    live gateway on the same DATA_DIR its servers are used (``share``) or, for a second
+    ``serve``, refused (DevStackBusy)."""
     if not settings.embedded:
         yield settings
         return
     from gateway.runtime.devstack import DevStack
 
-    with DevStack(settings.data_dir) as endpoints:
+    with DevStack(settings.data_dir, share=share) as endpoints:
         yield settings.with_stores(
             registry=endpoints.dsn("registry"), assets=endpoints.dsn("assets"),
             telemetry=endpoints.dsn("telemetry"), redis=endpoints.redis_url,
@@ -76,7 +78,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     embedded = settings.embedded
     try:
-        with resolved_settings(settings) as ready:
+        with resolved_settings(settings, share=False) as ready:
             if embedded or args.demo:
                 # External stores are migrated by each worker's lifespan, which starts
                 # even while one is down and migrates it when it comes back.
@@ -216,7 +218,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iotsphere: {exc}", file=sys.stderr)
         return 2
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
-    return int(args.func(args, settings))
+    from gateway.runtime.devstack import DevStackError
+
+    try:
+        return int(args.func(args, settings))
+    except DevStackError as exc:
+        print(f"iotsphere: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

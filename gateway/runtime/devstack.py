@@ -13,9 +13,15 @@ dirs are located with ``find_spec`` rather than imported, since importing
 PostgreSQL refuses to run as root, so as root it runs as the system user ``iotsphere-pg``
 (created on first use), which must be able to reach the data dir. Both servers get fresh
 free ports on every start so a ``make run`` and a test run never collide, and both run in
-their own session so a Ctrl-C on the terminal leaves them to ``stop()``. Leftovers of a
-crashed run (live servers or stale pid files) are cleaned on start: servers ``chdir`` into
-their data dirs, so ``/proc/PID/cwd`` tells our processes apart from a reused pid.
+their own session so a Ctrl-C on the terminal leaves them to ``stop()``.
+
+One process owns a data dir's servers at a time (``gateway.runtime.stack_owner``: a lock
+held for the owner's life, its pid and ports recorded beside it). A second stack on the
+same dir while the owner lives uses the owner's servers and never stops them (a CLI
+command beside ``make run``), or, made with ``share=False`` (a second ``iotsphere
+serve``), is refused with the owner's pid. Only when the owner is dead are servers found in
+the dir leftovers, cleaned on start with stale pid files: servers ``chdir`` into their data
+dirs, so ``/proc/PID/cwd`` tells them apart from a reused pid.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+
+from gateway.runtime.stack_owner import OwnerRecord, StackOwnership
 
 log = logging.getLogger("gateway.runtime.devstack")
 
@@ -59,6 +67,22 @@ _PG_HBA = f"host all all {_HOST}/32 trust\n"
 
 class DevStackError(RuntimeError):
     """The embedded stores could not be prepared or started."""
+
+
+class DevStackBusy(DevStackError):
+    """Another live process owns the data dir and this stack may not share it."""
+
+    def __init__(self, data_dir: Path, pid: int | None, record: OwnerRecord | None) -> None:
+        self.pid = pid
+        who = f"pid {pid}" if pid is not None else "another process"
+        where = (f" (PostgreSQL on port {record.pg_port}, Valkey on port {record.redis_port})"
+                 if record else "")
+        stop = f"Ctrl-C in its terminal, or kill {pid}" if pid is not None else "Ctrl-C it"
+        super().__init__(
+            f"{data_dir} is in use by a running gateway, {who}{where}. Stop it first ({stop}), "
+            "or give this one its own data dir (IOTSPHERE_DATA_DIR=...). CLI commands such as "
+            "`iotsphere tenant list` can run beside it: they use its stores."
+        )
 
 
 @dataclass(frozen=True)
@@ -157,6 +181,14 @@ def _ping(port: int) -> bool:
         return False
 
 
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection((_HOST, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
 def _pg_account() -> tuple[int, int] | None:
     """(uid, gid) PostgreSQL runs as, or None to run it as ourselves."""
     if os.geteuid() != 0:
@@ -179,8 +211,10 @@ def _pg_account() -> tuple[int, int] | None:
 
 class DevStack:
     def __init__(
-        self, data_dir: Path, *, databases: Sequence[str] = ("registry", "assets", "telemetry")
+        self, data_dir: Path | str, *,
+        databases: Sequence[str] = ("registry", "assets", "telemetry"), share: bool = True,
     ) -> None:
+        """``share``: beside a live owner of ``data_dir``, use its servers (else refuse)."""
         for name in databases:
             if not _DB_NAME.fullmatch(name):
                 raise ValueError(f"unsupported database name {name!r}")
@@ -196,6 +230,20 @@ class DevStack:
         self._pg_pid: int | None = None
         self._valkey: subprocess.Popen[bytes] | None = None
         self._endpoints: Endpoints | None = None
+        self._share = share
+        self._ownership = StackOwnership(self._dir)
+        self._host: OwnerRecord | None = None  # the owner whose servers we use, as a guest
+
+    @property
+    def guest(self) -> bool:
+        """True while this stack uses another live stack's servers."""
+        return self._host is not None
+
+    @property
+    def owner_pid(self) -> int | None:
+        if self._host is not None:
+            return self._host.pid
+        return os.getpid() if self._ownership.held else None
 
     def __enter__(self) -> Endpoints:
         return self.start()
@@ -205,15 +253,18 @@ class DevStack:
         self.stop()
 
     def start(self) -> Endpoints:
-        if self._endpoints is not None and self._running():
+        if self._endpoints is not None and (self._host is not None or self._running()):
             return self._endpoints
         self.stop()  # one server died under us: restart both from a clean state
+        if not self._ownership.try_acquire():
+            return self._join_owner()
         started = time.monotonic()
         try:
             self._prepare()
             pg_port = self._start_postgres()
             self._ensure_databases(pg_port)
             redis_port = self._start_valkey()
+            self._ownership.record(pg_port, redis_port)
         except BaseException:
             self.stop()
             raise
@@ -223,15 +274,50 @@ class DevStack:
         return self._endpoints
 
     def stop(self) -> None:
+        """Stops the servers this stack started; a guest only lets go of the owner's."""
+        self._endpoints = None
+        if self._host is not None:
+            self._host = None
+            return
         self._stop_valkey()
         self._stop_postgres()
-        self._endpoints = None
+        self._ownership.release()
+
+    def _join_owner(self) -> Endpoints:
+        """The live owner's servers, once it has published them (it may be starting)."""
+        if not self._share:
+            record = self._ownership.read()
+            pid = record.pid if record else self._ownership.holder_pid()
+            raise DevStackBusy(self._dir, pid, record)
+        record = self._ownership.wait_for_record(START_TIMEOUT + 30)
+        if record is None:
+            pid = self._ownership.holder_pid()
+            raise DevStackError(
+                f"{self._dir} is owned by pid {pid}, which has not started its stores within "
+                f"{START_TIMEOUT + 30:.0f}s; stop it (kill {pid}) and try again"
+            )
+        if not (_accepts(record.pg_port) and _ping(record.redis_port)):
+            raise DevStackError(
+                f"the stores of the gateway using {self._dir} (pid {record.pid}: PostgreSQL on "
+                f"port {record.pg_port}, Valkey on port {record.redis_port}) do not answer; "
+                f"restart it (Ctrl-C in its terminal, or kill {record.pid})"
+            )
+        self._host = record
+        # The owner may run with fewer databases (the test suite's stack has none).
+        self._ensure_databases(record.pg_port)
+        log.info("using the stores of pid %d (PostgreSQL on %d, Valkey on %d) in %s",
+                 record.pid, record.pg_port, record.redis_port, self._dir)
+        self._endpoints = Endpoints(_HOST, record.pg_port, "postgres",
+                                    f"redis://{_HOST}:{record.redis_port}/0")
+        return self._endpoints
+
 
     # Outage drills (tests): stop one server and start it again where it was, so clients
     # holding the old address reconnect to it.
 
     def stop_postgres(self) -> None:
         """``pg_ctl stop -m fast``: sessions are cut, the data stays."""
+        assert self._host is None, "only the owner stops servers"
         self._stop_postgres()
 
     def restart_postgres(self) -> None:
@@ -241,6 +327,7 @@ class DevStack:
 
     def stop_valkey(self) -> None:
         """SIGTERM, as SHUTDOWN: clients are cut, the AOF is kept."""
+        assert self._host is None, "only the owner stops servers"
         self._stop_valkey()
 
     def restart_valkey(self) -> None:

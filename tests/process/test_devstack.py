@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,9 +15,17 @@ import asyncpg
 import pytest
 import redis
 
-from gateway.runtime.devstack import DevStack, DevStackError, Endpoints, postgres_bin, valkey_bin
+from gateway.runtime.devstack import (
+    DevStack,
+    DevStackBusy,
+    DevStackError,
+    Endpoints,
+    postgres_bin,
+    valkey_bin,
+)
 
 DATABASES = ("registry", "assets", "telemetry")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _server_pids(data_dir: Path) -> list[int]:
@@ -145,35 +154,84 @@ def test_data_survives_restart(make_stack: Callable[[], DevStack], data_dir: Pat
         client.close()
 
 
-def test_alive_leftovers_are_stopped(
+def _crash_an_owner(data_dir: Path) -> Endpoints:
+    """A process starts the stack and is SIGKILLed: its servers run on, owned by nobody."""
+    script = ("import sys, time\n"
+              "from gateway.runtime.devstack import DevStack\n"
+              "ep = DevStack(sys.argv[1]).start()\n"
+              "print(ep.pg_port, ep.redis_url, flush=True)\n"
+              "time.sleep(600)\n")
+    with subprocess.Popen([sys.executable, "-c", script, str(data_dir)],
+                          stdout=subprocess.PIPE, text=True, cwd=ROOT) as owner:
+        try:
+            assert owner.stdout is not None
+            pg_port, redis_url = owner.stdout.readline().split()
+        finally:
+            owner.kill()
+    return Endpoints("127.0.0.1", int(pg_port), "postgres", redis_url)
+
+
+def test_servers_of_a_dead_owner_are_leftovers_and_stopped(
     make_stack: Callable[[], DevStack], data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    crashed = make_stack()
-    ep = crashed.start()
-    _psql(ep, "assets", "CREATE TABLE asset (id int); INSERT INTO asset VALUES (7)")
+    crashed = _crash_an_owner(data_dir)
+    _psql(crashed, "assets", "CREATE TABLE asset (id int); INSERT INTO asset VALUES (7)")
     old_pids = _server_pids(data_dir)
+    assert old_pids
 
     caplog.set_level(logging.INFO, logger="gateway.runtime.devstack")
-    successor = make_stack()  # same dir, the first servers still running
+    successor = make_stack()  # same dir, the dead owner's servers still running
     ep2 = successor.start()
     assert "leftover PostgreSQL" in caplog.text and "leftover valkey" in caplog.text
     assert not set(old_pids) & set(_server_pids(data_dir))
     assert _psql(ep2, "assets", "SELECT id FROM asset") == "7"
 
-    crashed.stop()  # must not touch the successor's servers
-    assert _psql(ep2, "telemetry", "SELECT 1") == "1"
-    client = _redis(ep2)
+
+def test_a_stack_beside_a_live_owner_uses_its_servers_and_never_stops_them(
+    make_stack: Callable[[], DevStack], data_dir: Path
+) -> None:
+    owner = make_stack()
+    ep = owner.start()
+    servers = set(_server_pids(data_dir))
+    guest = DevStack(data_dir)  # a CLI command beside a running gateway
+    assert guest.start() == ep
+    assert guest.guest and guest.owner_pid == os.getpid()
+    _psql(ep, "registry", "CREATE TABLE seen (n int)")
+    guest.stop()
+    assert set(_server_pids(data_dir)) == servers
+    assert _psql(ep, "registry", "SELECT count(*) FROM seen") == "0"
+    client = _redis(ep)
     try:
         assert client.ping()
     finally:
         client.close()
 
 
+def test_a_stack_that_may_not_share_is_refused_naming_the_owner(
+    make_stack: Callable[[], DevStack], data_dir: Path
+) -> None:
+    owner = make_stack()
+    ep = owner.start()
+    servers = set(_server_pids(data_dir))
+    with pytest.raises(DevStackBusy) as busy:
+        DevStack(data_dir, share=False).start()  # a second `iotsphere serve`
+    message = str(busy.value)
+    assert f"pid {os.getpid()}" in message and str(data_dir) in message
+    assert "IOTSPHERE_DATA_DIR" in message and f"kill {os.getpid()}" in message
+    assert busy.value.pid == os.getpid()
+    assert set(_server_pids(data_dir)) == servers
+    assert _psql(ep, "registry", "SELECT 1") == "1"
+    owner.stop()
+    # Once the owner has stopped, the directory is free again.
+    successor = make_stack()
+    successor.start()
+    assert not successor.guest
+
+
 def test_stale_pidfiles_after_kill9(
     make_stack: Callable[[], DevStack], data_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    crashed = make_stack()
-    crashed.start()
+    _crash_an_owner(data_dir)  # and then its servers too:
     pg_pidfile = data_dir / "postgres" / "postmaster.pid"
     valkey_pidfile = data_dir / "redis" / "valkey.pid"
     pids = [int(path.read_text().split()[0]) for path in (pg_pidfile, valkey_pidfile)]

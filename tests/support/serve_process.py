@@ -67,12 +67,37 @@ async def gateway_process(
 ) -> AsyncIterator[GatewayProcess]:
     """``iotsphere serve --workers N *args`` on a free port; yields once every worker has
     started; kills whatever is left at the end."""
-    port = free_port()
     data_dir = tempfile.mkdtemp(prefix="iotsphere-serve-")
+    try:
+        env = environment(settings, DATA_DIR=data_dir, **overrides)
+        async with serve_process(env, "--workers", str(workers), *args,
+                                 workers=workers) as gateway:
+            yield gateway
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def embedded_environment(data_dir: Path, **overrides: str) -> dict[str, str]:
+    """This environment without IOTSPHERE_* variables, so the CLI runs the embedded stores
+    in ``data_dir``, as ``make run`` does."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(PREFIX)}
+    env.update({PREFIX + "DATA_DIR": str(data_dir), PREFIX + "LOG_LEVEL": "WARNING"})
+    env.update({PREFIX + key: value for key, value in overrides.items()})
+    return env
+
+
+@asynccontextmanager
+async def serve_process(
+    env: dict[str, str], *args: str, workers: int = 1, port: int | None = None,
+    within: float = 90.0,
+) -> AsyncIterator[GatewayProcess]:
+    """``iotsphere serve --host 127.0.0.1 --port P *args`` with ``env``; yields once every
+    worker has started and the port is bound (or fails with the output after ``within``
+    seconds); kills whatever is left at the end."""
+    port = port or free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway.runtime.cli", "serve", "--host", "127.0.0.1",
-        "--port", str(port), "--workers", str(workers), *args,
-        env=environment(settings, DATA_DIR=data_dir, **overrides), cwd=ROOT,
+        "--port", str(port), *args, env=env, cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,  # its own process group: workers included at cleanup
     )
@@ -85,7 +110,7 @@ async def gateway_process(
 
     reader = asyncio.create_task(collect())
     try:
-        deadline = asyncio.get_running_loop().time() + 90
+        deadline = asyncio.get_running_loop().time() + within
         while gateway.output.count(STARTED) < workers or LISTENING not in gateway.output:
             if proc.returncode is not None or asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"gateway did not start:\n{gateway.output}")
@@ -100,4 +125,3 @@ async def gateway_process(
                 os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
         await asyncio.wait_for(reader, 10)
-        shutil.rmtree(data_dir, ignore_errors=True)
