@@ -9,15 +9,17 @@ and keyed by device id, so only calls with equal parameters batch together.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-import orjson
 from aiodataloader import DataLoader
 
 from gateway.metrics import LOADER_BATCH
 from gateway.stores import Stores
+from gateway.stores.pages import Page
+from gateway.stores.predicates import asset_side_leaves, with_matches
 from gateway.stores.registry import DeviceQuery
 from gateway.stores.telemetry import SeriesQuery
 
@@ -40,7 +42,7 @@ class Loaders:
         self._series: dict[SeriesQuery, DataLoader] = {}
         self._forecasts: dict[tuple[str, datetime, datetime], DataLoader] = {}
         self._rollups: dict[SeriesQuery, DataLoader] = {}
-        self._asset_devices: dict[tuple[DeviceQuery, str | None], DataLoader] = {}
+        self._asset_devices: dict[DeviceQuery, DataLoader] = {}
 
     def latest(self, metrics: Sequence[str] | None) -> DataLoader:
         key = tuple(metrics) if metrics is not None else None
@@ -55,19 +57,23 @@ class Loaders:
         self._latest.clear()
         self._series.clear()
 
-    def asset_devices(self, query: DeviceQuery, metadata: str | None) -> DataLoader:
-        """Pages of devices under each asset: two round trips for any number of assets.
-        ``metadata`` is the filter's JSON text (hashable, so equal filters share a loader)."""
-        key = (query, metadata)
-        if key not in self._asset_devices:
+    def asset_devices(self, query: DeviceQuery) -> DataLoader:
+        """Pages of devices under each asset: two round trips for any number of assets
+        (the asset store answers the subtrees and the filter's asset-side conditions in
+        one, the registry every page in one). ``query`` is as parsed, asset-side
+        conditions unresolved, so equal arguments share a loader."""
+        if query not in self._asset_devices:
             async def load(asset_ids: list[UUID]) -> list[Any]:
-                pairs = await self._stores.assets.device_ids_under_many(
-                    self._tenant, asset_ids, orjson.loads(metadata) if metadata else None)
+                leaves = asset_side_leaves(query.where)
+                pairs, matched = await self._stores.assets.device_ids_for(
+                    self._tenant, asset_ids, leaves)
+                resolved = replace(query, where=with_matches(query.where, leaves, matched))
                 pages = await self._stores.registry.page_devices_grouped(
-                    self._tenant, pairs, query) if pairs else {}
-                return [pages.get(asset_id, ([], 0)) for asset_id in asset_ids]
-            self._asset_devices[key] = _loader("asset_devices", load)
-        return self._asset_devices[key]
+                    self._tenant, pairs, resolved) if pairs else {}
+                return [pages.get(asset_id) or Page([], 0, False, False)
+                        for asset_id in asset_ids]
+            self._asset_devices[query] = _loader("asset_devices", load)
+        return self._asset_devices[query]
 
     def forecast(self, metric: str, start: datetime, end: datetime) -> DataLoader:
         key = (metric, start, end)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
+from enum import Enum
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -12,10 +14,21 @@ from strawberry.scalars import JSON
 
 from gateway.context import Info
 from gateway.errors import BadUserInput
-from gateway.stores.assets import AssetQuery
+from gateway.stores.assets import ASSET_SORT_KEYS, AssetQuery
+from gateway.stores.pages import CREATED_ASC, Order
+from gateway.stores.predicates import All, Cmp, JsonCmp, Pred
+from gateway.stores.registry import like_pattern
 from gateway.stores.telemetry import EMPTY_SERIES
-from resolvers.devices import DeviceConnection, DeviceFilter, resolve_asset_devices
-from resolvers.pagination import PageInfo, check_page_size, decode_cursor, encode_cursor, page_info
+from resolvers.devices import DeviceConnection, DeviceFilter, DeviceOrder, resolve_asset_devices
+from resolvers.ordering import OrderDirection
+from resolvers.pagination import (
+    FirstArg,
+    LastArg,
+    PageInfo,
+    encode_position,
+    page_info_of,
+    page_window,
+)
 from resolvers.scalars import Interval, parse_id
 from resolvers.telemetry import (
     Aggregate,
@@ -82,10 +95,12 @@ class Asset:
 
     @strawberry.field(description="Devices installed on this asset or any asset below it.")
     async def devices(
-        self, info: Info, first: int | None = 50, after: str | None = None,
-        filter: DeviceFilter | None = None,
+        self, info: Info, first: FirstArg = None, after: str | None = None,
+        filter: DeviceFilter | None = None, last: LastArg = None,
+        before: str | None = None, order_by: DeviceOrder | None = None,
     ) -> DeviceConnection | None:
-        return await resolve_asset_devices(info, self.uuid, first, after, filter)
+        return await resolve_asset_devices(info, self.uuid, first, after, filter, last,
+                                           before, order_by)
 
     @strawberry.field(
         description="One metric aggregated across every device installed on this asset or "
@@ -120,6 +135,20 @@ class AssetConnection:
     total_count: int
 
 
+@strawberry.enum(description="What assets can be ordered by.")
+class AssetOrderField(Enum):
+    NAME = "name"
+    CREATED_AT = "created_at"
+    KIND = "kind"
+
+
+@strawberry.input(description="Assets order: one field, then the id (unique tiebreak) in "
+                  "the same direction.")
+class AssetOrder:
+    field: AssetOrderField
+    direction: OrderDirection = OrderDirection.ASC
+
+
 @strawberry.input
 class AssetFilter:
     kind: str | None = None
@@ -131,26 +160,52 @@ class AssetFilter:
     )
 
 
+def asset_predicate(f: AssetFilter | None, path: str = "filter") -> Pred | None:
+    if f is None:
+        return None
+    parts: list[Pred] = []
+    if f.kind is not None:
+        parts.append(Cmp("kind", "eq", f.kind))
+    if f.parent_id is not None:
+        parts.append(Cmp("parent_id", "eq", parse_id(f.parent_id, f"{path}.parentId")))
+    if f.roots is not None:
+        parts.append(Cmp("parent_id", "is_null", f.roots))
+    if f.search is not None:
+        parts.append(Cmp("name", "ilike", like_pattern(f.search)))
+    if f.attributes is not None:
+        if not isinstance(f.attributes, dict):
+            raise BadUserInput(f"{path}.attributes must be a JSON object",
+                               argument=f"{path}.attributes")
+        parts.append(JsonCmp("attributes", (), "eq",
+                             json.dumps(f.attributes, sort_keys=True)))
+    return All(tuple(parts)) if parts else None
+
+
+def asset_query(
+    max_page_size: int, first: int | None, after: str | None, last: int | None,
+    before: str | None, order_by: AssetOrder | None, filter: AssetFilter | None,
+) -> AssetQuery:
+    """An assets connection's arguments as an asset-store query (plain: the planned
+    executor parses with it too)."""
+    order = (Order(order_by.field.value, order_by.direction is OrderDirection.DESC)
+             if order_by is not None else CREATED_ASC)
+    window = page_window(first, after, last, before, order, ASSET_SORT_KEYS[order.key],
+                         max_page_size)
+    return AssetQuery(window=window, order=order, where=asset_predicate(filter))
+
+
 async def resolve_assets(
-    info: Info, first: int | None, after: str | None, filter: AssetFilter | None
+    info: Info, first: int | None, after: str | None, filter: AssetFilter | None,
+    last: int | None = None, before: str | None = None, order_by: AssetOrder | None = None,
 ) -> AssetConnection:
     ctx = info.context
-    size = check_page_size(first, ctx.settings.max_page_size)
-    f = filter or AssetFilter()
-    if f.attributes is not None and not isinstance(f.attributes, dict):
-        raise BadUserInput(
-            "filter.attributes must be a JSON object", argument="filter.attributes"
-        )
-    rows, total = await ctx.stores.assets.page_assets(ctx.tenant_id, AssetQuery(
-        first=size, after=decode_cursor(after), kind=f.kind,
-        parent_id=parse_id(f.parent_id, "filter.parentId") if f.parent_id else None,
-        roots=f.roots, search=f.search, attributes=f.attributes,
-    ))
+    q = asset_query(ctx.settings.max_page_size, first, after, last, before, order_by, filter)
+    page = await ctx.stores.assets.page_assets(ctx.tenant_id, q)
+    key = ASSET_SORT_KEYS[q.order.key]
     edges = [
-        AssetEdge(cursor=encode_cursor(r["created_at"], r["id"]), node=Asset.from_row(r))
-        for r in rows[:size]
+        AssetEdge(cursor=encode_position(q.order, key, (r[key.column], r["id"])),
+                  node=Asset.from_row(r))
+        for r in page.rows
     ]
-    return AssetConnection(
-        edges=edges, total_count=total,
-        page_info=page_info([e.cursor for e in edges], len(rows) > size, after),
-    )
+    return AssetConnection(edges=edges, total_count=page.total,
+                           page_info=page_info_of(page, [e.cursor for e in edges]))

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
-from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
@@ -15,12 +13,20 @@ from strawberry.scalars import JSON
 from strawberry.types.lazy_type import LazyType
 
 from gateway.context import Info
-from gateway.errors import BadUserInput, LimitExceeded
-from gateway.stores.registry import DeviceQuery
+from gateway.errors import LimitExceeded
+from gateway.stores.pages import Page
+from gateway.stores.registry import DEVICE_SORT_KEYS, DeviceQuery
 from gateway.writes import validate
-from resolvers.pagination import PageInfo, check_page_size, decode_cursor, encode_cursor, page_info
+from resolvers.device_query import (
+    DeviceFilter,
+    DeviceOrder,
+    device_query,
+    resolve_asset_side,
+)
+from resolvers.device_status import DeviceStatus
+from resolvers.pagination import PageInfo, encode_position, page_info_of
 from resolvers.permissions import TENANT_READERS, allow
-from resolvers.scalars import Interval, parse_id
+from resolvers.scalars import Interval
 from resolvers.shadows import Shadow
 from resolvers.telemetry import (
     MAX_FORECAST_WINDOW,
@@ -42,14 +48,6 @@ AssetRef = Annotated["Asset", strawberry.lazy("resolvers.assets")]
 # Device and Asset refer to each other; resolvers.assets imports this module, so the Asset
 # class is reached through strawberry's lazy type at run time, not by an import back.
 _ASSET: LazyType[Any, Any] = LazyType("Asset", "resolvers.assets")
-
-
-@strawberry.enum
-class DeviceStatus(Enum):
-    PROVISIONED = "PROVISIONED"
-    ACTIVE = "ACTIVE"
-    SUSPENDED = "SUSPENDED"
-    DECOMMISSIONED = "DECOMMISSIONED"
 
 
 @strawberry.type
@@ -181,93 +179,35 @@ class DeviceConnection:
     total_count: int
 
 
-@strawberry.input
-class DeviceFilter:
-    status: list[DeviceStatus] | None = None
-    types: list[str] | None = None
-    labels: list[str] | None = strawberry.field(
-        default=None, description="Devices carrying all of these labels."
-    )
-    asset_id: strawberry.ID | None = strawberry.field(
-        default=None, description="Devices installed on this asset or any asset below it."
-    )
-    search: str | None = strawberry.field(
-        default=None, description="Case-insensitive match on name or serial."
-    )
-    metadata: JSON | None = strawberry.field(
-        default=None,
-        description='JSONB containment on Device.metadata, e.g. {"manufacturer": "Acme"}.',
-    )
-
-
-def _metadata(f: DeviceFilter) -> dict[str, Any] | None:
-    """The metadata containment filter; ``_device_query`` has checked it is an object."""
-    return f.metadata if isinstance(f.metadata, dict) else None
-
-
-def _device_query(
-    info: Info, first: int | None, after: str | None, f: DeviceFilter
-) -> DeviceQuery:
-    """The registry half of a devices page request, validated."""
-    if f.metadata is not None and not isinstance(f.metadata, dict):
-        raise BadUserInput("filter.metadata must be a JSON object", argument="filter.metadata")
-    return DeviceQuery(
-        first=check_page_size(first, info.context.settings.max_page_size),
-        after=decode_cursor(after),
-        status=tuple(s.value for s in f.status) if f.status is not None else None,
-        types=tuple(f.types) if f.types is not None else None,
-        labels=tuple(f.labels) if f.labels is not None else None, search=f.search,
-    )
-
-
-def device_connection(
-    rows: list[Any], total: int, q: DeviceQuery, after: str | None
-) -> DeviceConnection:
+def device_connection(page: Page, q: DeviceQuery) -> DeviceConnection:
+    key = DEVICE_SORT_KEYS[q.order.key]
     edges = [
-        DeviceEdge(cursor=encode_cursor(r["created_at"], r["id"]), node=Device.from_row(r))
-        for r in rows[: q.first]
+        DeviceEdge(cursor=encode_position(q.order, key, (r[key.column], r["id"])),
+                   node=Device.from_row(r))
+        for r in page.rows
     ]
-    return DeviceConnection(
-        edges=edges, total_count=total,
-        page_info=page_info([e.cursor for e in edges], len(rows) > q.first, after),
-    )
+    return DeviceConnection(edges=edges, total_count=page.total,
+                            page_info=page_info_of(page, [e.cursor for e in edges]))
 
 
 async def resolve_devices(
-    info: Info, first: int | None, after: str | None, filter: DeviceFilter | None
+    info: Info, first: int | None, after: str | None, filter: DeviceFilter | None,
+    last: int | None = None, before: str | None = None, order_by: DeviceOrder | None = None,
 ) -> DeviceConnection:
-    """A page of the caller's devices; asset-side filters are resolved in the asset store
-    first and narrow the registry query to the matching ids."""
+    """A page of the caller's devices: asset-side conditions first (one asset-store round
+    trip, only when there are any), then one registry round trip."""
     ctx = info.context
-    f = filter or DeviceFilter()
-    q = _device_query(info, first, after, f)
-    if f.asset_id is not None or f.metadata is not None:
-        asset_id = parse_id(f.asset_id, "filter.assetId") if f.asset_id is not None else None
-        ids = await ctx.stores.assets.device_ids_matching(
-            ctx.tenant_id, asset_id=asset_id, metadata=_metadata(f))
-        q = replace(q, ids=tuple(sorted(ids)))
-    rows, total = await ctx.stores.registry.page_devices(ctx.tenant_id, q)
-    return device_connection(rows, total, q, after)
+    q = device_query(ctx.settings.max_page_size, first, after, last, before, order_by, filter)
+    q = await resolve_asset_side(ctx.stores, ctx.tenant_id, q)
+    return device_connection(await ctx.stores.registry.page_devices(ctx.tenant_id, q), q)
 
 
 async def resolve_asset_devices(
     info: Info, asset_id: UUID, first: int | None, after: str | None,
-    filter: DeviceFilter | None,
+    filter: DeviceFilter | None, last: int | None = None, before: str | None = None,
+    order_by: DeviceOrder | None = None,
 ) -> DeviceConnection:
     """Asset.devices: batched across every asset of the response (two round trips)."""
-    f = filter or DeviceFilter()
-    q = _device_query(info, first, after, f)
-    if f.asset_id is not None:
-        # A second subtree to intersect with: rare enough to resolve on its own.
-        other = parse_id(f.asset_id, "filter.assetId")
-        ctx = info.context
-        mine = await ctx.stores.assets.device_ids_matching(
-            ctx.tenant_id, asset_id=asset_id, metadata=_metadata(f))
-        theirs = await ctx.stores.assets.device_ids_matching(
-            ctx.tenant_id, asset_id=other, metadata=_metadata(f))
-        rows, total = await ctx.stores.registry.page_devices(
-            ctx.tenant_id, replace(q, ids=tuple(sorted(set(mine) & set(theirs)))))
-        return device_connection(rows, total, q, after)
-    metadata = json.dumps(f.metadata, sort_keys=True) if f.metadata is not None else None
-    rows, total = await info.context.loaders.asset_devices(q, metadata).load(asset_id)
-    return device_connection(rows, total, q, after)
+    ctx = info.context
+    q = device_query(ctx.settings.max_page_size, first, after, last, before, order_by, filter)
+    return device_connection(await ctx.loaders.asset_devices(q).load(asset_id), q)

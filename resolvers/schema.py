@@ -19,8 +19,8 @@ from gateway.context import Info
 from gateway.errors import BadUserInput, NotFound
 from gateway.settings import Settings
 from resolvers.api_keys import ApiKeyQuery
-from resolvers.assets import Asset, AssetConnection, AssetFilter, resolve_assets
-from resolvers.devices import Device, DeviceConnection, DeviceFilter, resolve_devices
+from resolvers.assets import Asset, AssetConnection, AssetFilter, AssetOrder, resolve_assets
+from resolvers.devices import Device, DeviceConnection, DeviceFilter, DeviceOrder, resolve_devices
 from resolvers.execution import fast_paths
 from resolvers.execution.cost import CostLimits, QueryCost
 from resolvers.execution.extensions import ErrorCodes, RequestLog, StoreCallTrace
@@ -29,6 +29,7 @@ from resolvers.execution.limits import OverlapBudget, aliases_rule, depth_rule
 from resolvers.execution.operation_name import OperationNameRequired
 from resolvers.live import GatewaySchema, SubscriptionLimits
 from resolvers.mutations import Mutation
+from resolvers.pagination import FirstArg, LastArg
 from resolvers.permissions import TENANT_READERS, OwnDevice, allow
 from resolvers.scalars import DATETIME_SCALAR, INTERVAL_SCALAR, Interval, parse_id
 from resolvers.shadows import Shadow
@@ -47,10 +48,11 @@ class Query(ApiKeyQuery):
 
     @strawberry.field(extensions=[allow(*TENANT_READERS)])
     async def devices(
-        self, info: Info, first: int | None = 50, after: str | None = None,
-        filter: DeviceFilter | None = None,
+        self, info: Info, first: FirstArg = None, after: str | None = None,
+        filter: DeviceFilter | None = None, last: LastArg = None,
+        before: str | None = None, order_by: DeviceOrder | None = None,
     ) -> DeviceConnection | None:
-        return await resolve_devices(info, first, after, filter)
+        return await resolve_devices(info, first, after, filter, last, before, order_by)
 
     @strawberry.field(extensions=[allow(*TENANT_READERS)])
     async def asset(self, info: Info, id: strawberry.ID) -> Asset | None:
@@ -59,10 +61,11 @@ class Query(ApiKeyQuery):
 
     @strawberry.field(extensions=[allow(*TENANT_READERS)])
     async def assets(
-        self, info: Info, first: int | None = 50, after: str | None = None,
-        filter: AssetFilter | None = None,
+        self, info: Info, first: FirstArg = None, after: str | None = None,
+        filter: AssetFilter | None = None, last: LastArg = None,
+        before: str | None = None, order_by: AssetOrder | None = None,
     ) -> AssetConnection | None:
-        return await resolve_assets(info, first, after, filter)
+        return await resolve_assets(info, first, after, filter, last, before, order_by)
 
     @strawberry.field(extensions=[allow(*TENANT_READERS, device=OwnDevice("device_id"))])
     async def shadow(self, info: Info, device_id: strawberry.ID) -> Shadow | None:

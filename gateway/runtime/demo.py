@@ -17,6 +17,8 @@ from uuid import UUID, uuid4
 
 from gateway.settings import Settings
 from gateway.stores import Stores
+from gateway.stores.pages import Window
+from gateway.stores.predicates import Cmp
 from gateway.stores.registry import DeviceQuery
 from gateway.stores.shadows import ShadowDoc
 from gateway.writes.tenants import DEMO_TENANT
@@ -157,8 +159,8 @@ async def prepare_demo(stores: Stores, settings: Settings) -> None:
     tenant = await stores.registry.tenant_by_name(DEMO_TENANT)
     if tenant is None:
         raise RuntimeError(f"tenant {DEMO_TENANT!r} is missing; start through `iotsphere serve`")
-    _, total = await stores.registry.page_devices(tenant["id"], DeviceQuery(first=0))
-    if total == 0:
+    page = await stores.registry.page_devices(tenant["id"], DeviceQuery(window=Window(first=0)))
+    if page.total == 0:
         log.info("seeding demo data (first start only: ~120 devices, 24 h of telemetry)")
         fleet = await seed_fleet(stores, tenant["id"])
         log.info("seeded %d devices, %d assets", len(fleet.devices), len(fleet.assets))
@@ -170,7 +172,6 @@ async def prepare_demo(stores: Stores, settings: Settings) -> None:
 async def run_demo(stores: Stores, settings: Settings) -> None:
     tenant = await stores.registry.tenant_by_name(DEMO_TENANT)
     assert tenant is not None
-    rows, _ = await stores.registry.page_devices(
-        tenant["id"], DeviceQuery(first=settings.max_page_size, status=("ACTIVE",))
-    )
-    await _simulate(stores, tenant["id"], [r["id"] for r in rows])
+    page = await stores.registry.page_devices(tenant["id"], DeviceQuery(
+        window=Window(first=settings.max_page_size), where=Cmp("status", "in", ("ACTIVE",))))
+    await _simulate(stores, tenant["id"], [r["id"] for r in page.rows])

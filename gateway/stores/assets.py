@@ -12,19 +12,35 @@ import asyncpg
 
 from gateway.errors import BadUserInput, NotFound
 from gateway.stores.base import PgStore, align, group
-from gateway.stores.registry import like_pattern
+from gateway.stores.pages import CREATED_ASC, Order, Page, PageSql, SortKey, Window, relay_page
+from gateway.stores.predicates import Field, Params, Pred, compile_pred
 from gateway.writes.merge_patch import merge_patch
 
 
 @dataclass(frozen=True)
 class AssetQuery:
-    first: int
-    after: tuple[datetime, UUID] | None = None
-    kind: str | None = None
-    parent_id: UUID | None = None
-    roots: bool | None = None
-    search: str | None = None
-    attributes: dict[str, Any] | None = None
+    """A page request over assets: window, order and filter (hashable)."""
+
+    window: Window = Window()
+    order: Order = CREATED_ASC
+    where: Pred | None = None
+
+
+ASSET_COLUMNS: dict[str, Field] = {
+    "kind": Field("{t}.kind", "text"),
+    "parent_id": Field("{t}.parent_id", "uuid"),
+    "name": Field("{t}.name", "text"),
+    "name_lower": Field("lower({t}.name)", "text"),
+    "attributes": Field("{t}.attributes", "jsonb"),
+    "created_at": Field("{t}.created_at", "timestamptz"),
+}
+# What an asset-side device condition (Subtree, JsonCmp on metadata) may name.
+PROFILE_COLUMNS: dict[str, Field] = {"metadata": Field("{t}.metadata", "jsonb")}
+ASSET_SORT_KEYS: dict[str, SortKey] = {
+    "created_at": SortKey("{t}.created_at", "timestamptz", "created_at"),
+    "name": SortKey("{t}.name", "text", "name"),
+    "kind": SortKey("{t}.kind", "text", "kind"),
+}
 
 
 class AssetStore(PgStore):
@@ -54,6 +70,30 @@ class AssetStore(PgStore):
         rows = await self.fetch(self.sql["device_ids_matching"], tenant_id, asset_id, metadata)
         return [row["device_id"] for row in rows]
 
+    async def device_ids_for(
+        self, tenant_id: UUID, roots: Sequence[UUID], conditions: Sequence[Pred]
+    ) -> tuple[list[tuple[UUID, UUID]], list[set[UUID]]]:
+        """In one round trip: (root, device) pairs for every device installed on or below
+        each root, and the devices matching each asset-side condition (in order)."""
+        params = Params([tenant_id])
+        parts = []
+        if roots:
+            parts.append(self.sql["devices_under_roots"].format(
+                roots=params.add(list(roots), "uuid[]")))
+        for n, condition in enumerate(conditions):
+            parts.append(self.sql["devices_matching_condition"].format(
+                leaf=n, where=compile_pred(condition, PROFILE_COLUMNS, "p", params)))
+        if not parts:
+            return [], []
+        rows = await self.fetch(" UNION ALL ".join(f"({part})" for part in parts),
+                                *params.values)
+        pairs = [(r["root"], r["device_id"]) for r in rows if r["leaf"] < 0]
+        matched: list[set[UUID]] = [set() for _ in conditions]
+        for row in rows:
+            if row["leaf"] >= 0:
+                matched[row["leaf"]].add(row["device_id"])
+        return pairs, matched
+
     async def device_ids_under_many(
         self, tenant_id: UUID, asset_ids: Sequence[UUID], metadata: dict[str, Any] | None
     ) -> list[tuple[UUID, UUID]]:
@@ -63,17 +103,20 @@ class AssetStore(PgStore):
         )
         return [(row["root"], row["device_id"]) for row in rows]
 
-    async def page_assets(
-        self, tenant_id: UUID, q: AssetQuery
-    ) -> tuple[list[asyncpg.Record], int]:
-        after_time, after_id = q.after if q.after else (None, None)
-        rows = await self.fetch(
-            self.sql["page_assets"], tenant_id, q.kind, q.parent_id, q.roots,
-            like_pattern(q.search) if q.search else None, q.attributes,
-            after_time, after_id, q.first + 1,
+    async def page_assets(self, tenant_id: UUID, q: AssetQuery) -> Page:
+        """As RegistryStore.page_devices, over assets."""
+        params = Params([tenant_id])
+        where = compile_pred(q.where, ASSET_COLUMNS, "a", params)
+        page = PageSql(ASSET_SORT_KEYS, q.order, q.window, params, "a")
+        beyond = page.beyond()
+        sql = self.sql["page_assets"].format(
+            where=where, bounds=page.bounds(), order=page.order_by(), limit=page.limit(),
+            beyond=(f"EXISTS (SELECT 1 FROM assets a WHERE a.tenant_id = $1 AND {where} "
+                    f"AND {beyond})") if beyond else "false",
         )
-        total = rows[0]["total_count"] if rows else 0
-        return [r for r in rows if r["id"] is not None], total
+        rows = await self.fetch(sql, *params.values)
+        total, past = (rows[0]["total_count"], rows[0]["beyond"]) if rows else (0, False)
+        return relay_page([r for r in rows if r["id"] is not None], total, past, q.window)
 
     async def insert_asset(
         self, tenant_id: UUID, asset_id: UUID, parent_id: UUID | None, name: str, kind: str,

@@ -13,21 +13,45 @@ import asyncpg
 from gateway.errors import StoreUnavailable
 from gateway.stores.base import PgStore, align
 from gateway.stores.key_cache import BadKeys, VerifiedKeys
+from gateway.stores.pages import CREATED_ASC, Order, Page, PageSql, SortKey, Window, relay_page
+from gateway.stores.predicates import Field, Params, Pred, compile_pred
 
-__all__ = ["DeviceQuery", "RegistryStore", "VerifiedKeys", "like_pattern"]
+__all__ = ["DEVICE_COLUMNS", "DEVICE_SORT_KEYS", "DeviceQuery", "RegistryStore", "VerifiedKeys",
+           "like_pattern"]
 
 
 @dataclass(frozen=True)
 class DeviceQuery:
-    """A page request over devices; ``ids`` narrows to devices matched in another store."""
+    """A page request over devices: window, order and filter (asset-side conditions
+    already resolved to ``InIds``). Hashable, so equal requests share a dataloader."""
 
-    first: int
-    after: tuple[datetime, UUID] | None = None
-    status: tuple[str, ...] | None = None
-    types: tuple[str, ...] | None = None
-    labels: tuple[str, ...] | None = None
-    search: str | None = None
-    ids: tuple[UUID, ...] | None = None
+    window: Window = Window()
+    order: Order = CREATED_ASC
+    where: Pred | None = None
+
+
+# What a device filter and order may name (gateway.stores.predicates/pages compile these).
+DEVICE_COLUMNS: dict[str, Field] = {
+    "status": Field("{t}.status", "text"),
+    "type": Field("{t}.type", "text"),
+    "labels": Field("{t}.labels", "text"),
+    "name": Field("{t}.name", "text"),
+    "name_lower": Field("lower({t}.name)", "text"),
+    "serial": Field("{t}.serial", "text"),
+    "created_at": Field("{t}.created_at", "timestamptz"),
+    "last_seen_at": Field("{t}.last_seen_at", "timestamptz"),
+}
+DEVICE_SORT_KEYS: dict[str, SortKey] = {
+    "created_at": SortKey("{t}.created_at", "timestamptz", "created_at"),
+    "name": SortKey("{t}.name", "text", "name"),
+    "status": SortKey("{t}.status", "text", "status"),
+    "type": SortKey("{t}.type", "text", "type"),
+    # Never seen sorts as the earliest time (first ascending, last descending); the index
+    # devices_order_last_seen is on the same expression.
+    "last_seen_at": SortKey("coalesce({t}.last_seen_at, '-infinity'::timestamptz)",
+                            "timestamptz", "last_seen_at",
+                            "coalesce({v}, '-infinity'::timestamptz)"),
+}
 
 
 def like_pattern(text: str) -> str:
@@ -51,19 +75,22 @@ class RegistryStore(PgStore):
         rows = await self.fetch(self.sql["devices_by_ids"], tenant_id, list(ids))
         return align(list(ids), rows, "id")
 
-    async def page_devices(
-        self, tenant_id: UUID, q: DeviceQuery
-    ) -> tuple[list[asyncpg.Record], int]:
-        """Up to ``q.first + 1`` devices after the cursor (one extra tells hasNextPage), and
-        the filtered total."""
-        after_time, after_id = q.after if q.after else (None, None)
-        rows = await self.fetch(
-            self.sql["page_devices"], tenant_id, q.status, q.types, q.labels,
-            like_pattern(q.search) if q.search else None, q.ids,
-            after_time, after_id, q.first + 1,
+    async def page_devices(self, tenant_id: UUID, q: DeviceQuery) -> Page:
+        """One page in the query's order and window, its pageInfo flags and the filtered
+        total, in one round trip."""
+        params = Params([tenant_id])
+        where = compile_pred(q.where, DEVICE_COLUMNS, "d", params)
+        page = PageSql(DEVICE_SORT_KEYS, q.order, q.window, params, "d")
+        beyond = page.beyond()
+        sql = self.sql["page_devices"].format(
+            where=where, bounds=page.bounds(), order=page.order_by(), limit=page.limit(),
+            beyond=(f"EXISTS (SELECT 1 FROM devices d WHERE d.tenant_id = $1 AND {where} "
+                    f"AND {beyond})") if beyond else "false",
         )
-        total = rows[0]["total_count"] if rows else 0
-        return [r for r in rows if r["id"] is not None], total
+        rows = await self.fetch(sql, *params.values)
+        total, past = (rows[0]["total_count"], rows[0]["beyond"]) if rows else (0, False)
+        fetched = [r for r in rows if r["id"] is not None]
+        return relay_page(fetched, total, past, q.window)
 
     async def insert_device(
         self, tenant_id: UUID, *, serial: str, name: str, type: str, status: str = "PROVISIONED",
@@ -139,22 +166,26 @@ class RegistryStore(PgStore):
 
     async def page_devices_grouped(
         self, tenant_id: UUID, pairs: Sequence[tuple[UUID, UUID]], q: DeviceQuery
-    ) -> dict[UUID, tuple[list[asyncpg.Record], int]]:
+    ) -> dict[UUID, Page]:
         """``page_devices`` for many parents in one round trip: ``pairs`` link each parent
-        to its candidate devices; returns each parent's page (one extra row, as there) and
-        total. Parents without a match are absent."""
-        after_time, after_id = q.after if q.after else (None, None)
-        rows = await self.fetch(
-            self.sql["page_devices_grouped"], tenant_id, [p[0] for p in pairs],
-            [p[1] for p in pairs], q.status, q.types, q.labels,
-            like_pattern(q.search) if q.search else None, after_time, after_id, q.first + 1,
+        to its candidate devices. Parents without a match are absent."""
+        params = Params([tenant_id, [p[0] for p in pairs], [p[1] for p in pairs]])
+        where = compile_pred(q.where, DEVICE_COLUMNS, "d", params)
+        page = PageSql(DEVICE_SORT_KEYS, q.order, q.window, params, "d")
+        beyond = page.beyond()
+        sql = self.sql["page_devices_grouped"].format(
+            where=where, bounds=page.bounds(), order=page.order_by(), limit=page.limit(),
+            beyond=f"coalesce(bool_or({beyond}), false)" if beyond else "false",
         )
-        pages: dict[UUID, tuple[list[asyncpg.Record], int]] = {}
+        rows = await self.fetch(sql, *params.values)
+        grouped: dict[UUID, tuple[list[asyncpg.Record], int, bool]] = {}
         for row in rows:
-            page, _ = pages.setdefault(row["page_root"], ([], row["page_total"]))
+            fetched, _, _ = grouped.setdefault(
+                row["page_root"], ([], row["page_total"], row["page_beyond"]))
             if row["id"] is not None:
-                page.append(row)
-        return pages
+                fetched.append(row)
+        return {root: relay_page(fetched, total, past, q.window)
+                for root, (fetched, total, past) in grouped.items()}
 
     async def device_credentials_for_auth(self, device_id: UUID) -> list[asyncpg.Record]:
         return await self.fetch(self.sql["device_credentials_for_auth"], device_id)

@@ -7,9 +7,10 @@ estimated length. Execution time tracks that number (the dashboard for 100 devic
 document and its variables, so an expensive request is refused before any store work.
 
 List lengths, from the arguments that bound them:
-- a connection's ``edges`` (any list under a field taking ``first``): ``first``, or 50
-  (what ``resolvers.pagination.check_page_size`` answers to null); a ``first`` over the
-  page size maximum is refused here already (``maxPageSize``);
+- a connection's ``edges`` (any list under a field taking ``first``): ``first``, else
+  ``last``, else 50 (what ``resolvers.pagination.page_window`` answers to neither); a
+  ``first`` or ``last`` over the page size maximum is refused here already
+  (``maxPageSize``);
 - a series' ``points`` (under a field whose type has ``points``): the buckets of the
   range when ``bucket`` is given (default range 1 h), else ``limit``, else the point
   maximum (a raw series may hold that many); never more than the point maximum, which
@@ -142,14 +143,15 @@ class _Estimate:
             return {}  # an invalid argument fails the field itself; estimate with defaults
 
     def _check_page_size(self, definition: GraphQLField, args: dict[str, Any]) -> None:
-        first = args.get("first")
         maximum = self.limits.max_page_size
-        if "first" in definition.args and isinstance(first, int) and first > maximum:
-            # The same answer as resolvers.pagination.check_page_size, before any work.
-            raise LimitExceeded(
-                f"first={first} exceeds the maximum page size of {maximum}",
-                limit="maxPageSize", maximum=maximum,
-            )
+        for name in ("first", "last"):
+            size = args.get(name)
+            if name in definition.args and isinstance(size, int) and size > maximum:
+                # The same answer as resolvers.pagination.check_page_size, before any work.
+                raise LimitExceeded(
+                    f"{name}={size} exceeds the maximum page size of {maximum}",
+                    limit="maxPageSize", maximum=maximum,
+                )
 
     def _list_size(self, args: dict[str, Any], page: int | None) -> int:
         if page is not None:
@@ -161,8 +163,11 @@ class _Estimate:
 
     def _child_page(self, definition: GraphQLField, args: dict[str, Any]) -> int | None:
         if "first" in definition.args:
-            first = args.get("first")
-            return DEFAULT_PAGE if first is None else max(0, int(first))
+            # Relay: first, else last, else the default page (resolvers.pagination).
+            size = args.get("first")
+            if size is None:
+                size = args.get("last")
+            return DEFAULT_PAGE if size is None else max(0, int(size))
         named = get_named_type(definition.type)
         if isinstance(named, GraphQLObjectType) and "points" in named.fields:
             return self._points(args)

@@ -26,23 +26,33 @@ WHERE p.tenant_id = $1
         SELECT a.id FROM assets a WHERE a.tenant_id = $1 AND a.path @> ARRAY[$2::uuid]))
   AND ($3::jsonb IS NULL OR p.metadata @> $3);
 
+-- name: devices_under_roots
+-- A fragment of AssetStore.device_ids_for (joined by UNION ALL, so no semicolon):
+-- every device installed on each root ({roots}, a uuid[] parameter) or below it.
+SELECT -1 AS leaf, r.id AS root, p.device_id
+FROM unnest({roots}) AS r(id)
+JOIN assets a ON a.tenant_id = $1 AND a.path @> ARRAY[r.id]
+JOIN device_profiles p ON p.tenant_id = $1 AND p.asset_id = a.id
+
+-- name: devices_matching_condition
+-- A fragment of AssetStore.device_ids_for: the devices whose profile matches one
+-- asset-side condition ({where}, compiled by gateway/stores/predicates.py; {leaf} is the
+-- condition's position).
+SELECT {leaf} AS leaf, NULL::uuid AS root, p.device_id
+FROM device_profiles p
+WHERE p.tenant_id = $1 AND {where}
+
 -- name: page_assets
-WITH filtered AS (
-    SELECT * FROM assets
-    WHERE tenant_id = $1
-      AND ($2::text IS NULL OR kind = $2)
-      AND ($3::uuid IS NULL OR parent_id = $3)
-      AND ($4::boolean IS NULL OR (parent_id IS NULL) = $4)
-      AND ($5::text IS NULL OR name ILIKE $5)
-      AND ($6::jsonb IS NULL OR attributes @> $6)
-)
-SELECT t.total_count, p.*
-FROM (SELECT count(*) AS total_count FROM filtered) t
+-- A template filled as the registry's page_devices is (see there), over assets.
+SELECT t.total_count, t.beyond, p.*
+FROM (SELECT (SELECT count(*) FROM assets a WHERE a.tenant_id = $1 AND {where})
+                 AS total_count,
+             {beyond} AS beyond) t
 LEFT JOIN LATERAL (
-    SELECT * FROM filtered f
-    WHERE $7::timestamptz IS NULL OR (f.created_at, f.id) > ($7, $8::uuid)
-    ORDER BY f.created_at, f.id
-    LIMIT $9
+    SELECT a.* FROM assets a
+    WHERE a.tenant_id = $1 AND {where} AND {bounds}
+    ORDER BY {order}
+    LIMIT {limit}
 ) p ON true;
 
 -- name: insert_asset

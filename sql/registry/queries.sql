@@ -4,24 +4,22 @@
 SELECT * FROM devices WHERE tenant_id = $1 AND id = ANY($2::uuid[]);
 
 -- name: page_devices
--- One round trip for a page and its totalCount. The count row always exists, so a page
--- past the end still reports the total; page columns are then NULL.
-WITH filtered AS (
-    SELECT * FROM devices
-    WHERE tenant_id = $1
-      AND ($2::text[] IS NULL OR status = ANY($2))
-      AND ($3::text[] IS NULL OR type = ANY($3))
-      AND ($4::text[] IS NULL OR labels @> $4)
-      AND ($5::text IS NULL OR name ILIKE $5 OR serial ILIKE $5)
-      AND ($6::uuid[] IS NULL OR id = ANY($6))
-)
-SELECT t.total_count, p.*
-FROM (SELECT count(*) AS total_count FROM filtered) t
+-- A template: {where} {bounds} {beyond} {order} {limit} are filled by
+-- RegistryStore.page_devices with fragments compiled from the fixed grammars of
+-- gateway/stores/predicates.py and pages.py ($n placeholders only; $1 is the tenant).
+-- One round trip for a page (one extra row tells the fetch direction's flag), its
+-- totalCount, and whether rows lie past the cursor on the other side. The count row
+-- always exists, so a page past the end still reports the total; page columns are then
+-- NULL.
+SELECT t.total_count, t.beyond, p.*
+FROM (SELECT (SELECT count(*) FROM devices d WHERE d.tenant_id = $1 AND {where})
+                 AS total_count,
+             {beyond} AS beyond) t
 LEFT JOIN LATERAL (
-    SELECT * FROM filtered f
-    WHERE $7::timestamptz IS NULL OR (f.created_at, f.id) > ($7, $8::uuid)
-    ORDER BY f.created_at, f.id
-    LIMIT $9
+    SELECT d.* FROM devices d
+    WHERE d.tenant_id = $1 AND {where} AND {bounds}
+    ORDER BY {order}
+    LIMIT {limit}
 ) p ON true;
 
 -- name: api_key_by_hash
@@ -187,28 +185,26 @@ SELECT * FROM device_credentials WHERE tenant_id = $1 AND device_id = $2 ORDER B
 SELECT id FROM devices WHERE tenant_id = $1 AND status <> 'DECOMMISSIONED';
 
 -- name: page_devices_grouped
--- page_devices for many parents at once: $2/$3 pair each parent (root) with a device id;
--- every root gets its filtered total and its first $10 devices after the cursor.
+-- page_devices for many parents at once (a template filled the same way): $2/$3 pair
+-- each parent (root) with a device id; every root gets its filtered total, its flag for
+-- rows past the cursor, and its first {limit} devices in the page's fetch order.
 WITH filtered AS (
     SELECT p.root, d.*
     FROM unnest($2::uuid[], $3::uuid[]) AS p(root, id)
     JOIN devices d ON d.id = p.id
-    WHERE d.tenant_id = $1
-      AND ($4::text[] IS NULL OR d.status = ANY($4))
-      AND ($5::text[] IS NULL OR d.type = ANY($5))
-      AND ($6::text[] IS NULL OR d.labels @> $6)
-      AND ($7::text IS NULL OR d.name ILIKE $7 OR d.serial ILIKE $7)
+    WHERE d.tenant_id = $1 AND {where}
 ), totals AS (
-    SELECT root, count(*) AS total_count FROM filtered GROUP BY root
+    SELECT d.root, count(*) AS total_count, {beyond} AS beyond
+    FROM filtered d GROUP BY d.root
 ), ranked AS (
-    SELECT f.*, row_number() OVER (PARTITION BY f.root ORDER BY f.created_at, f.id) AS rn
-    FROM filtered f
-    WHERE $8::timestamptz IS NULL OR (f.created_at, f.id) > ($8, $9::uuid)
+    SELECT d.*, row_number() OVER (PARTITION BY d.root ORDER BY {order}) AS rn
+    FROM filtered d
+    WHERE {bounds}
 )
-SELECT t.root AS page_root, t.total_count AS page_total, r.*
+SELECT t.root AS page_root, t.total_count AS page_total, t.beyond AS page_beyond, r.*
 FROM totals t
-LEFT JOIN ranked r ON r.root = t.root AND r.rn <= $10
-ORDER BY t.root, r.created_at, r.id;
+LEFT JOIN ranked r ON r.root = t.root AND r.rn <= {limit}
+ORDER BY t.root, r.rn;
 
 -- name: device_credentials_for_auth
 -- Authentication of a device by its own id: the tenant is what this finds out.
