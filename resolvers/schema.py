@@ -114,7 +114,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         # After ValidationCache, whose errors it replaces: several operations, none named.
         OperationNameRequired,
         # Strawberry's QueryDepthLimiter and MaxAliasesLimiter walk fragments exponentially
-        # (resolvers/document_limits.py); these rules give the same answers in one walk.
+        # (resolvers/execution/limits.py); these rules give the same answers in one walk.
         partial(AddValidationRules, [depth_rule(settings.max_depth),
                                      aliases_rule(settings.max_aliases)]),
         OverlapBudget,

@@ -1,4 +1,4 @@
-"""Point lists completed in one pass (resolvers/flat_lists.py) answer exactly what
+"""Point lists completed in one pass (resolvers/execution/flat_lists.py) answer exactly what
 graphql-core's per-field completion answers, for every way a selection can be written."""
 
 from __future__ import annotations

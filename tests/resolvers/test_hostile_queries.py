@@ -59,7 +59,7 @@ HOSTILE: list[tuple[str, str, dict[str, Any] | None, str, str | None]] = [
     ("directive flood", "{ __typename " + "@skip(if: false) " * 250 + "}", None,
      "BAD_USER_INPUT", None),
     # Repeated fields make graphql-core's overlap check compare every pair: its own budget
-    # let this take seconds; resolvers/document_limits.py caps it.
+    # let this take seconds; resolvers/execution/limits.py caps it.
     ("duplicate-field flood", "{ " + "devices { totalCount } " * 495 + "}", None,
      "LIMIT_EXCEEDED", "maxValidationWork"),
     ("120 fragments selecting one field", "{ " + " ".join(f"...F{i}" for i in range(120))

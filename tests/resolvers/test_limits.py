@@ -47,7 +47,7 @@ def _fan_out(levels: int, leaf: str) -> str:
 
 async def test_a_fragment_fan_out_is_counted_exactly(gateway: Gateway, tenant: Tenant) -> None:
     # Strawberry's limiters walk every spread: 40 levels would be 2**40 walks (18 levels
-    # measured 1.6 s). resolvers/document_limits.py walks each fragment once and counts
+    # measured 1.6 s). resolvers/execution/limits.py walks each fragment once and counts
     # every spread: one alias, 2**40 times.
     body = await gateway.query(_fan_out(40, "a: __typename"), key=tenant.key)
     assert _limit(body)["limit"] == "maxAliases"

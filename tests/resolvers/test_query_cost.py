@@ -1,4 +1,4 @@
-"""The query cost estimate (resolvers/cost.py): the estimator alone, then through the
+"""The query cost estimate (resolvers/execution/cost.py): the estimator alone, then through the
 gateway, where an operation over the maximum is refused before any store work."""
 
 from __future__ import annotations
