@@ -281,7 +281,7 @@ def create_app(
                 if held:
                     stack.push_async_callback(_cancel, asyncio.ensure_future(
                         migrate_held(held, connect_timeout=settings.store_timeout)))
-            sockets = OpenSockets()
+            sockets = OpenSockets(token_leeway=settings.jwt_leeway)
             hub = ShadowHub(opened, _redis_url(settings), on_revoked=sockets.close_revoked)
             await hub.start()
             stack.push_async_callback(hub.aclose)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from uuid import UUID, uuid5
 
 from gateway.auth.credentials import verify_secret
-from gateway.auth.jwt_bearer import looks_like_jwt, verifier
+from gateway.auth.jwt_bearer import Claims, looks_like_jwt, verifier
 from gateway.auth.roles import ROLES
 from gateway.errors import Unauthenticated
 from gateway.settings import Settings
@@ -41,6 +41,7 @@ class Caller:
     # per-caller limits see one identity per subject.
     key_id: UUID
     device_id: UUID | None = None  # set whenever the caller is one device (role device)
+    token: Claims | None = None  # a JWT caller's verified claims (exp, iat, jti)
 
 
 def new_api_key() -> str:
@@ -99,6 +100,7 @@ async def _token(registry: RegistryStore, token: str, settings: Settings | None)
     return Caller(
         tenant_id=claims.tenant_id, role=claims.role,
         key_id=uuid5(_JWT_CALLERS, f"{claims.tenant_id}/{subject}"), device_id=claims.device_id,
+        token=claims,
     )
 
 

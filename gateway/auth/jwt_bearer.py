@@ -49,6 +49,10 @@ class Claims:
     role: str
     subject: str | None
     device_id: UUID | None  # for role device: the device the token stands for
+    # For what outlives the request: a WebSocket closes at exp (gateway.live.sockets).
+    expires_at: float = 0.0  # exp, seconds since the epoch
+    issued_at: float | None = None  # iat
+    jti: str | None = None
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -119,7 +123,14 @@ class JwtVerifier:
             device = _uuid(subject)
             if device is None:
                 raise Unauthenticated("A device token's 'sub' claim must be its device id")
-        return Claims(tenant_id=tenant, role=role, subject=subject, device_id=device)
+        jti = payload.get("jti")
+        if jti is not None and not isinstance(jti, str):
+            raise Unauthenticated("Token claim 'jti' must be a string")
+        issued = payload.get("iat")
+        return Claims(tenant_id=tenant, role=role, subject=subject, device_id=device,
+                      expires_at=float(payload["exp"]),
+                      issued_at=float(issued) if isinstance(issued, int | float) else None,
+                      jti=jti)
 
     async def check_subject(self, registry: RegistryStore, claims: Claims) -> None:
         """The tenant exists and, for a device, the device is live in it; believed for

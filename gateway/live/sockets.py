@@ -1,16 +1,24 @@
 """Open WebSockets by the credential that authenticated them, so a revoked API key or a
-decommissioned device loses its live connections too, not only its next request.
+decommissioned device loses its live connections too, not only its next request, and a
+socket opened with a JWT ends when the token does.
 
 A revocation is published on the tenant's Redis channel (``ShadowStore.publish_revocation``)
 and every replica's hub hands it to its own ``OpenSockets``: the sockets it matches are
 closed with 4403, the code both GraphQL WebSocket protocols use for Forbidden.
+
+A JWT socket is closed at the token's ``exp`` plus ``JWT_LEEWAY`` (the moment an HTTP
+request with it starts failing) with 4401 "Token expired": 4401 (Unauthorized) because
+the credential is no longer valid rather than forbidden, so a client knows to get a
+fresh token and reconnect.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
+import time
 import weakref
 from collections.abc import Iterable
 from uuid import UUID
@@ -25,28 +33,47 @@ log = logging.getLogger("gateway.live.sockets")
 
 REVOKED_CLOSE_CODE = 4403
 REVOKED_REASON = "Credential revoked"
+EXPIRED_CLOSE_CODE = 4401
+EXPIRED_REASON = "Token expired"
 
 
 class OpenSockets:
     """This process's authenticated WebSockets. Entries go with their socket (weak
     references): a connection that ends needs no bookkeeping."""
 
-    def __init__(self) -> None:
+    def __init__(self, token_leeway: float = 0.0) -> None:
         self._ids = itertools.count()
         self._by_tenant: dict[UUID, dict[int, tuple[weakref.ref[WebSocket], Caller]]] = {}
+        self._token_leeway = token_leeway
+        self._closing: set[asyncio.Task[None]] = set()
 
     def add(self, caller: Caller, websocket: WebSocket) -> None:
         sockets = self._by_tenant.setdefault(caller.tenant_id, {})
         entry = next(self._ids)
+        expiry: asyncio.TimerHandle | None = None
 
         def forget(_: object, tenant: UUID = caller.tenant_id, entry: int = entry) -> None:
+            if expiry is not None:
+                expiry.cancel()
             held = self._by_tenant.get(tenant)
             if held is not None:
                 held.pop(entry, None)
                 if not held:
                     self._by_tenant.pop(tenant, None)
 
-        sockets[entry] = (weakref.ref(websocket, forget), caller)
+        ref = weakref.ref(websocket, forget)
+        sockets[entry] = (ref, caller)
+        if caller.token is not None:
+            left = caller.token.expires_at + self._token_leeway - time.time()
+            expiry = asyncio.get_running_loop().call_later(max(0.0, left), self._expire, ref)
+
+    def _expire(self, ref: weakref.ref[WebSocket]) -> None:
+        websocket = ref()
+        if websocket is None:
+            return
+        task = asyncio.ensure_future(_close(websocket, EXPIRED_CLOSE_CODE, EXPIRED_REASON))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def count(self, tenant_id: UUID) -> int:
         return len(self._by_tenant.get(tenant_id, {}))
@@ -64,12 +91,16 @@ class OpenSockets:
                 if websocket is not None:
                     matched.append(websocket)
         for websocket in matched:
-            with contextlib.suppress(Exception):  # already closing: nothing left to do
-                await websocket.close(code=REVOKED_CLOSE_CODE, reason=REVOKED_REASON)
+            await _close(websocket, REVOKED_CLOSE_CODE, REVOKED_REASON)
         if matched:
             log.info("closed %d WebSocket(s) of revoked credentials in tenant %s",
                      len(matched), tenant_id)
         return len(matched)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):  # already closing: nothing left to do
+        await websocket.close(code=code, reason=reason)
 
 
 async def announce_revocation(shadows: ShadowStore, tenant_id: UUID, key_ids: list[UUID],
