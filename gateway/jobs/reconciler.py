@@ -3,6 +3,8 @@
 Every leftover is invisible to readers until repaired, and every repair is idempotent, so
 the reconciler may run on several replicas at once, at start and then periodically:
 - asset-side profiles whose device never reached the registry are deleted;
+- updateDevice's profile intents still recorded in the registry are applied, in order
+  (``gateway.writes.profile_intents``);
 - shadows of decommissioned devices are deleted (keeping their version);
 - lastSeenAt moves forward to the newest reading the telemetry store holds.
 """
@@ -18,6 +20,7 @@ from uuid import UUID
 
 from gateway.errors import StoreUnavailable
 from gateway.stores import Stores
+from gateway.writes import profile_intents
 
 log = logging.getLogger("gateway.jobs.reconciler")
 
@@ -32,6 +35,7 @@ class Repairs:
     orphan_profiles: int = 0
     shadows: int = 0
     last_seen: int = 0
+    profile_intents: int = 0
 
 
 async def reconcile(stores: Stores, *, grace: timedelta = ORPHAN_GRACE) -> Repairs:
@@ -45,6 +49,13 @@ async def reconcile(stores: Stores, *, grace: timedelta = ORPHAN_GRACE) -> Repai
             await stores.assets.delete_orphan_profiles(sorted(orphans), older_than)
             repairs.orphan_profiles += len(orphans)
         after = ids[-1]
+
+    after = _FIRST
+    while devices := await stores.registry.devices_with_profile_intents(
+            after, BATCH, older_than):
+        for device_id in devices:
+            repairs.profile_intents += await profile_intents.drain(stores, device_id)
+        after = devices[-1]
 
     after = _FIRST
     while rows := await stores.registry.decommissioned_ids(after, BATCH):
@@ -69,7 +80,7 @@ async def run_periodically(stores: Stores, interval: float) -> None:
     while True:
         try:
             repairs = await reconcile(stores)
-            if repairs.orphan_profiles or repairs.shadows:
+            if repairs.orphan_profiles or repairs.shadows or repairs.profile_intents:
                 log.info("reconciled: %s", repairs)
         except StoreUnavailable as exc:
             log.warning("reconciliation postponed: %s", exc.message)

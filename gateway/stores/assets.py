@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 import asyncpg
@@ -15,6 +15,8 @@ from gateway.stores.base import PgStore, align, group
 from gateway.stores.pages import CREATED_ASC, Order, Page, PageSql, SortKey, Window, relay_page
 from gateway.stores.predicates import Field, Params, Pred, compile_pred
 from gateway.writes.merge_patch import merge_patch
+
+IntentOutcome = Literal["applied", "done", "blocked", "missing"]
 
 
 @dataclass(frozen=True)
@@ -208,35 +210,29 @@ class AssetStore(PgStore):
     async def delete_profiles(self, tenant_id: UUID, device_ids: Sequence[UUID]) -> None:
         await self.execute(self.sql["delete_profiles"], tenant_id, list(device_ids))
 
-    async def patch_profile(
-        self, tenant_id: UUID, device_id: UUID, *, metadata_patch: dict[str, Any] | None,
-        capabilities: list[dict[str, Any]] | None,
-        check: Callable[[dict[str, Any]], object] | None = None,
-    ) -> tuple[asyncpg.Record, dict[str, Any], list[dict[str, Any]]]:
-        """Applies a metadata merge patch and/or replaces capabilities; returns the previous
-        profile and the values written (what a compensation needs). ``check`` sees the
-        merged metadata before it is written and may raise to write nothing."""
+    async def apply_profile_intent(
+        self, tenant_id: UUID, device_id: UUID, seq: int, *,
+        metadata_patch: dict[str, Any] | None, capabilities: list[dict[str, Any]] | None,
+    ) -> IntentOutcome:
+        """Applies the registry's profile intent number ``seq`` (a metadata merge patch
+        and/or new capabilities) if it is the next one for this profile. ``done``: it (or a
+        later one) was applied before; ``blocked``: an earlier one is still missing;
+        ``missing``: the device has no profile."""
         async with self.transaction() as tx:
             before = await tx.fetchrow(self.sql["lock_profile"], tenant_id, device_id)
             if before is None:
-                raise NotFound(f"No device {device_id}", argument="id")
+                return "missing"
+            if before["applied_seq"] >= seq:
+                return "done"
+            if before["applied_seq"] < seq - 1:
+                return "blocked"
             metadata = before["metadata"]
             if metadata_patch is not None:
                 metadata = merge_patch(metadata, metadata_patch)
-            if check is not None:
-                check(metadata)
             caps = before["capabilities"] if capabilities is None else capabilities
-            await tx.execute(self.sql["set_profile"], tenant_id, device_id, metadata, caps)
-        return before, metadata, caps
-
-    async def restore_profile(
-        self, tenant_id: UUID, device_id: UUID, before: asyncpg.Record,
-        written_metadata: dict[str, Any], written_caps: list[dict[str, Any]],
-    ) -> None:
-        await self.execute(
-            self.sql["restore_profile"], tenant_id, device_id, before["metadata"],
-            before["capabilities"], written_metadata, written_caps,
-        )
+            await tx.execute(self.sql["apply_profile_intent"], tenant_id, device_id, seq,
+                             metadata, caps)
+        return "applied"
 
     async def set_device_asset(
         self, tenant_id: UUID, device_id: UUID, asset_id: UUID | None

@@ -132,6 +132,9 @@ class PgStore:
         # than reach tables that may not exist yet.
         self.held: str | None = None
         self.sql = queries(self.name)
+        # The class of the pool's connections: tests inject faults by subclassing it
+        # (asyncpg's own habit); takes effect for the next pool (``aclose``, then ``connect``).
+        self.connection_class: type[asyncpg.Connection] = asyncpg.Connection
 
     async def connect(self) -> None:
         """Creates the pool if the database answers; if not, the first call retries."""
@@ -170,6 +173,7 @@ class PgStore:
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=self._min_size, max_size=self._max_size,
                 init=_init_connection, timeout=self._timeout,
+                connection_class=self.connection_class,
             )
             return self._pool
         finally:

@@ -126,6 +126,34 @@ class RegistryStore(PgStore):
             list(labels) if labels is not None else None, firmware_version,
         )
 
+    async def update_device_with_profile(
+        self, tenant_id: UUID, device_id: UUID, *, name: str | None, type: str | None,
+        labels: Sequence[str] | None, firmware_version: str | None,
+        metadata_patch: dict[str, Any] | None, capabilities: list[dict[str, Any]] | None,
+    ) -> asyncpg.Record | None:
+        """``update_device`` that also records the profile part as the device's next
+        profile intent, atomically; the row's ``profile_seq`` is the intent's number."""
+        return await self.fetchrow(
+            self.sql["update_device_with_profile"], tenant_id, device_id, name, type,
+            list(labels) if labels is not None else None, firmware_version,
+            metadata_patch, capabilities,
+        )
+
+    async def profile_intents_of(self, device_id: UUID) -> list[asyncpg.Record]:
+        return await self.fetch(self.sql["profile_intents_of"], device_id)
+
+    async def forget_profile_intents(self, device_id: UUID, through_seq: int) -> None:
+        await self.execute(self.sql["forget_profile_intents"], device_id, through_seq)
+
+    async def devices_with_profile_intents(
+        self, after: UUID, limit: int, older_than: datetime
+    ) -> list[UUID]:
+        """Devices with a profile intent recorded before ``older_than``, in id order after
+        ``after``: the reconciler's scan."""
+        rows = await self.fetch(self.sql["devices_with_profile_intents"], after, limit,
+                                older_than)
+        return [row["device_id"] for row in rows]
+
     async def set_status(
         self, tenant_id: UUID, device_id: UUID, status: str, allowed_from: Sequence[str]
     ) -> asyncpg.Record | None:

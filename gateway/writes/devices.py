@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -15,7 +14,8 @@ from gateway.auth.credentials import hash_secret, new_secret
 from gateway.errors import BadUserInput, NotFound, StoreUnavailable
 from gateway.live.sockets import announce_revocation
 from gateway.stores import Stores
-from gateway.writes import validate
+from gateway.writes import profile_intents, validate
+from gateway.writes.merge_patch import merge_patch
 
 log = logging.getLogger("gateway.writes")
 
@@ -89,7 +89,12 @@ async def register_device(stores: Stores, tenant_id: UUID, new: NewDevice) -> Re
             f"A device with serial {serial!r} already exists", argument="input.serial"
         ) from None
     except BaseException:
-        await _forget_profile(stores, tenant_id, device_id)
+        # Any other failure may have hidden a commit (a dropped connection, a timeout):
+        # the statement can still commit after a check of ours said it had not. The
+        # profile stays, invisible without a registry row, and the reconciler removes it
+        # once the registration is older than its grace and the registry has no such row.
+        log.warning("registration of %s has an unknown outcome; its profile is left "
+                    "for the reconciler", device_id)
         raise
     if new.asset_id is not None:
         await topology_changed(stores, tenant_id)
@@ -97,11 +102,8 @@ async def register_device(stores: Stores, tenant_id: UUID, new: NewDevice) -> Re
 
 
 async def _forget_profile(stores: Stores, tenant_id: UUID, device_id: UUID) -> None:
+    """After the registry refused the row (a definite answer: nothing committed)."""
     try:
-        # A timeout or a dropped connection can hide a commit: a device the registry has
-        # keeps its profile. When the registry cannot tell, the reconciler decides later.
-        if device_id in await stores.registry.existing_ids([device_id]):
-            return
         await stores.assets.delete_profiles(tenant_id, [device_id])
     except StoreUnavailable:
         log.warning("orphan profile %s left for the reconciler", device_id)
@@ -129,25 +131,30 @@ async def update_device(
                            argument="input.metadata")
     caps = validate.capabilities(patch.capabilities)
     await _require_device(stores, tenant_id, device_id)
-
-    restore = None
-    if patch.metadata is not None or caps is not None:
-        before, metadata, written_caps = await stores.assets.patch_profile(
-            tenant_id, device_id, metadata_patch=patch.metadata, capabilities=caps,
-            check=partial(validate.json_object, field="input.metadata"),
-        )
-        restore = (before, metadata, written_caps)
-    try:
+    if patch.metadata is None and caps is None:
         row = await stores.registry.update_device(
             tenant_id, device_id, name=name, type=device_type, labels=labels,
-            firmware_version=firmware,
-        )
-    except BaseException:
-        if restore is not None:
-            await stores.assets.restore_profile(tenant_id, device_id, *restore)
-        raise
+            firmware_version=firmware)
+        if row is None:
+            raise NotFound(f"No device {device_id}", argument="id")
+        return row
+
+    # The profile part goes through the registry's outbox (gateway.writes.profile_intents):
+    # checked here against the current profile, committed with the registry's fields, then
+    # applied to the asset DB. A concurrent patch can still change the merged size a little.
+    profile = (await stores.assets.profiles_by_device(tenant_id, [device_id]))[0]
+    if profile is not None and patch.metadata is not None:
+        validate.json_object(merge_patch(profile["metadata"], patch.metadata),
+                             "input.metadata")
+    row = await stores.registry.update_device_with_profile(
+        tenant_id, device_id, name=name, type=device_type, labels=labels,
+        firmware_version=firmware, metadata_patch=patch.metadata, capabilities=caps)
     if row is None:
         raise NotFound(f"No device {device_id}", argument="id")
+    # Committed. An asset-DB failure from here leaves the intent to the reconciler; the
+    # client is told (STORE_UNAVAILABLE), and a retry with the same input is idempotent.
+    await profile_intents.apply_one(stores, tenant_id, device_id, row["profile_seq"],
+                                    metadata_patch=patch.metadata, capabilities=caps)
     return row
 
 

@@ -104,14 +104,11 @@ DELETE FROM device_profiles WHERE tenant_id = $1 AND device_id = ANY($2::uuid[])
 -- name: lock_profile
 SELECT * FROM device_profiles WHERE tenant_id = $1 AND device_id = $2 FOR UPDATE;
 
--- name: set_profile
-UPDATE device_profiles SET metadata = $3, capabilities = $4, updated_at = now()
-WHERE tenant_id = $1 AND device_id = $2;
-
--- name: restore_profile
--- Compensation: puts the old profile back only if nobody changed it since ($5, $6).
-UPDATE device_profiles SET metadata = $3, capabilities = $4, updated_at = now()
-WHERE tenant_id = $1 AND device_id = $2 AND metadata = $5 AND capabilities = $6;
+-- name: apply_profile_intent
+-- A registry profile intent ($3: its number), only right after its predecessor.
+UPDATE device_profiles SET metadata = $4, capabilities = $5, applied_seq = $3,
+    updated_at = now()
+WHERE tenant_id = $1 AND device_id = $2 AND applied_seq = $3 - 1;
 
 -- name: set_device_asset
 INSERT INTO device_profiles (tenant_id, device_id, asset_id) VALUES ($1, $2, $3)

@@ -133,6 +133,40 @@ SET name = coalesce($3, name), type = coalesce($4, type), labels = coalesce($5, 
 WHERE tenant_id = $1 AND id = $2
 RETURNING *;
 
+-- name: update_device_with_profile
+-- update_device plus the profile part as an intent (migration 004), in one statement:
+-- both commit, or neither. The device's row is locked first, so its intents are numbered
+-- in commit order. No row back: no such device.
+WITH d AS (
+    UPDATE devices
+    SET name = coalesce($3, name), type = coalesce($4, type), labels = coalesce($5, labels),
+        firmware_version = coalesce($6, firmware_version), updated_at = now()
+    WHERE tenant_id = $1 AND id = $2
+    RETURNING *
+), v AS (
+    INSERT INTO profile_versions (device_id, seq) SELECT id, 1 FROM d
+    ON CONFLICT (device_id) DO UPDATE SET seq = profile_versions.seq + 1
+    RETURNING seq
+), i AS (
+    INSERT INTO profile_intents (device_id, seq, tenant_id, metadata_patch, capabilities)
+    SELECT $2, v.seq, $1, $7, $8 FROM v
+)
+SELECT d.*, v.seq AS profile_seq FROM d, v;
+
+-- name: profile_intents_of
+-- A device's intents not yet known to be applied, in order.
+SELECT * FROM profile_intents WHERE device_id = $1 ORDER BY seq;
+
+-- name: forget_profile_intents
+-- Intents up to $2 are applied: the asset DB says so.
+DELETE FROM profile_intents WHERE device_id = $1 AND seq <= $2;
+
+-- name: devices_with_profile_intents
+-- The reconciler's scan: devices with an intent older than $3, in id order after $1.
+SELECT DISTINCT device_id FROM profile_intents
+WHERE device_id > $1 AND created_at < $3
+ORDER BY device_id LIMIT $2;
+
 -- name: set_status
 -- Only from the statuses ($4) the transition allows; no row back means not allowed
 -- (or no such device: the caller tells the two apart).
