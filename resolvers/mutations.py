@@ -17,6 +17,7 @@ from resolvers.devices import Device, DeviceStatus
 from resolvers.permissions import TENANT_WRITERS, OwnDevice, allow
 from resolvers.scalars import parse_id
 from resolvers.shadows import Shadow
+from resolvers.token_revocations import TokenRevocationMutation
 
 
 @strawberry.input
@@ -125,7 +126,7 @@ def _asset(info: Info, row: Any) -> Asset:
 
 
 @strawberry.type
-class Mutation(ApiKeyMutation):
+class Mutation(ApiKeyMutation, TokenRevocationMutation):
     @strawberry.mutation(extensions=[allow(*TENANT_WRITERS)])
     async def register_device(
         self, info: Info, input: RegisterDeviceInput

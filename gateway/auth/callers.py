@@ -96,6 +96,9 @@ async def _token(registry: RegistryStore, token: str, settings: Settings | None)
     check = verifier(settings)
     claims = check.claims(token)
     await check.check_subject(registry, claims)
+    if await registry.token_revoked(claims.tenant_id, claims.jti, claims.subject,
+                                    claims.issued_at):
+        raise Unauthenticated("Token has been revoked")
     subject = claims.subject if claims.subject is not None else f"role:{claims.role}"
     return Caller(
         tenant_id=claims.tenant_id, role=claims.role,

@@ -34,6 +34,7 @@ from gateway.errors import StoreUnavailable
 from gateway.live.cohorts import Cohort, Execute, Member, ShadowChange
 from gateway.metrics import HUB_RECONNECTS, SUBSCRIPTIONS
 from gateway.stores import Stores
+from gateway.stores.revoked_tokens import TokenRevocation
 from gateway.stores.shadows import KEY_PREFIX
 
 log = logging.getLogger("gateway.live.hub")
@@ -47,8 +48,9 @@ _KEY = re.compile(
 _TOPOLOGY = re.compile(rf"^{KEY_PREFIX}:{{([0-9a-f-]{{36}})}}:topology$".encode())
 _REVOKED = re.compile(rf"^{KEY_PREFIX}:{{([0-9a-f-]{{36}})}}:revoked$".encode())
 
-# Called with (tenant, revoked key ids, device whose credentials all went or None).
-OnRevoked = Callable[[UUID, list[UUID], UUID | None], Awaitable[object]]
+# Called with (tenant, revoked key ids, device whose credentials all went or None,
+# revoked JWTs).
+OnRevoked = Callable[[UUID, list[UUID], UUID | None, list[TokenRevocation]], Awaitable[object]]
 _BACKOFF_START, _BACKOFF_MAX = 0.1, 5.0
 ASSET_REFRESH_INTERVAL = 60.0  # fallback for topology messages lost while disconnected
 
@@ -229,19 +231,26 @@ class ShadowHub:
             self._revoked(UUID(match[1].decode()), data)
 
     def _revoked(self, tenant_id: UUID, data: bytes) -> None:
-        """Forgets the revoked keys (cached and outage grace) and hands them to ``on_revoked``."""
+        """Forgets the revoked keys (cached and outage grace), refuses the revoked tokens,
+        and hands them all to ``on_revoked``."""
         try:
             payload = orjson.loads(data)
             key_ids = [UUID(k) for k in payload["keyIds"]]
             device_id = UUID(payload["deviceId"]) if payload["deviceId"] else None
-        except (ValueError, KeyError, TypeError):
+            tokens = [TokenRevocation.from_json(tenant_id, t)
+                      for t in payload.get("tokens") or []]
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("ignored a malformed revocation on tenant %s", tenant_id)
             return
-        self._stores.registry.verified_keys.forget_ids(key_ids)
+        registry = self._stores.registry
+        registry.verified_keys.forget_ids(key_ids)
         if device_id is not None:
-            self._stores.registry.verified_keys.forget_device(device_id)
+            registry.verified_keys.forget_device(device_id)
+        for token in tokens:
+            registry.revoked_tokens.add(token)
         if self._on_revoked is not None:
-            task = asyncio.ensure_future(self._on_revoked(tenant_id, key_ids, device_id))
+            task = asyncio.ensure_future(
+                self._on_revoked(tenant_id, key_ids, device_id, tokens))
             self._revocations.add(task)
             task.add_done_callback(self._revocations.discard)
 

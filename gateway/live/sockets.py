@@ -20,13 +20,14 @@ import itertools
 import logging
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from uuid import UUID
 
 from starlette.websockets import WebSocket
 
 from gateway.auth.callers import Caller
 from gateway.errors import StoreUnavailable
+from gateway.stores.revoked_tokens import TokenRevocation
 from gateway.stores.shadows import ShadowStore
 
 log = logging.getLogger("gateway.live.sockets")
@@ -79,14 +80,19 @@ class OpenSockets:
         return len(self._by_tenant.get(tenant_id, {}))
 
     async def close_revoked(self, tenant_id: UUID, key_ids: Iterable[UUID],
-                            device_id: UUID | None) -> int:
-        """Closes the tenant's sockets opened with one of ``key_ids`` or as ``device_id``;
-        the number closed."""
+                            device_id: UUID | None,
+                            tokens: Sequence[TokenRevocation] = ()) -> int:
+        """Closes the tenant's sockets opened with one of ``key_ids``, as ``device_id``
+        or with a JWT one of ``tokens`` names; the number closed."""
         revoked = set(key_ids)
         matched = []
         for ref, caller in list(self._by_tenant.get(tenant_id, {}).values()):
+            token = caller.token
             if caller.key_id in revoked or (device_id is not None
-                                            and caller.device_id == device_id):
+                                            and caller.device_id == device_id) or (
+                token is not None and any(
+                    t.matches(tenant_id, token.jti, token.subject, token.issued_at)
+                    for t in tokens)):
                 websocket = ref()
                 if websocket is not None:
                     matched.append(websocket)
@@ -104,12 +110,13 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 
 
 async def announce_revocation(shadows: ShadowStore, tenant_id: UUID, key_ids: list[UUID],
-                              device_id: UUID | None = None) -> None:
+                              device_id: UUID | None = None,
+                              tokens: Sequence[TokenRevocation] = ()) -> None:
     """Best effort, after the registry committed the revocation: every later request with
     the credential fails anyway; only sockets already open need the announcement, and
     while Redis is down there are no live updates on them to cut off."""
     try:
-        await shadows.publish_revocation(tenant_id, key_ids, device_id)
+        await shadows.publish_revocation(tenant_id, key_ids, device_id, tokens)
     except StoreUnavailable:
         log.warning("revocation in tenant %s not announced: open WebSockets of it stay "
                     "until they reconnect", tenant_id)

@@ -15,6 +15,7 @@ from gateway.stores.base import PgStore, align
 from gateway.stores.key_cache import BadKeys, VerifiedKeys
 from gateway.stores.pages import CREATED_ASC, Order, Page, PageSql, SortKey, Window, relay_page
 from gateway.stores.predicates import Field, Params, Pred, compile_pred
+from gateway.stores.revoked_tokens import RevokedTokens, TokenRevocation
 
 __all__ = ["DEVICE_COLUMNS", "DEVICE_SORT_KEYS", "DeviceQuery", "RegistryStore", "VerifiedKeys",
            "like_pattern"]
@@ -68,6 +69,7 @@ class RegistryStore(PgStore):
         super().__init__(dsn, **options)
         self.verified_keys = VerifiedKeys(outage_grace, key_cache_ttl)
         self.bad_keys = BadKeys(key_cache_ttl)
+        self.revoked_tokens = RevokedTokens()
 
     async def devices_by_ids(
         self, tenant_id: UUID, ids: Sequence[UUID]
@@ -285,6 +287,36 @@ class RegistryStore(PgStore):
         # This replica forgets it before answering; the others when it is announced.
         self.verified_keys.forget_ids([key_id])
         return row
+
+    async def revoke_token(
+        self, tenant_id: UUID, *, jti: str | None, subject: str | None,
+        issued_before: datetime | None, expires_at: datetime | None,
+    ) -> asyncpg.Record:
+        row = await self.fetchrow(self.sql["revoke_token"], tenant_id, jti, subject,
+                                  issued_before, expires_at)
+        assert row is not None
+        # This replica refuses the token before answering; the others when announced.
+        self.revoked_tokens.add(TokenRevocation.from_row(row))
+        return row
+
+    async def token_revoked(self, tenant_id: UUID, jti: str | None, subject: str | None,
+                            issued_at: float | None) -> bool:
+        """Whether a verified token is revoked: answered from this process's copy of the
+        live revocations, re-read every 30 s (``gateway.stores.revoked_tokens``). While the
+        registry cannot be read, the last copy serves; before any copy, the registry's
+        outage is the caller's (STORE_UNAVAILABLE)."""
+        copy = self.revoked_tokens
+        if copy.due():
+            copy.reading()
+            try:
+                rows = await self.fetch(self.sql["live_revoked_tokens"])
+            except StoreUnavailable:
+                if not copy.loaded:
+                    raise
+                copy.read_failed()
+            else:
+                copy.replace(TokenRevocation.from_row(r) for r in rows)
+        return copy.revoked(tenant_id, jti, subject, issued_at)
 
     async def jwt_subject(self, tenant_id: UUID, device_id: UUID | None) -> asyncpg.Record:
         """Whether a token's tenant exists, and its device's status there (None: none)."""

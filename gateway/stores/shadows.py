@@ -29,6 +29,7 @@ from gateway.errors import StoreUnavailable, VersionConflict
 from gateway.metrics import STORE_SECONDS
 from gateway.stores.base import record_round_trip
 from gateway.stores.breaker import CircuitBreaker
+from gateway.stores.revoked_tokens import TokenRevocation
 
 log = logging.getLogger("gateway.stores")
 
@@ -275,12 +276,15 @@ class ShadowStore:
             await self.client.publish(topology_channel(tenant_id), b"1")
 
     async def publish_revocation(self, tenant_id: UUID, key_ids: list[UUID],
-                                 device_id: UUID | None = None) -> None:
-        """Tells every gateway replica that these keys (or this device's credentials) are
-        revoked, so each closes the WebSockets they opened (``gateway.live.sockets``)."""
+                                 device_id: UUID | None = None,
+                                 tokens: Sequence[TokenRevocation] = ()) -> None:
+        """Tells every gateway replica that these keys (or this device's credentials, or
+        these JWTs) are revoked, so each refuses them and closes the WebSockets they
+        opened (``gateway.live.sockets``)."""
         record_round_trip(self.name)
         payload = orjson.dumps({"keyIds": [str(k) for k in key_ids],
-                                "deviceId": str(device_id) if device_id else None})
+                                "deviceId": str(device_id) if device_id else None,
+                                "tokens": [t.as_json() for t in tokens]})
         with self._guarded():
             await self.client.publish(revoked_channel(tenant_id), payload)
 

@@ -246,3 +246,20 @@ SELECT c.id, c.secret_hash, d.tenant_id, d.status
 FROM device_credentials c
 JOIN devices d ON d.id = c.device_id
 WHERE c.device_id = $1 AND c.revoked_at IS NULL;
+
+-- name: revoke_token
+-- A jti revoked twice keeps one row (the later expiry wins); a subject may be cut off
+-- at several times, the latest counting.
+INSERT INTO revoked_tokens (tenant_id, jti, subject, issued_before, expires_at)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (tenant_id, jti) WHERE jti IS NOT NULL
+DO UPDATE SET expires_at = CASE
+    WHEN revoked_tokens.expires_at IS NULL OR EXCLUDED.expires_at IS NULL THEN NULL
+    ELSE greatest(revoked_tokens.expires_at, EXCLUDED.expires_at) END
+RETURNING id, tenant_id, jti, subject, issued_before, expires_at, revoked_at;
+
+-- name: live_revoked_tokens
+-- Every replica's in-memory copy: revocations whose tokens may still be presented.
+SELECT tenant_id, jti, subject, issued_before
+FROM revoked_tokens
+WHERE expires_at IS NULL OR expires_at > now();

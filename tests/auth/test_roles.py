@@ -55,6 +55,7 @@ MUTATIONS: dict[str, tuple[str, set[str]]] = {
                         "{{ accepted rejected {{ reason }} }}", WRITERS | {"device"}),
     "createApiKey": ('createApiKey(input: {{name: "k", role: VIEWER}}) {{ secret }}', {"admin"}),
     "revokeApiKey": (f'revokeApiKey(id: "{NOWHERE}") {{{{ id }}}}', {"admin"}),
+    "revokeToken": ('revokeToken(input: {{jti: "matrix"}}) {{ id }}', {"admin"}),
 }
 
 # Each query field with the roles that may read it; ``{own}`` is the device's own id.
