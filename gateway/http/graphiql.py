@@ -20,6 +20,12 @@ graphql-ws client, which ``createFetcher`` uses for ``subscriptionUrl`` (protoco
 ``graphql-transport-ws``) and which sends the headers editor's contents as the
 ``connection_init`` payload, so the package's separate ``graphql-ws.min.js`` is not loaded.
 
+The Explorer (click-to-build queries) is ``@graphiql/plugin-explorer`` from the same
+package (``graphiql-plugin-explorer.umd.js`` and its ``style.css``). Its UMD build takes
+``GraphiQL.React`` and ``GraphiQL.GraphQL`` from the GraphiQL bundle, and
+``useExplorerPlugin`` is a React hook, so the page renders GraphiQL from a small function
+component that keeps the query in state, shared by the editor and the Explorer.
+
 Usage::
 
     Mount(STATIC_PATH, app=static_app())
@@ -46,14 +52,15 @@ STATIC_PATH = "/graphiql-static"
 _ASSET_PACKAGE = "graphene_django_graphiql_static"
 
 # The files the page loads, in order (relative to the package's static directory).
-_STYLESHEETS = ("graphiql.min.css",)
-_SCRIPTS = ("react.production.min.js", "react-dom.production.min.js", "graphiql.min.js")
+_STYLESHEETS = ("graphiql.min.css", "style.css")  # style.css: the Explorer's
+_SCRIPTS = ("react.production.min.js", "react-dom.production.min.js", "graphiql.min.js",
+            "graphiql-plugin-explorer.umd.js")
 
 DEFAULT_QUERY = """\
 # IoTSphere GraphQL API
 #
 # Run: Ctrl-Enter (Cmd-Enter on a Mac).
-# Schema: the Docs button on the left.
+# Schema: the Docs button on the left; click-to-build: the Explorer.
 # API key: the Headers panel below.
 
 query Devices {
@@ -151,6 +158,7 @@ _TEMPLATE = """\
   <meta name="viewport" content="width=device-width, initial-scale=1" />
   <meta name="robots" content="noindex" />
   <title>IoTSphere GraphiQL</title>
+  <link rel="icon" href="data:," />
   <style>
     html, body, #graphiql {{ height: 100%; margin: 0; width: 100%; overflow: hidden; }}
     #graphiql > .graphiql-loading {{ font: 16px sans-serif; padding: 2em; }}
@@ -177,17 +185,28 @@ _TEMPLATE = """\
         wsUrl.protocol = url.protocol === "https:" ? "wss:" : "ws:";
         fetcherOptions.subscriptionUrl = wsUrl.href;
       }}
-      var props = {{
-        fetcher: GraphiQL.createFetcher(fetcherOptions),
-        defaultQuery: config.defaultQuery,
-        isHeadersEditorEnabled: true,
-        shouldPersistHeaders: false
-      }};
-      if (config.defaultHeaders) {{
-        props.defaultHeaders = config.defaultHeaders;
-        props.defaultEditorToolsVisibility = "headers";
+      var fetcher = GraphiQL.createFetcher(fetcherOptions);
+      var explorer = window.GraphiQLPluginExplorer;
+      function App() {{
+        var state = React.useState(config.defaultQuery);
+        var query = state[0], setQuery = state[1];
+        var props = {{
+          fetcher: fetcher,
+          query: query,
+          onEditQuery: setQuery,
+          isHeadersEditorEnabled: true,
+          shouldPersistHeaders: false
+        }};
+        if (explorer) {{
+          props.plugins = [explorer.useExplorerPlugin({{ query: query, onEdit: setQuery }})];
+        }}
+        if (config.defaultHeaders) {{
+          props.defaultHeaders = config.defaultHeaders;
+          props.defaultEditorToolsVisibility = "headers";
+        }}
+        return React.createElement(GraphiQL, props);
       }}
-      ReactDOM.render(React.createElement(GraphiQL, props), root);
+      ReactDOM.render(React.createElement(App), root);
     }})();
   </script>
 </body>
