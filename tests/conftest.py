@@ -88,8 +88,9 @@ def servers() -> Iterator[Servers]:
 
 
 @pytest.fixture(scope="session")
-async def templates(servers: Servers) -> dict[str, str]:
-    """Migrated template databases, one per store, built once per run."""
+async def templates(servers: Servers) -> AsyncIterator[dict[str, str]]:
+    """Migrated template databases, one per store, built once per run and dropped at its
+    end (on TimescaleDB every database left behind keeps a job scheduler running)."""
     names = {store: f"tpl_{store}_{os.getpid()}" for store in STORES}
     admin = await asyncpg.connect(servers.dsn("postgres"))
     try:
@@ -99,15 +100,29 @@ async def templates(servers: Servers) -> dict[str, str]:
             conn = await asyncpg.connect(servers.dsn(name))
             try:
                 await migrate(conn, store)
+                await _stop_timescale_scheduler(conn)
             finally:
                 await conn.close()
+            # Nothing may connect to a template while it is cloned. TimescaleDB answers
+            # CREATE DATABASE .. TEMPLATE by restarting the template's scheduler, which then
+            # connects to it ("source database is being accessed by other users",
+            # timescale/timescaledb#4048); it leaves databases that refuse connections alone.
+            await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
     finally:
         await admin.close()
     client = redis.Redis.from_url(servers.redis_url)
     # The shadow hub needs keyspace events; servers from elsewhere may not have them on.
     await client.config_set("notify-keyspace-events", "KA")
     await client.aclose()
-    return names
+    yield names
+    await _drop(servers, list(names.values()))
+
+
+async def _stop_timescale_scheduler(conn: asyncpg.Connection) -> None:
+    """Stops TimescaleDB's job scheduler of this database, where the extension is in it.
+    Its clones start without one (tests call the jobs they need themselves)."""
+    if await conn.fetchval("SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"):
+        await conn.execute("SELECT _timescaledb_functions.stop_background_workers()")
 
 
 _counter = itertools.count()
@@ -141,6 +156,9 @@ async def settings(
             await admin.execute(
                 f'CREATE DATABASE "{name}" TEMPLATE "{templates[store]}" STRATEGY WAL_LOG'
             )
+    except BaseException:
+        await _drop(servers, list(names.values()))  # the ones created before the failure
+        raise
     finally:
         await admin.close()
     client = redis.Redis.from_url(servers.redis_url)
