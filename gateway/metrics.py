@@ -32,6 +32,13 @@ SUBSCRIPTIONS = Gauge("iotsphere_subscriptions", "Live shadowChanged subscriptio
 HUB_RECONNECTS = Counter("iotsphere_hub_reconnects_total", "Subscription hub reconnects to Redis")
 INGESTED = Counter(
     "iotsphere_ingest_readings_total", "Readings through ingest, by result", ["result"])
+TELEMETRY_MODE = Gauge(
+    "iotsphere_telemetry_mode",
+    "1 for the telemetry store's mode (timescale or partitioned), once it is known", ["mode"])
+ROLLUP_REFRESHES = Counter(
+    "iotsphere_rollup_refreshes_total",
+    "Refreshes of TimescaleDB's 5-minute aggregate after ingest behind it, by outcome",
+    ["outcome"])
 
 
 async def metrics_endpoint(request: Request) -> Response:

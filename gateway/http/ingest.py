@@ -323,6 +323,8 @@ async def _ingest(
                 await writer.abandon()  # the connection must be idle for the rollback
                 raise
             outcome.accepted = writer.accepted
+    if writer.span is not None and writer.accepted:
+        telemetry.wrote(*writer.span)  # committed: TimescaleDB refreshes what lies behind
     count_ingest(outcome.accepted, outcome.valid - outcome.accepted, outcome.rejected_count)
     await batch.last_seen.record(stores, caller.tenant_id)
     return outcome

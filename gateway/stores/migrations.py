@@ -19,22 +19,45 @@ from gateway.stores.sqlfiles import migrations
 log = logging.getLogger("gateway.stores.migrations")
 
 STORES = ("registry", "assets", "telemetry")
+TIMESCALE, PARTITIONED = "timescale", "partitioned"
 _LOCK_KEY = 0x107_5FE7E  # any constant shared by every replica
 
 
 async def telemetry_variant(conn: asyncpg.Connection) -> str:
     """``timescale`` when the extension can be used, else ``partitioned``; a database that
     was already migrated keeps the variant it was built with."""
+    recorded = await _recorded_variant(conn)
+    return recorded or (await choose_telemetry_mode(conn))[0]
+
+
+async def _recorded_variant(conn: asyncpg.Connection) -> str | None:
     recorded = await conn.fetchval(
         "SELECT variant FROM schema_migrations WHERE variant IS NOT NULL LIMIT 1"
         if await _has_table(conn) else "SELECT NULL"
     )
-    if recorded:
-        return str(recorded)
-    available = await conn.fetchval(
-        "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
-    )
-    return "timescale" if available else "partitioned"
+    return str(recorded) if recorded else None
+
+
+async def choose_telemetry_mode(conn: asyncpg.Connection) -> tuple[str, str]:
+    """The mode for a telemetry database not migrated yet, and why. TimescaleDB only when
+    its loader runs in this server (shared_preload_libraries): installed but not preloaded,
+    ``CREATE EXTENSION timescaledb`` fails ("must be preloaded"), so that is partitioned.
+    The loader's settings are visible in pg_settings to every role (reading
+    shared_preload_libraries itself needs pg_read_all_settings); a mere placeholder for a
+    timescaledb.* line in postgresql.conf is not listed there."""
+    row = await conn.fetchrow(
+        "SELECT (SELECT default_version FROM pg_available_extensions"
+        "        WHERE name = 'timescaledb') AS version,"
+        "       EXISTS (SELECT FROM pg_settings"
+        "               WHERE name = 'timescaledb.disable_load') AS preloaded")
+    assert row is not None
+    if row["version"] is None:
+        return PARTITIONED, "the timescaledb extension is not installed on this server"
+    if not row["preloaded"]:
+        return PARTITIONED, (
+            f"timescaledb {row['version']} is installed but not in shared_preload_libraries"
+            " (add it there and restart PostgreSQL to use TimescaleDB for new databases)")
+    return TIMESCALE, f"timescaledb {row['version']} is preloaded"
 
 
 async def _has_table(conn: asyncpg.Connection) -> bool:
@@ -55,7 +78,7 @@ async def migrate(conn: asyncpg.Connection, store: str) -> list[str]:
                    variant text,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        variant = await telemetry_variant(conn) if store == "telemetry" else None
+        variant = await _telemetry_mode_logged(conn) if store == "telemetry" else None
         done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
         for migration in migrations(store, variant):
             if migration.version in done:
@@ -68,6 +91,17 @@ async def migrate(conn: asyncpg.Connection, store: str) -> list[str]:
             )
             applied_now.append(migration.version)
     return applied_now
+
+
+async def _telemetry_mode_logged(conn: asyncpg.Connection) -> str:
+    """The telemetry database's mode, with the one log line that says which and why."""
+    recorded = await _recorded_variant(conn)
+    if recorded:
+        log.info("telemetry store: %s mode, as recorded when it was first migrated", recorded)
+        return recorded
+    mode, why = await choose_telemetry_mode(conn)
+    log.info("telemetry store: %s mode: %s", mode, why)
+    return mode
 
 
 async def migrate_all(dsns: dict[str, str]) -> dict[str, list[str]]:
@@ -88,9 +122,11 @@ async def migrate_store(store: PgStore, *, connect_timeout: float) -> list[str]:
     with translate_errors(store.name):
         conn = await asyncpg.connect(store.dsn, timeout=connect_timeout)
         try:
-            return await migrate(conn, store.name)
+            applied = await migrate(conn, store.name)
         finally:
             await conn.close()
+    await store.migrated()
+    return applied
 
 
 async def migrate_reachable(stores: Sequence[PgStore], *, connect_timeout: float) -> list[PgStore]:

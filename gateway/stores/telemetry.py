@@ -10,7 +10,9 @@ from uuid import UUID
 
 import asyncpg
 
+from gateway.metrics import TELEMETRY_MODE
 from gateway.stores.base import PgStore, align, group, record_round_trip
+from gateway.stores.rollup_refresh import RollupRefresher
 
 # Every bucket boundary is origin + k * width: equal ranges bucket identically everywhere.
 BUCKET_ORIGIN = datetime(2000, 1, 1, tzinfo=UTC)
@@ -105,6 +107,43 @@ class TelemetryStore(PgStore):
         super().__init__(*args, **kwargs)
         # UTC days whose partition this process has ensured: most batches need no DDL call.
         self._ensured_days: set[date] = set()
+        # "timescale" or "partitioned" once known (the database's migrations chose it);
+        # on TimescaleDB, the refresher of the 5-minute aggregate after late writes.
+        self.mode: str | None = None
+        self.refresher: RollupRefresher | None = None
+
+    async def connect(self) -> None:
+        await super().connect()
+        if self._pool is not None:
+            await self._load_mode()
+
+    async def migrated(self) -> None:
+        await self._load_mode()
+
+    async def _load_mode(self) -> None:
+        try:
+            mode = await self.pool.fetchval(
+                "SELECT variant FROM schema_migrations WHERE variant IS NOT NULL LIMIT 1")
+        except asyncpg.UndefinedTableError:
+            return  # not migrated yet: migrated() comes later
+        if mode is None or mode == self.mode:
+            return
+        self.mode = str(mode)
+        for known in ("timescale", "partitioned"):
+            TELEMETRY_MODE.labels(known).set(1 if known == self.mode else 0)
+        if self.mode == "timescale" and self.refresher is None:
+            self.refresher = RollupRefresher(self)
+
+    async def aclose(self) -> None:
+        if self.refresher is not None:
+            await self.refresher.aclose()
+        await super().aclose()
+
+    def wrote(self, start: datetime, end: datetime) -> None:
+        """Readings in [start, end] were committed; on TimescaleDB what lies behind the
+        aggregate is refreshed shortly (see rollup_refresh). No I/O here."""
+        if self.refresher is not None:
+            self.refresher.touched(start, end)
 
     async def ingest(
         self, tenant_id: UUID, device_ids: Sequence[UUID], metrics: Sequence[str],
@@ -126,6 +165,8 @@ class TelemetryStore(PgStore):
             await self.ensure_days(min(times), max(times))
             row = await self.fetchrow(self.sql["ingest"], *args)
         assert row is not None
+        if row["inserted"]:
+            self.wrote(min(times), max(times))
         return int(row["inserted"])
 
     async def ensure_days(self, start: datetime, end: datetime) -> None:
@@ -198,7 +239,10 @@ class TelemetryStore(PgStore):
             )
             status = await conn.execute(self.sql["insert_staged"])
             await conn.execute(self.sql["upsert_latest"])
-        return int(status.rsplit(" ", 1)[1])
+        inserted = int(status.rsplit(" ", 1)[1])
+        if inserted:
+            self.wrote(min(times), max(times))
+        return inserted
 
     async def rollup(
         self, tenant_id: UUID, pairs: Sequence[tuple[UUID, UUID]], q: SeriesQuery

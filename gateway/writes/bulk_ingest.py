@@ -58,6 +58,7 @@ class Writer:
         self._deferred = False  # the rollup collects until finish() merges it
         self.accepted = 0
         self.latest: Latest = {}
+        self.span: tuple[datetime, datetime] | None = None  # of the batches written
 
     async def submit(self, records: list[Record], first: datetime, last: datetime,
                      latest: Latest) -> None:
@@ -98,6 +99,8 @@ class Writer:
             # Outside any savepoint: its setting must last to the end of the transaction.
             await self._conn.execute(self._telemetry.sql["rollup_defer"])
             self._deferred = True
+        self.span = (first, last) if self.span is None else (
+            min(first, self.span[0]), max(last, self.span[1]))
         try:
             async with self._conn.transaction():  # a savepoint
                 self._wrote = True
