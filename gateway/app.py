@@ -38,6 +38,7 @@ from gateway.stores import Stores, open_stores
 from gateway.stores.base import PgStore, begin_counting
 from gateway.stores.migrations import migrate_held, migrate_reachable
 from gateway.stores.shadows import ShadowStore
+from gateway.stores.telemetry import TelemetryStore
 
 log = logging.getLogger("gateway.app")
 
@@ -217,8 +218,14 @@ async def _check(store: PgStore | ShadowStore) -> dict[str, Any]:
     else:
         latency = round((time.perf_counter() - started) * 1e3, 2)
         return {"store": store.name, "ok": True, "state": store.breaker.state,
-                "latencyMs": latency}
-    return {"store": store.name, "ok": False, "state": store.breaker.state, "error": error}
+                "latencyMs": latency, **_mode(store)}
+    return {"store": store.name, "ok": False, "state": store.breaker.state, "error": error,
+            **_mode(store)}
+
+
+def _mode(store: PgStore | ShadowStore) -> dict[str, Any]:
+    """The telemetry store's mode (timescale or partitioned; null until migrated)."""
+    return {"mode": store.mode} if isinstance(store, TelemetryStore) else {}
 
 
 async def healthz(request: Request) -> Response:
