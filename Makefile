@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint docs bench bench-pg bench-all soak migrate schema clean
+.PHONY: run test test-timescale lint docs bench bench-pg bench-all soak migrate schema clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# The TimescaleDB tests alone (marked timescale). They run whenever a TimescaleDB is
+# reachable: IOTSPHERE_TEST_TIMESCALE_DSN, or IOTSPHERE_TEST_PG_DSN (with
+# IOTSPHERE_TEST_REDIS_URL) on a server that preloads timescaledb, which makes `make test`
+# run the whole suite in TimescaleDB mode too; elsewhere they skip and say why.
+test-timescale: $(STAMP)
+	$(BIN)/pytest -m timescale -rs
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway resolvers tests bench

@@ -3,6 +3,10 @@
 store (the SQL alone) and through the gateway's HTTP API (SQL plus GraphQL execution).
 
     python bench/telemetry.py [--sizes 1000000,10000000] [--requests 30] [--write]
+    python bench/telemetry.py --timescale DSN [--sizes ...] [--requests N] [--write]
+
+With ``--timescale``, the partitioned and the TimescaleDB mode side by side on that
+TimescaleDB server instead (bench/telemetry_modes.py).
 """
 
 from __future__ import annotations
@@ -160,6 +164,27 @@ async def run(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+async def run_modes(args: argparse.Namespace) -> str:
+    from bench.telemetry_modes import compare
+
+    before = os.getloadavg()
+    rows, notes = await compare(args.timescale, args.sizes, args.requests)
+    after = os.getloadavg()
+    return "\n".join([
+        f"## Telemetry modes side by side ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+        "bench/telemetry.py --timescale)", "",
+        f"Machine: {machine()}. Load average (1/5/15 min) {_load(before)} at the start, "
+        f"{_load(after)} at the end. One PostgreSQL server with TimescaleDB preloaded, two "
+        "databases: one migrated as the partitioned mode, one as the TimescaleDB mode; the "
+        "same readings bulk-loaded into both; the store adapter's query (SQL) timed in "
+        f"alternating rounds, median of {args.requests} per mode. Read the ratio "
+        "(TimescaleDB / partitioned), not the milliseconds: the machine is shared.", "",
+        "| stored readings | when | query (100 devices) | partitioned ms | TimescaleDB ms "
+        "| ratio |", "| ---: | --- | --- | ---: | ---: | ---: |", *rows, "",
+        *(f"- {note}" for note in notes),
+    ])
+
+
 def _load(avg: tuple[float, float, float]) -> str:
     return "/".join(f"{x:.1f}" for x in avg)
 
@@ -170,8 +195,10 @@ def main() -> int:
                         default=[1_000_000, 10_000_000])
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")
+    parser.add_argument("--timescale", metavar="DSN",
+                        help="compare both modes on this TimescaleDB server (superuser DSN)")
     args = parser.parse_args()
-    section = asyncio.run(run(args))
+    section = asyncio.run(run_modes(args) if args.timescale else run(args))
     print(section)
     if args.write:
         append_results(section)

@@ -144,9 +144,9 @@ class PgStore:
         except StoreUnavailable as exc:
             log.warning("%s; continuing without it until it answers", exc.message)
 
-    async def migrated(self) -> None:
-        """Called once this store's migrations have run (adapters that depend on what the
-        migrations chose learn it here)."""
+    async def migrated(self, conn: asyncpg.Connection) -> None:
+        """Called on the migrating connection once this store's migrations have run
+        (adapters that depend on what the migrations chose learn it here)."""
 
     async def aclose(self) -> None:
         if self._creating is not None:

@@ -123,9 +123,9 @@ async def migrate_store(store: PgStore, *, connect_timeout: float) -> list[str]:
         conn = await asyncpg.connect(store.dsn, timeout=connect_timeout)
         try:
             applied = await migrate(conn, store.name)
+            await store.migrated(conn)
         finally:
             await conn.close()
-    await store.migrated()
     return applied
 
 

@@ -115,14 +115,15 @@ class TelemetryStore(PgStore):
     async def connect(self) -> None:
         await super().connect()
         if self._pool is not None:
-            await self._load_mode()
+            async with self._pool.acquire() as conn:
+                await self._load_mode(conn)
 
-    async def migrated(self) -> None:
-        await self._load_mode()
+    async def migrated(self, conn: asyncpg.Connection) -> None:
+        await self._load_mode(conn)
 
-    async def _load_mode(self) -> None:
+    async def _load_mode(self, conn: asyncpg.Connection) -> None:
         try:
-            mode = await self.pool.fetchval(
+            mode = await conn.fetchval(
                 "SELECT variant FROM schema_migrations WHERE variant IS NOT NULL LIMIT 1")
         except asyncpg.UndefinedTableError:
             return  # not migrated yet: migrated() comes later

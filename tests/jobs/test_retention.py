@@ -85,6 +85,7 @@ async def test_creators_of_offset_day_ranges_never_deadlock(stores: Stores) -> N
     and another holding an uncommitted day deadlocked in 5-6 of 12 rounds before the
     creators were serialised (migration 009). Each session runs in its own transaction,
     as ingest's in-request creation does, so locks are held until commit."""
+    await _partitioned_only(stores)
     conns = await asyncio.gather(*(asyncpg.connect(stores.telemetry.dsn) for _ in range(6)))
     try:
         for round_ in range(12):

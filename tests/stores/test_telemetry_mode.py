@@ -77,6 +77,7 @@ async def test_without_the_extension_the_gateway_starts_partitioned(
             dsn, settings, caplog, "the timescaledb extension is not installed")
 
 
+@pytest.mark.timescale
 async def test_installed_but_not_preloaded_the_gateway_starts_partitioned(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -21,6 +21,8 @@ from gateway.stores.migrations import choose_telemetry_mode, migrate, telemetry_
 from gateway.stores.telemetry import BUCKET_ORIGIN, SeriesQuery, TelemetryStore, rolled_span
 from tests.conftest import _docker_available
 
+pytestmark = pytest.mark.timescale
+
 NO_TIMESCALE = (
     "no TimescaleDB: set IOTSPHERE_TEST_TIMESCALE_DSN (or IOTSPHERE_TEST_PG_DSN to a server "
     "that preloads timescaledb), or provide a Docker engine; TimescaleDB is not installable "
@@ -97,6 +99,8 @@ async def test_hypertable_policies_and_queries(database: str) -> None:
 
     store = TelemetryStore(database)
     await store.connect()
+    assert store.mode == "timescale" and store.refresher is not None
+    store.refresher.delay = 3600.0  # this test refreshes itself, below
     try:
         tenant, device = uuid.uuid4(), uuid.uuid4()
         # An hour of whole 30-minute buckets (they are aligned to BUCKET_ORIGIN).
