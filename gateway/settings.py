@@ -70,6 +70,14 @@ def _choice(raw: str, key: str, choices: tuple[str, ...]) -> str:
     raise SettingsError(f"{PREFIX}{key} must be {expected}, got {raw!r}")
 
 
+def _bool(raw: str, key: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{PREFIX}{key} must be true or false, got {raw!r}")
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
 
@@ -81,6 +89,7 @@ _TYPES: dict[str, tuple[str, Callable[[str, str, Field[Any]], Any]]] = {
     "str | None": ("text", lambda raw, key, f: raw),
     "int": ("integer", lambda raw, key, f: _int(raw, key, f.metadata["minimum"])),
     "float": ("number", lambda raw, key, f: _float(raw, key)),
+    "bool": ("true or false", lambda raw, key, f: _bool(raw, key)),
     "Path": ("path", lambda raw, key, f: Path(raw)),
     "Path | None": ("path", lambda raw, key, f: Path(raw)),
     "tuple[str, ...]": ("comma-separated list", lambda raw, key, f: _origins(raw)),
@@ -216,6 +225,10 @@ class Settings:
         "tenant", "claim holding the tenant id (e.g. `https://iotsphere/tenant` for identity "
         "providers that namespace custom claims)")
     jwt_role_claim: str = setting("role", "claim holding the role")
+    # Execution (docs/architecture.md).
+    planned_execution: bool = setting(
+        True, "queries run by plan (resolvers/execution/): a plan per document, no resolver "
+        "call per plain field; `false`: every field through graphql-core", shown="`true`")
     # Tracing (docs/operations.md).
     otel_endpoint: str | None = setting(
         None, "OTLP/HTTP collector base URL (else `OTEL_EXPORTER_OTLP_ENDPOINT`); tracing is "

@@ -27,6 +27,7 @@ from resolvers.execution.extensions import ErrorCodes, RequestLog, StoreCallTrac
 from resolvers.execution.flat_lists import FlatListExecutionContext
 from resolvers.execution.limits import OverlapBudget, aliases_rule, depth_rule
 from resolvers.execution.operation_name import OperationNameRequired
+from resolvers.execution.planned import PlannedExecutionContext
 from resolvers.live import GatewaySchema, SubscriptionLimits
 from resolvers.mutations import Mutation
 from resolvers.pagination import FirstArg, LastArg
@@ -130,7 +131,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
-        execution_context_class=FlatListExecutionContext,
+        execution_context_class=(
+            PlannedExecutionContext if settings.planned_execution else FlatListExecutionContext),
         config=StrawberryConfig(
             scalar_map={Interval: INTERVAL_SCALAR, datetime: DATETIME_SCALAR},
             disable_field_suggestions=settings.production,

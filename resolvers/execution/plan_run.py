@@ -1,0 +1,277 @@
+"""Runs a plan (``resolvers.execution.plan``) level by level.
+
+Plain fields are read and completed straight into the response dicts as the objects that
+hold them are built, with no resolver call, resolve info or awaitable per field. Resolved
+fields are called for every object of a level as the level is built, so each per-request
+dataloader sees the whole level at once and makes one batched store call per (store,
+query shape); each value is completed into the dict it belongs to as soon as it is
+ready, which builds (and calls) the next level.
+
+Errors follow graphql-core's rules (spec, "Handling Field Errors"): an error is located
+at the position that failed (field or list item) with the field's nodes; a null at a
+non-null position moves up to the nearest nullable one, which becomes null and holds the
+error; errors below a position already nulled are dropped (graphql-core's
+``CollectedErrors``), as is the work still scheduled under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Any
+
+from graphql import GraphQLError, Undefined, located_error
+from graphql.execution.values import get_argument_values
+from graphql.pyutils import Path, inspect, is_iterable
+
+from resolvers.execution.plan import (
+    LEAF,
+    LIST,
+    OBJECT,
+    PLAIN,
+    TYPENAME,
+    FieldPlan,
+    Selection,
+    Shape,
+)
+
+
+class Position:
+    """Where a value sits in the response: ``container[key]``, inside ``prev``."""
+
+    __slots__ = ("container", "dead", "key", "nullable", "prev", "typename", "_path")
+
+    def __init__(self, prev: Position | None, key: str | int, container: Any,
+                 nullable: bool, typename: str | None) -> None:
+        self.prev = prev
+        self.key = key
+        self.container = container
+        self.nullable = nullable
+        self.typename = typename
+        self.dead = False
+        self._path: Path | None = None
+
+    def path(self) -> Path:
+        if self._path is None:
+            prev = self.prev.path() if self.prev is not None else None
+            self._path = Path(prev, self.key, self.typename)
+        return self._path
+
+
+def _field_path(prev: Position | None, key: str | int, typename: str | None) -> Path:
+    return Path(prev.path() if prev is not None else None, key, typename)
+
+
+class PlanRun:
+    """One execution of a plan. ``executor`` is the graphql-core executor of the request
+    (its variables, context, resolve infos); its errors are collected here."""
+
+    def __init__(self, executor: Any, selection: Selection) -> None:
+        self.executor = executor
+        self.selection = selection
+        self.errors: list[GraphQLError] = []
+        self.root_nulled = False
+        self.any_nulled = False
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self._settled: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._args: dict[int, Any] = {}
+
+    async def run(self, root_value: Any) -> dict[str, Any] | None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        data: dict[str, Any] = {}
+        self._fill(self.selection, root_value, data, None)
+        if self._tasks:
+            self._settled = loop.create_future()
+            try:
+                await self._settled
+            except BaseException:
+                for task in self._tasks:
+                    task.cancel()  # a timeout cancels the store work still under way
+                raise
+        return None if self.root_nulled else data
+
+    def _start(self, plan: FieldPlan, obj: dict[str, Any], prev: Position | None,
+               awaitable: Any) -> None:
+        """Runs a resolver's awaitable as a task; its value is completed the moment it is
+        ready, which starts the next level's resolvers in the same loop iteration as every
+        other value of the same batch, so the dataloaders batch them together (the same
+        timing as graphql-core's, hence the same or fewer round trips)."""
+        task = asyncio.ensure_future(awaitable, loop=self._loop)
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._finish(plan, obj, prev, done))
+
+    def _finish(self, plan: FieldPlan, obj: dict[str, Any], prev: Position | None,
+                task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        try:
+            if task.cancelled():
+                return
+            error = task.exception()
+            if error is not None and not isinstance(error, Exception):
+                self._abort(error)
+                return
+            if not (self.any_nulled and self._nulled(prev)):
+                assert plan.shape is not None
+                value = error if error is not None else task.result()
+                self._complete(plan, plan.shape, plan.nullable, value, obj, plan.key, prev)
+        except BaseException as unexpected:  # noqa: BLE001 - reported to run()
+            self._abort(unexpected)
+            return
+        if not self._tasks and self._settled is not None and not self._settled.done():
+            self._settled.set_result(None)
+
+    def _abort(self, error: BaseException) -> None:
+        if self._settled is not None and not self._settled.done():
+            self._settled.set_exception(error)
+
+    # -- building objects -------------------------------------------------------------
+
+    def _fill(self, selection: Selection, source: Any, obj: dict[str, Any],
+              prev: Position | None) -> None:
+        """Completes every field of ``selection`` on ``source`` into ``obj`` (already in
+        place in the response at ``prev``); resolved fields join the next level."""
+        for plan in selection.fields:
+            kind = plan.kind
+            if kind == TYPENAME:
+                obj[plan.key] = selection.type.name
+                continue
+            if kind == PLAIN:
+                try:
+                    value = getattr(source, plan.attribute)
+                except Exception as raw:  # noqa: BLE001 - a field error like any other
+                    value = raw
+                assert plan.shape is not None
+                self._complete(plan, plan.shape, plan.nullable, value, obj, plan.key, prev)
+                continue
+            obj[plan.key] = None  # keeps the response order; completed with its level
+            self._call(plan, source, obj, prev)
+
+    def _call(self, plan: FieldPlan, source: Any, obj: dict[str, Any],
+              prev: Position | None) -> None:
+        if self.any_nulled and self._nulled(prev):
+            return  # graphql-core cancels work under a nulled position; never start it
+        executor = self.executor
+        path = _field_path(prev, plan.key, plan.parent_type.name)
+        assert plan.field_def is not None and plan.shape is not None
+        try:
+            args = self._arguments(plan)
+            info = executor.build_resolve_info(
+                plan.field_def, [d.node for d in plan.details], plan.parent_type, path)
+            result = plan.field_def.resolve(source, info, **args)  # type: ignore[misc]
+        except Exception as raw:  # noqa: BLE001 - a field error like any other
+            result = raw
+        if isinstance(result, Awaitable):
+            self._start(plan, obj, prev, result)
+        else:
+            self._complete(plan, plan.shape, plan.nullable, result, obj, plan.key, prev)
+
+    def _arguments(self, plan: FieldPlan) -> dict[str, Any]:
+        """The field's arguments, coerced once per run (they depend only on the document
+        and the variables); a coercion error fails the field wherever it is asked for."""
+        if not plan.has_args:
+            return {}
+        found = self._args.get(id(plan))
+        if found is None:
+            executor = self.executor
+            detail = plan.details[0]
+            try:
+                found = get_argument_values(
+                    plan.field_def, detail.node, executor.variable_values,  # type: ignore[arg-type]
+                    detail.fragment_variable_values, executor.hide_suggestions)
+            except Exception as raw:  # noqa: BLE001
+                found = raw
+            self._args[id(plan)] = found
+        if isinstance(found, Exception):
+            raise found
+        return found  # type: ignore[no-any-return]
+
+    # -- completing values ------------------------------------------------------------
+
+    def _complete(self, plan: FieldPlan, shape: Shape, nullable: bool, value: Any,
+                  container: Any, key: str | int, prev: Position | None) -> None:
+        """Completes ``value`` into ``container[key]`` (graphql-core's completeValue)."""
+        if isinstance(value, Exception):
+            self._fail(plan, value, container, key, nullable, prev)
+            return
+        if value is None or value is Undefined:
+            if nullable:
+                container[key] = None
+            else:
+                self._fail(plan, TypeError(
+                    "Cannot return null for non-nullable field"
+                    f" {plan.parent_type.name}.{plan.name}."), container, key, nullable, prev)
+            return
+        kind = shape.kind
+        if kind == LEAF:
+            assert shape.coerce is not None
+            try:
+                coerced = shape.coerce(value)
+                if coerced is None or coerced is Undefined:
+                    raise TypeError(  # noqa: TRY301 - graphql-core's wording
+                        f"Expected `{inspect(shape.leaf)}.coerce_output_value("
+                        f"{inspect(value)})` to return non-nullable value, returned:"
+                        f" {inspect(coerced)}")
+            except Exception as raw:  # noqa: BLE001
+                self._fail(plan, raw, container, key, nullable, prev)
+                return
+            container[key] = coerced
+            return
+        if kind == LIST:
+            if not is_iterable(value):
+                self._fail(plan, GraphQLError(
+                    "Expected Iterable, but did not find one for field"
+                    f" '{plan.parent_type.name}.{plan.name}'."), container, key, nullable, prev)
+                return
+            items: list[Any] = []
+            container[key] = items
+            position = Position(prev, key, container, nullable,
+                                plan.parent_type.name if isinstance(key, str) else None)
+            item_shape = shape.item
+            item_nullable = shape.item_nullable
+            assert item_shape is not None
+            for index, item in enumerate(value):
+                items.append(None)
+                self._complete(plan, item_shape, item_nullable, item, items, index, position)
+                if self.any_nulled and self._nulled(position):
+                    return  # the list (or an ancestor) was nulled: the rest is dropped
+            return
+        assert kind == OBJECT and shape.selection is not None
+        obj: dict[str, Any] = {}
+        container[key] = obj
+        position = Position(prev, key, container, nullable,
+                            plan.parent_type.name if isinstance(key, str) else None)
+        self._fill(shape.selection, value, obj, position)
+
+    def _fail(self, plan: FieldPlan, raw: Exception, container: Any, key: str | int,
+              nullable: bool, prev: Position | None) -> None:
+        """A field error at ``container[key]``: located there, held by the nearest
+        nullable position (``key`` itself, or an ancestor), which becomes null."""
+        typename = plan.parent_type.name if isinstance(key, str) else None
+        path = _field_path(prev, key, typename)
+        error = located_error(raw, [d.node for d in plan.details], path.as_list())
+        if nullable:
+            holder: Position | None = Position(prev, key, container, True, typename)
+        else:
+            holder = prev
+            while holder is not None and not holder.nullable:
+                holder = holder.prev
+        if self._nulled(holder):
+            return
+        self.any_nulled = True
+        self.errors.append(error)
+        if holder is None:
+            self.root_nulled = True
+            return
+        holder.container[holder.key] = None
+        holder.dead = True
+
+    def _nulled(self, position: Position | None) -> bool:
+        if self.root_nulled:
+            return True
+        while position is not None:
+            if position.dead:
+                return True
+            position = position.prev
+        return False

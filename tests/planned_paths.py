@@ -1,0 +1,81 @@
+"""Both execution paths side by side, for the differential and property tests: one
+schema that plans queries, one that leaves every field to graphql-core, run over the same
+seeded stores with the same caller and the same "now"."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+import orjson
+import strawberry
+
+from gateway.auth import Caller
+from gateway.context import new_context
+from gateway.settings import Settings
+from gateway.stores import Stores
+from gateway.stores.base import StoreCalls, begin_counting
+from resolvers.execution.planned import PlannedExecutionContext
+from resolvers.schema import build_schema
+
+NOW = datetime.now(UTC).replace(second=0, microsecond=0)
+
+
+@dataclass
+class Answer:
+    data: Any
+    errors: list[dict[str, Any]]
+    calls: StoreCalls
+    planned: bool
+
+    def comparable(self) -> tuple[bytes, list[bytes]]:
+        """The data as bytes (key order included) and the errors as a sorted list: the
+        spec gives errors no order, and graphql-core's follows task timing."""
+        return (orjson.dumps(self.data),
+                sorted(orjson.dumps(e, option=orjson.OPT_SORT_KEYS) for e in self.errors))
+
+
+@dataclass
+class Paths:
+    stores: Stores
+    planned: strawberry.Schema
+    reference: strawberry.Schema
+    settings: Settings
+
+    @classmethod
+    def over(cls, stores: Stores, settings: Settings) -> Paths:
+        return cls(stores, build_schema(dataclasses.replace(settings, planned_execution=True)),
+                   build_schema(dataclasses.replace(settings, planned_execution=False)),
+                   settings)
+
+    async def answer(self, schema: strawberry.Schema, caller: Caller, query: str,
+                     variables: dict[str, Any] | None) -> Answer:
+        calls = begin_counting()
+        context = new_context(self.stores, self.settings, caller, calls=calls)
+        context.now = NOW
+        before = PlannedExecutionContext.plans_run
+        result = await schema.execute(query, variable_values=variables, context_value=context)
+        return Answer(result.data, [e.formatted for e in result.errors or []], calls,
+                      PlannedExecutionContext.plans_run > before)
+
+    async def both(self, caller: Caller, query: str, variables: dict[str, Any] | None
+                   ) -> tuple[Answer, Answer]:
+        reference = await self.answer(self.reference, caller, query, variables)
+        planned = await self.answer(self.planned, caller, query, variables)
+        return reference, planned
+
+
+def assert_same(reference: Answer, planned: Answer, what: str) -> None:
+    assert not reference.planned, "the reference path must not plan"
+    assert planned.comparable() == reference.comparable(), (
+        f"{what}\nreference: {reference.data!r} {reference.errors!r}\n"
+        f"planned:   {planned.data!r} {planned.errors!r}")
+    for store, count in planned.calls.as_dict().items():
+        assert count <= getattr(reference.calls, store), (what, planned.calls, reference.calls)
+
+
+def caller(tenant_id: UUID, role: str, device_id: UUID | None = None) -> Caller:
+    return Caller(tenant_id, role, uuid4(), device_id)
