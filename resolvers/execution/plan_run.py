@@ -62,6 +62,10 @@ def _field_path(prev: Position | None, key: str | int, typename: str | None) -> 
     return Path(prev.path() if prev is not None else None, key, typename)
 
 
+# A resolver's pending value: the field, the dict it goes into, the position of that dict.
+_Call = tuple[FieldPlan, dict[str, Any], "Position | None", Awaitable[Any]]
+
+
 class PlanRun:
     """One execution of a plan. ``executor`` is the graphql-core executor of the request
     (its variables, context, resolve infos); its errors are collected here."""
@@ -73,17 +77,23 @@ class PlanRun:
         self.root_nulled = False
         self.any_nulled = False
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._spawned: list[_Call] = []
         self._settled: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._args: dict[int, Any] = {}
 
     async def run(self, root_value: Any) -> dict[str, Any] | None:
-        loop = asyncio.get_running_loop()
-        self._loop = loop
+        self._loop = asyncio.get_running_loop()
         data: dict[str, Any] = {}
         self._fill(self.selection, root_value, data, None)
+        spawned, self._spawned = self._spawned, []
+        if len(spawned) == 1:
+            await self._drive(*spawned[0])
+        else:
+            for item in spawned:
+                self._start(item)
         if self._tasks:
-            self._settled = loop.create_future()
+            self._settled = self._loop.create_future()
             try:
                 await self._settled
             except BaseException:
@@ -92,39 +102,42 @@ class PlanRun:
                 raise
         return None if self.root_nulled else data
 
-    def _start(self, plan: FieldPlan, obj: dict[str, Any], prev: Position | None,
-               awaitable: Any) -> None:
-        """Runs a resolver's awaitable as a task; its value is completed the moment it is
-        ready, which starts the next level's resolvers in the same loop iteration as every
-        other value of the same batch, so the dataloaders batch them together (the same
-        timing as graphql-core's, hence the same or fewer round trips)."""
-        task = asyncio.ensure_future(awaitable, loop=self._loop)
+    def _start(self, item: _Call) -> None:
+        task = asyncio.ensure_future(self._drive(*item), loop=self._loop)
         self._tasks.add(task)
-        task.add_done_callback(lambda done: self._finish(plan, obj, prev, done))
+        task.add_done_callback(self._done)
 
-    def _finish(self, plan: FieldPlan, obj: dict[str, Any], prev: Position | None,
-                task: asyncio.Future[Any]) -> None:
-        self._tasks.discard(task)
-        try:
-            if task.cancelled():
-                return
-            error = task.exception()
-            if error is not None and not isinstance(error, Exception):
-                self._abort(error)
-                return
+    async def _drive(self, plan: FieldPlan, obj: dict[str, Any], prev: Position | None,
+                     awaitable: Awaitable[Any]) -> None:
+        """Awaits a resolver and completes its value in the same step, like graphql-core:
+        the next level's resolvers are called at once, so their loads join the batches
+        of the loop iteration that produced the value. One new resolver is awaited right
+        here (graphql-core awaits an object's only pending field inline); several run as
+        tasks of their own."""
+        while True:
+            try:
+                value = await awaitable
+            except Exception as raw:  # noqa: BLE001 - a field error like any other
+                value = raw
             if not (self.any_nulled and self._nulled(prev)):
                 assert plan.shape is not None
-                value = error if error is not None else task.result()
                 self._complete(plan, plan.shape, plan.nullable, value, obj, plan.key, prev)
-        except BaseException as unexpected:  # noqa: BLE001 - reported to run()
-            self._abort(unexpected)
-            return
-        if not self._tasks and self._settled is not None and not self._settled.done():
-            self._settled.set_result(None)
+            spawned, self._spawned = self._spawned, []
+            if len(spawned) != 1:
+                for item in spawned:
+                    self._start(item)
+                return
+            plan, obj, prev, awaitable = spawned[0]
 
-    def _abort(self, error: BaseException) -> None:
-        if self._settled is not None and not self._settled.done():
-            self._settled.set_exception(error)
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        settled = self._settled
+        if settled is None or settled.done():
+            return
+        if not task.cancelled() and task.exception() is not None:
+            settled.set_exception(task.exception())  # type: ignore[arg-type]
+        elif not self._tasks:
+            settled.set_result(None)
 
     # -- building objects -------------------------------------------------------------
 
@@ -163,7 +176,7 @@ class PlanRun:
         except Exception as raw:  # noqa: BLE001 - a field error like any other
             result = raw
         if isinstance(result, Awaitable):
-            self._start(plan, obj, prev, result)
+            self._spawned.append((plan, obj, prev, result))
         else:
             self._complete(plan, plan.shape, plan.nullable, result, obj, plan.key, prev)
 
