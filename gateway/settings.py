@@ -225,7 +225,7 @@ class Settings:
         "tenant", "claim holding the tenant id (e.g. `https://iotsphere/tenant` for identity "
         "providers that namespace custom claims)")
     jwt_role_claim: str = setting("role", "claim holding the role")
-    # Execution (docs/architecture.md).
+    # Execution (README, Planned execution).
     planned_execution: bool = setting(
         True, "queries run by plan (resolvers/execution/): a plan per document, no resolver "
         "call per plain field; `false`: every field through graphql-core", shown="`true`")

@@ -31,6 +31,7 @@ def test_dsns_given_are_kept_and_the_rest_filled_in() -> None:
 @pytest.mark.parametrize(("key", "value"), [
     ("IOTSPHERE_PORT", "eighty"), ("IOTSPHERE_PORT", "-1"), ("IOTSPHERE_ENV", "staging"),
     ("IOTSPHERE_MAX_PAGE_SIZE", "0"), ("IOTSPHERE_STORE_TIMEOUT", "soon"),
+    ("IOTSPHERE_PLANNED_EXECUTION", "maybe"),
 ])
 def test_malformed_values_fail_naming_the_key(key: str, value: str) -> None:
     with pytest.raises(SettingsError, match=key):
@@ -56,3 +57,10 @@ def test_every_declared_setting_is_read_from_its_key() -> None:
     assert (settings.persisted_operations, settings.jwt_role_claim) == ("allow", "r")
     assert {"MAX_COST", "JWT_PUBLIC_KEY", "JWT_PUBLIC_KEY_FILE", "OTEL_ENDPOINT"} <= set(KEYS)
     assert len(KEYS) == len(set(KEYS)) == len(DECLARED) + 1
+
+
+@pytest.mark.parametrize(("value", "planned"), [
+    (None, True), ("true", True), ("1", True), ("false", False), ("off", False)])
+def test_planned_execution_is_on_unless_switched_off(value: str | None, planned: bool) -> None:
+    env = {} if value is None else {"IOTSPHERE_PLANNED_EXECUTION": value}
+    assert Settings.from_env(env).planned_execution is planned

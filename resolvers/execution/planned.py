@@ -27,8 +27,8 @@ from graphql.execution.collect_fields import collect_fields
 from graphql.language import Visitor
 
 from resolvers.execution import plan as plans
-from resolvers.execution.plan_run import PlanRun
 from resolvers.execution.flat_lists import FlatListExecutionContext
+from resolvers.execution.plan_run import PlanRun
 
 MAX_PLANS = 512
 
