@@ -20,6 +20,7 @@ from gateway.stores.predicates import All, Cmp, JsonCmp, Pred
 from gateway.stores.registry import like_pattern
 from gateway.stores.telemetry import EMPTY_SERIES
 from resolvers.devices import DeviceConnection, DeviceFilter, DeviceOrder, resolve_asset_devices
+from resolvers.execution.batch_fields import batched, one, settled
 from resolvers.ordering import OrderDirection
 from resolvers.pagination import (
     FirstArg,
@@ -78,15 +79,11 @@ class Asset:
 
     @strawberry.field
     async def parent(self, info: Info) -> Asset | None:
-        if self.parent_id is None:
-            return None
-        row = await info.context.loaders.asset.load(self.parent_id)
-        return Asset.from_row(row) if row else None
+        return one(await asset_parents([self], info))  # type: ignore[no-any-return]
 
     @strawberry.field
     async def children(self, info: Info) -> list[Asset]:
-        rows = await info.context.loaders.children.load(self.uuid)
-        return [Asset.from_row(r) for r in rows]
+        return one(await asset_children([self], info))  # type: ignore[no-any-return]
 
     @strawberry.field(description="From the root down to the parent.")
     async def ancestors(self, info: Info) -> list[Asset]:
@@ -120,6 +117,30 @@ class Asset:
             bucket=Interval(q.bucket), aggregate=Aggregate(q.aggregate), device_count=devices,
             points=series_points(q, rows), stats=series_stats(rows),
         )
+
+
+# Asset fields for a whole level of assets (resolvers.execution.batch_fields); the fields
+# above resolve one asset through the same functions.
+
+@batched("Asset", "parent")
+async def asset_parents(assets: list[Asset], info: Info) -> list[Any]:
+    loader = info.context.loaders.asset
+    placed = [a for a in assets if a.parent_id is not None]
+    rows = dict(zip((id(a) for a in placed),
+                    await settled([loader.load(a.parent_id) for a in placed]), strict=True))
+    values: list[Any] = []
+    for asset in assets:
+        row = rows.get(id(asset))
+        values.append(row if isinstance(row, Exception) else Asset.from_row(row) if row else None)
+    return values
+
+
+@batched("Asset", "children")
+async def asset_children(assets: list[Asset], info: Info) -> list[Any]:
+    loader = info.context.loaders.children
+    found = await settled([loader.load(a.uuid) for a in assets])
+    return [rows if isinstance(rows, Exception) else [Asset.from_row(r) for r in rows]
+            for rows in found]
 
 
 @strawberry.type

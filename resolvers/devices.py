@@ -24,6 +24,7 @@ from resolvers.device_query import (
     resolve_asset_side,
 )
 from resolvers.device_status import DeviceStatus
+from resolvers.execution.batch_fields import batched, one, settled
 from resolvers.pagination import PageInfo, encode_position, page_info_of
 from resolvers.permissions import TENANT_READERS, allow
 from resolvers.scalars import Interval
@@ -87,30 +88,17 @@ class Device:
     @strawberry.field(description="The asset this device is installed on (Asset DB).",
                       extensions=[allow(*TENANT_READERS)])
     async def asset(self, info: Info) -> AssetRef | None:
-        profile = await info.context.loaders.profile.load(self.uuid)
-        if profile is None or profile["asset_id"] is None:
-            return None
-        row = await info.context.loaders.asset.load(profile["asset_id"])
-        asset: type[Asset] = _ASSET.resolve_type()
-        return asset.from_row(row) if row else None
+        return one(await device_assets([self], info))
 
     @strawberry.field(
         description="Rich device metadata: manufacturer, model, specs... (Asset DB, JSONB)."
     )
     async def metadata(self, info: Info) -> JSON | None:
-        profile = await info.context.loaders.profile.load(self.uuid)
-        return profile["metadata"] if profile else None
+        return one(await device_metadata([self], info))
 
     @strawberry.field(description="What the device measures and accepts (Asset DB).")
     async def capabilities(self, info: Info) -> list[Capability] | None:
-        profile = await info.context.loaders.profile.load(self.uuid)
-        if profile is None:
-            return None
-        return [
-            Capability(metric=c["metric"], unit=c.get("unit"), min=c.get("min"),
-                       max=c.get("max"), description=c.get("description"))
-            for c in profile["capabilities"]
-        ]
+        return one(await device_capabilities([self], info))
 
     @strawberry.field(
         description="One metric over a time range; raw points, or buckets when `bucket` is "
@@ -125,18 +113,15 @@ class Device:
             description="Raw points oldest first (default) or newest first; with `limit`, "
             "which end of the range the points come from.")] = TimeOrder.OLDEST_FIRST,
     ) -> TelemetrySeries | None:
-        q = series_query(info, metric, from_, to, bucket, aggregate, limit)
-        if order is TimeOrder.NEWEST_FIRST:
-            q = replace(q, newest_first=True)
-        rows = await info.context.loaders.series(q).load(self.uuid)
-        return to_series(self.uuid, q, rows)
+        return one(await device_telemetry([self], info, metric=metric, from_=from_, to=to,
+                                          bucket=bucket, aggregate=aggregate, limit=limit,
+                                          order=order))
 
     @strawberry.field(
         description="The newest reading of each metric (all metrics when `metrics` is omitted)."
     )
     async def latest(self, info: Info, metrics: list[str] | None = None) -> list[Reading] | None:
-        rows = await info.context.loaders.latest(metrics).load(self.uuid)
-        return [Reading(metric=r["metric"], time=r["time"], value=r["value"]) for r in rows]
+        return one(await device_latest([self], info, metrics=metrics))
 
     @strawberry.field(
         description="Linear trend of a metric over `window` and when it will cross "
@@ -160,10 +145,98 @@ class Device:
         "had a shadow."
     )
     async def shadow(self, info: Info) -> Shadow | None:
-        if self.status is DeviceStatus.DECOMMISSIONED:
-            return None  # its shadow is deleted, or about to be by the reconciler
-        doc = await info.context.loaders.shadow.load(self.uuid)
-        return Shadow.from_doc(doc) if doc else None
+        return one(await device_shadows([self], info))
+
+
+# Device fields for a whole level of devices (resolvers.execution.batch_fields); the
+# fields above resolve one device through the same functions.
+
+@batched("Device", "asset")
+async def device_assets(devices: list[Device], info: Info) -> list[Any]:
+    loaders = info.context.loaders
+    profiles = await settled([loaders.profile.load(d.uuid) for d in devices])
+    # The profile loader primes the asset loader with each installed asset.
+    rows = await settled([
+        loaders.asset.load(p["asset_id"]) for p in profiles
+        if not isinstance(p, Exception) and p is not None and p["asset_id"] is not None])
+    asset: type[Asset] = _ASSET.resolve_type()
+    found = iter(rows)
+    values: list[Any] = []
+    for profile in profiles:
+        if isinstance(profile, Exception):
+            values.append(profile)
+        elif profile is None or profile["asset_id"] is None:
+            values.append(None)
+        else:
+            row = next(found)
+            values.append(row if isinstance(row, Exception)
+                          else asset.from_row(row) if row else None)
+    return values
+
+
+@batched("Device", "metadata")
+async def device_metadata(devices: list[Device], info: Info) -> list[Any]:
+    profiles = await settled([info.context.loaders.profile.load(d.uuid) for d in devices])
+    return [p if isinstance(p, Exception) else p["metadata"] if p else None for p in profiles]
+
+
+@batched("Device", "capabilities")
+async def device_capabilities(devices: list[Device], info: Info) -> list[Any]:
+    profiles = await settled([info.context.loaders.profile.load(d.uuid) for d in devices])
+    return [p if isinstance(p, Exception) or p is None else [
+        Capability(metric=c["metric"], unit=c.get("unit"), min=c.get("min"),
+                   max=c.get("max"), description=c.get("description"))
+        for c in p["capabilities"]] for p in profiles]
+
+
+@batched("Device", "telemetry")
+async def device_telemetry(
+    devices: list[Device], info: Info, *, metric: str, from_: datetime | None = None,
+    to: datetime | None = None, bucket: Interval | None = None,
+    aggregate: Aggregate | None = Aggregate.AVG, limit: int | None = None,
+    order: TimeOrder = TimeOrder.OLDEST_FIRST,
+) -> list[Any]:
+    try:
+        q = series_query(info, metric, from_, to, bucket, aggregate, limit)
+    except Exception as error:  # noqa: BLE001 - every device's field fails with it
+        return [error] * len(devices)
+    if order is TimeOrder.NEWEST_FIRST:
+        q = replace(q, newest_first=True)
+    loader = info.context.loaders.series(q)
+    rows = await settled([loader.load(d.uuid) for d in devices])
+    values: list[Any] = []
+    for device, found in zip(devices, rows, strict=True):
+        try:
+            values.append(found if isinstance(found, Exception)
+                          else to_series(device.uuid, q, found))
+        except Exception as error:  # noqa: BLE001 - this device's series is too long
+            values.append(error)
+    return values
+
+
+@batched("Device", "latest")
+async def device_latest(devices: list[Device], info: Info, *,
+                        metrics: list[str] | None = None) -> list[Any]:
+    loader = info.context.loaders.latest(metrics)
+    found = await settled([loader.load(d.uuid) for d in devices])
+    return [rows if isinstance(rows, Exception) else [
+        Reading(metric=r["metric"], time=r["time"], value=r["value"]) for r in rows]
+        for rows in found]
+
+
+@batched("Device", "shadow")
+async def device_shadows(devices: list[Device], info: Info) -> list[Any]:
+    loader = info.context.loaders.shadow
+    # A decommissioned device's shadow is deleted, or about to be by the reconciler.
+    live = [d for d in devices if d.status is not DeviceStatus.DECOMMISSIONED]
+    docs = dict(zip((d.uuid for d in live),
+                    await settled([loader.load(d.uuid) for d in live]), strict=True))
+    values: list[Any] = []
+    for device in devices:
+        doc = docs.get(device.uuid)
+        values.append(doc if isinstance(doc, Exception)
+                      else Shadow.from_doc(doc) if doc else None)
+    return values
 
 
 @strawberry.type

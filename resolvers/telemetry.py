@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import lru_cache
+from typing import Any
 from uuid import UUID
 
 import strawberry
@@ -12,6 +13,7 @@ import strawberry
 from gateway.context import Info
 from gateway.errors import BadUserInput, LimitExceeded
 from gateway.stores.telemetry import BUCKET_ORIGIN, SeriesQuery, SeriesRows, Trend
+from resolvers.execution.batch_fields import batched, one, settled
 from resolvers.scalars import Interval
 
 DEFAULT_RANGE = timedelta(hours=1)
@@ -72,11 +74,27 @@ class TelemetrySeries:
 
     @strawberry.field
     async def unit(self, info: Info) -> str | None:
-        profile = await info.context.loaders.profile.load(self.device_uuid)
+        return one(await series_units([self], info))  # type: ignore[no-any-return]
+
+
+@batched("TelemetrySeries", "unit")
+async def series_units(series: list[TelemetrySeries], info: Info) -> list[Any]:
+    """TelemetrySeries.unit for a whole level of series (resolvers.execution.batch_fields):
+    the unit the device's profile declares for the series' metric."""
+    loader = info.context.loaders.profile
+    profiles = await settled([loader.load(s.device_uuid) for s in series])
+    values: list[Any] = []
+    for one_series, profile in zip(series, profiles, strict=True):
+        if isinstance(profile, Exception):
+            values.append(profile)
+            continue
+        unit = None
         for capability in (profile["capabilities"] if profile else None) or []:
-            if capability.get("metric") == self.metric:
-                return capability.get("unit")
-        return None
+            if capability.get("metric") == one_series.metric:
+                unit = capability.get("unit")
+                break
+        values.append(unit)
+    return values
 
 
 @strawberry.type

@@ -9,6 +9,8 @@ obtained and completed:
 - ``__typename``: the object type's name, a constant;
 - a plain attribute (a Strawberry field without a resolver): read off the object;
 - a resolved field: its resolver, called with arguments coerced once per run;
+- a batched field (``resolvers.execution.batch_fields``): one call for every object of
+  the level, its ``allow(...)`` rule checked once;
 
 and the shape of its type: nullability at every list level, the leaf's output coercion,
 or the nested selection plan of an object type.
@@ -36,12 +38,15 @@ from graphql import (
     is_object_type,
 )
 from graphql.execution.collect_fields import FieldDetails
+from strawberry.permission import PermissionExtension
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 
+from resolvers.execution.batch_fields import BATCHES, BatchResolver
 from resolvers.execution.leaf_coercion import fast_coercion
+from resolvers.permissions import Rule
 
 LEAF, LIST, OBJECT = 0, 1, 2
-TYPENAME, PLAIN, RESOLVED = 0, 1, 2
+TYPENAME, PLAIN, RESOLVED, BATCHED = 0, 1, 2, 3
 
 # Collects the selection set of ``type`` for a field group: graphql-core's own
 # ``Executor.collect_subfields`` (grouped fields, new defer usages, forbidden directives).
@@ -75,6 +80,9 @@ class FieldPlan:
     shape: Shape | None = None
     attribute: str = ""  # PLAIN: the Python attribute
     has_args: bool = False
+    batch: BatchResolver | None = None  # BATCHED
+    rules: tuple[Rule, ...] = ()  # BATCHED: the field's allow(...) rules
+    definition: Any = None  # BATCHED: the Strawberry field (arguments, Info)
 
     @property
     def name(self) -> str:
@@ -107,7 +115,7 @@ def _selection(type_: GraphQLObjectType, grouped: dict[str, list[FieldDetails]],
         if plan is None:
             continue  # an unknown field: graphql-core skips it too (validation refuses it)
         selection.fields.append(plan)
-        if plan.kind == RESOLVED or (plan.shape is not None and _has_object(plan.shape)):
+        if plan.kind >= RESOLVED or (plan.shape is not None and _has_object(plan.shape)):
             selection.deep = True
     return selection
 
@@ -141,7 +149,30 @@ def _field(type_: GraphQLObjectType, key: str, details: list[FieldDetails],
             plan.attribute = definition.python_name
     elif resolve is None:
         raise Unplannable(f"{type_.name}.{name} has no resolver of Strawberry's")
+    else:
+        _batch(plan, BATCHES.get((type_.name, name)))
     return plan
+
+
+def _batch(plan: FieldPlan, batch: BatchResolver | None) -> None:
+    """Makes ``plan`` BATCHED when the field has a batch resolver and no field extension
+    but ``allow(...)`` (whose rules the run checks once per level)."""
+    assert plan.field_def is not None
+    definition = (plan.field_def.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    if batch is None or definition is None:
+        return
+    rules: list[Rule] = []
+    for extension in definition.extensions:
+        if not isinstance(extension, PermissionExtension) or extension.fail_silently:
+            return
+        for permission in extension.permissions:
+            if type(permission) is not Rule:
+                return
+            rules.append(permission)
+    plan.kind = BATCHED
+    plan.batch = batch
+    plan.rules = tuple(rules)
+    plan.definition = definition
 
 
 def _nullable(type_: GraphQLOutputType) -> GraphQLOutputType:

@@ -17,14 +17,17 @@ error; errors below a position already nulled are dropped (graphql-core's
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from graphql import GraphQLError, Undefined, located_error
 from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path, inspect, is_iterable
+from strawberry.types.arguments import convert_arguments
 
 from resolvers.execution.plan import (
+    BATCHED,
     LEAF,
     LIST,
     OBJECT,
@@ -62,8 +65,10 @@ def _field_path(prev: Position | None, key: str | int, typename: str | None) -> 
     return Path(prev.path() if prev is not None else None, key, typename)
 
 
-# A resolver's pending value: the field, the dict it goes into, the position of that dict.
-_Call = tuple[FieldPlan, dict[str, Any], "Position | None", Awaitable[Any]]
+# A resolver's pending value, and what completes it.
+_Call = tuple[Callable[[Any], None], Awaitable[Any]]
+# An object waiting for a batched field: its source, its dict, the position of the dict.
+_Parent = tuple[Any, dict[str, Any], "Position | None"]
 
 
 class PlanRun:
@@ -78,6 +83,8 @@ class PlanRun:
         self.any_nulled = False
         self._tasks: set[asyncio.Future[Any]] = set()
         self._spawned: list[_Call] = []
+        self._groups: dict[FieldPlan, list[_Parent]] = {}
+        self._batch_inputs: dict[int, Any] = {}
         self._settled: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._args: dict[int, Any] = {}
@@ -86,6 +93,7 @@ class PlanRun:
         self._loop = asyncio.get_running_loop()
         data: dict[str, Any] = {}
         self._fill(self.selection, root_value, data, None)
+        self._flush()
         spawned, self._spawned = self._spawned, []
         if len(spawned) == 1:
             await self._drive(*spawned[0])
@@ -107,7 +115,7 @@ class PlanRun:
         self._tasks.add(task)
         task.add_done_callback(self._done)
 
-    async def _drive(self, plan: FieldPlan, obj: dict[str, Any], prev: Position | None,
+    async def _drive(self, complete: Callable[[Any], None],
                      awaitable: Awaitable[Any]) -> None:
         """Awaits a resolver and completes its value in the same step, like graphql-core:
         the next level's resolvers are called at once, so their loads join the batches
@@ -119,15 +127,31 @@ class PlanRun:
                 value = await awaitable
             except Exception as raw:  # noqa: BLE001 - a field error like any other
                 value = raw
-            if not (self.any_nulled and self._nulled(prev)):
-                assert plan.shape is not None
-                self._complete(plan, plan.shape, plan.nullable, value, obj, plan.key, prev)
+            complete(value)
+            self._flush()
             spawned, self._spawned = self._spawned, []
             if len(spawned) != 1:
                 for item in spawned:
                     self._start(item)
                 return
-            plan, obj, prev, awaitable = spawned[0]
+            complete, awaitable = spawned[0]
+
+    def _complete_field(self, plan: FieldPlan, obj: dict[str, Any], prev: Position | None,
+                        value: Any) -> None:
+        if not (self.any_nulled and self._nulled(prev)):
+            assert plan.shape is not None
+            self._complete(plan, plan.shape, plan.nullable, value, obj, plan.key, prev)
+
+    def _complete_batch(self, plan: FieldPlan, parents: list[_Parent], values: Any) -> None:
+        """Completes a batch resolver's values, one per parent; an exception in place of
+        the list fails every parent's field with it."""
+        if isinstance(values, Exception) or len(values) != len(parents):
+            failure = values if isinstance(values, Exception) else RuntimeError(
+                f"{plan.parent_type.name}.{plan.name}: the batch resolver answered "
+                f"{len(values)} values for {len(parents)} objects")
+            values = [failure] * len(parents)
+        for (_, obj, prev), value in zip(parents, values, strict=True):
+            self._complete_field(plan, obj, prev, value)
 
     def _done(self, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
@@ -159,7 +183,11 @@ class PlanRun:
                 self._complete(plan, plan.shape, plan.nullable, value, obj, plan.key, prev)
                 continue
             obj[plan.key] = None  # keeps the response order; completed with its level
-            self._call(plan, source, obj, prev)
+            if kind == BATCHED:
+                if not (self.any_nulled and self._nulled(prev)):
+                    self._groups.setdefault(plan, []).append((source, obj, prev))
+            else:
+                self._call(plan, source, obj, prev)
 
     def _call(self, plan: FieldPlan, source: Any, obj: dict[str, Any],
               prev: Position | None) -> None:
@@ -176,9 +204,60 @@ class PlanRun:
         except Exception as raw:  # noqa: BLE001 - a field error like any other
             result = raw
         if isinstance(result, Awaitable):
-            self._spawned.append((plan, obj, prev, result))
+            self._spawned.append((partial(self._complete_field, plan, obj, prev), result))
         else:
             self._complete(plan, plan.shape, plan.nullable, result, obj, plan.key, prev)
+
+    def _flush(self) -> None:
+        """Calls each batched field once for the objects that gathered for it while the
+        current step built its values."""
+        while self._groups:
+            groups, self._groups = self._groups, {}
+            for plan, parents in groups.items():
+                complete = partial(self._complete_batch, plan, parents)
+                try:
+                    info, kwargs = self._batch_input(plan, parents[0][2])
+                    assert plan.batch is not None
+                    awaitable = plan.batch([p[0] for p in parents], info, **kwargs)
+                except Exception as raw:  # noqa: BLE001 - fails the field on every object
+                    complete(raw)
+                    continue
+                self._spawned.append((complete, awaitable))
+
+    def _batch_input(self, plan: FieldPlan, prev: Position | None) -> tuple[Any, Any]:
+        """The Strawberry Info and converted arguments of a batched field, once per run,
+        with its allow(...) rules checked for them; what raises fails the field on every
+        object asking for it (one error per object, as per-object checks would give)."""
+        found = self._batch_inputs.get(id(plan))
+        if found is None:
+            try:
+                found = self._prepare(plan, prev)
+            except Exception as raw:  # noqa: BLE001
+                found = raw
+            self._batch_inputs[id(plan)] = found
+        if isinstance(found, Exception):
+            raise found
+        return found  # type: ignore[no-any-return]
+
+    def _prepare(self, plan: FieldPlan, prev: Position | None) -> tuple[Any, Any]:
+        executor = self.executor
+        assert plan.field_def is not None
+        strawberry_schema = executor.schema._strawberry_schema
+        raw_info = executor.build_resolve_info(
+            plan.field_def, [d.node for d in plan.details], plan.parent_type,
+            _field_path(prev, plan.key, plan.parent_type.name))
+        definition = plan.definition
+        info = strawberry_schema.config.info_class(_raw_info=raw_info, _field=definition)
+        kwargs = convert_arguments(
+            self._arguments(plan), definition.arguments,
+            scalar_registry=strawberry_schema.schema_converter.scalar_registry,
+            config=strawberry_schema.config, info=info)
+        for extension in definition.extensions:
+            kwargs = extension.map_arguments(kwargs)
+        for rule in plan.rules:
+            rule.check(executor.context_value.caller, kwargs, plan.name)
+        return info, kwargs
+
 
     def _arguments(self, plan: FieldPlan) -> dict[str, Any]:
         """The field's arguments, coerced once per run (they depend only on the document

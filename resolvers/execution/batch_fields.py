@@ -1,0 +1,56 @@
+"""Fields resolved for a whole level at once: one call with every parent object of the
+level instead of one resolver call (and one task) per object.
+
+A batch resolver takes the parents, the Strawberry ``Info`` and the field's converted
+arguments, and answers one value per parent, in order: the field's value, or the
+exception that fails that parent's field. The field's own resolver calls the same
+function with one parent (``one``), so each rule is written once and both executors run
+it. Loads are awaited future by future (never ``load_many``'s extra ``gather``), so a
+batch takes exactly the loop iterations one parent's resolver takes, and the loaders
+batch the same way on both paths.
+
+    @batched("Device", "metadata")
+    async def device_metadata(devices, info) -> list[Any]: ...
+
+The planned executor (``resolvers.execution.plan_run``) checks the field's ``allow(...)``
+rule once per level, with the same caller and arguments the per-object check would see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+BatchResolver = Callable[..., Awaitable[list[Any]]]
+
+BATCHES: dict[tuple[str, str], BatchResolver] = {}
+
+
+def batched(type_name: str, field_name: str) -> Callable[[BatchResolver], BatchResolver]:
+    """Declares ``function`` the batch resolver of ``type_name.field_name`` (GraphQL
+    names)."""
+    def register(function: BatchResolver) -> BatchResolver:
+        BATCHES[(type_name, field_name)] = function
+        return function
+    return register
+
+
+async def settled(awaitables: Iterable[Awaitable[Any]]) -> list[Any]:
+    """Each awaitable's value, or its exception in its place. Started before this is
+    called (loader futures), they are awaited in turn: a batch resolves them together, so
+    only the first await waits."""
+    values: list[Any] = []
+    for awaitable in awaitables:
+        try:
+            values.append(await awaitable)
+        except Exception as error:  # noqa: BLE001 - the item's own failure
+            values.append(error)
+    return values
+
+
+def one(values: list[Any]) -> Any:
+    """The single parent's value, for a field's own resolver: its exception is raised."""
+    [value] = values
+    if isinstance(value, Exception):
+        raise value
+    return value
