@@ -1,7 +1,12 @@
 """Dashboard benchmark: the bench/queries.py DASHBOARD query over real HTTP.
 
     .venv/bin/python bench/dashboard.py [--devices 120] [--hours 24] [--requests 200]
-        [--duration 60] [--concurrency 1,8] [--profile] [--write]
+        [--duration 60] [--concurrency 1,8] [--query dashboard|subset]
+        [--execution planned,unplanned] [--rounds 1] [--profile] [--write]
+
+--execution runs the load once per execution mode (IOTSPHERE_PLANNED_EXECUTION true or
+false, a fresh server each), interleaved for --rounds rounds, and reports each mode and
+their ratio: planned and unplanned measured in the same run on the same data.
 
 Starts an embedded devstack in a temp dir (or uses the stores named by IOTSPHERE_REGISTRY_DSN,
 IOTSPHERE_ASSETS_DSN, IOTSPHERE_TELEMETRY_DSN and IOTSPHERE_REDIS_URL when all four are set),
@@ -60,7 +65,7 @@ from bench._stack import (  # noqa: E402
     seed_demo,
     stack_up,
 )
-from bench.queries import DASHBOARD  # noqa: E402
+from bench.queries import QUERIES  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 
 # ------------------------------------------------------------------------------ CPU
@@ -181,7 +186,7 @@ class Outcome:
 async def run_load(
     url: str, key: str, args: argparse.Namespace, expected: int, meter: CpuMeter
 ) -> Outcome:
-    body = orjson.dumps({"query": DASHBOARD, "variables": {"first": args.first}})
+    body = orjson.dumps({"query": QUERIES[args.query], "variables": {"first": args.first}})
     headers = {"authorization": f"Bearer {key}", "content-type": "application/json"}
     top = max(args.concurrency)
     limits = httpx.Limits(max_connections=top, max_keepalive_connections=top)
@@ -302,7 +307,7 @@ def report(args: argparse.Namespace, stack: Stack, seeded: Seeded, outcome: Outc
     lines = [
         results_table(outcome),
         "",
-        f"- Query: `DASHBOARD` (bench/queries.py), `first: {args.first}`; "
+        f"- Query: `{args.query.upper()}` (bench/queries.py), `first: {args.first}`; "
         f"{len(seeded.devices)} devices, {args.hours:g} h of one-minute telemetry "
         f"({seeded.readings:,} readings); seeded in {seeded.seconds:.1f}s.",
         "- Store round trips per request (`extensions.storeCalls`): "
@@ -345,6 +350,46 @@ def _levels(text: str) -> list[int]:
 
 
 
+_MODES = {"planned": "true", "unplanned": "false"}
+
+
+def _modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    if not modes or any(m not in _MODES for m in modes):
+        raise argparse.ArgumentTypeError(f"expected planned and/or unplanned, got {text!r}")
+    return modes
+
+
+def compare_modes(outcomes: dict[str, list[Outcome]]) -> str:
+    """Per concurrency: each mode's median req/s and gateway CPU ms/request over its
+    rounds, and planned / unplanned."""
+    lines = ["| concurrency | mode | req/s | p50 ms | gateway CPU ms/req |",
+             "|---:|---|---:|---:|---:|"]
+    medians: dict[tuple[str, int], tuple[float, float]] = {}
+    for mode, runs in outcomes.items():
+        for index, level in enumerate(runs[0].levels):
+            rps = _median([run.levels[index].rps for run in runs])
+            p50 = _median([run.levels[index].pct(50) for run in runs])
+            cpu = _median([run.levels[index].cpu_ms("gateway") or 0.0 for run in runs])
+            medians[(mode, level.concurrency)] = (rps, cpu)
+            lines.append(f"| {level.concurrency} | {mode} | {rps:.1f} | {p50:.1f} | {cpu:.1f} |")
+    if {"planned", "unplanned"} <= set(outcomes):
+        lines.append("")
+        for (mode, concurrency), (rps, cpu) in medians.items():
+            if mode != "planned":
+                continue
+            base_rps, base_cpu = medians[("unplanned", concurrency)]
+            lines.append(f"- c{concurrency}: planned / unplanned req/s "
+                         f"{rps / base_rps:.2f}x, CPU per request {cpu / base_cpu:.2f}x")
+    return "\n".join(lines)
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -364,6 +409,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="warm-up requests per level (default 20)")
     parser.add_argument("--workers", type=positive(int), default=1,
                         help="uvicorn worker processes (default 1)")
+    parser.add_argument("--query", choices=sorted(QUERIES), default="dashboard",
+                        help="the dashboard, or the Postgres-only subset of issue 13")
+    parser.add_argument("--execution", type=_modes, default=["planned"],
+                        help="execution modes to run, e.g. planned,unplanned (interleaved)")
+    parser.add_argument("--rounds", type=positive(int), default=1,
+                        help="rounds of the execution modes, interleaved")
     parser.add_argument("--profile", action="store_true",
                         help="also profile the request in-process (phases, EXPLAIN ANALYZE, "
                              "pyinstrument when installed)")
@@ -391,27 +442,39 @@ def main(argv: list[str] | None = None) -> int:
             seeded = asyncio.run(seed_demo(settings, "bench", args.devices, args.hours))
             log_dir = Path(tempfile.mkdtemp(prefix="iotsphere-bench-log-"))
             exits.callback(shutil.rmtree, log_dir, ignore_errors=True)
-            server = exits.enter_context(Server(stack, log_dir / "server.log",
-                                                workers=args.workers))
-            print(f"gateway up at {server.url} (pid {server.pid})", file=sys.stderr)
-            meter = CpuMeter(server.pid, stack.data_dir)
-            try:
-                outcome = asyncio.run(run_load(server.url, seeded.key, args, expected, meter))
-            except (BenchError, httpx.HTTPError):
-                print(f"--- tail of the server log ---\n{server.tail()}", file=sys.stderr)
-                raise
-            server.stop()  # the profile runs in-process: keep the CPUs for it
+            outcomes: dict[str, list[Outcome]] = {mode: [] for mode in args.execution}
+            for _round in range(args.rounds):
+                for mode in args.execution:
+                    server = Server(stack, log_dir / f"server-{mode}.log", workers=args.workers,
+                                    env={"IOTSPHERE_PLANNED_EXECUTION": _MODES[mode]})
+                    with server:
+                        print(f"gateway ({mode}) up at {server.url} (pid {server.pid})",
+                              file=sys.stderr)
+                        meter = CpuMeter(server.pid, stack.data_dir)
+                        try:
+                            outcomes[mode].append(asyncio.run(
+                                run_load(server.url, seeded.key, args, expected, meter)))
+                        except (BenchError, httpx.HTTPError):
+                            print(f"--- tail of the server log ---\n{server.tail()}",
+                                  file=sys.stderr)
+                            raise
+            # The profile runs in-process, with every server stopped: the CPUs are its own.
+            outcome = outcomes[args.execution[0]][-1]
             profile = None
             if args.profile:
                 profile = asyncio.run(_profile(settings, seeded.key, args, expected))
             info = machine_info(seeded)
             body = report(args, stack, seeded, outcome, profile)
+            if len(args.execution) > 1 or args.rounds > 1:
+                body = (f"Execution modes ({args.rounds} interleaved rounds, medians):\n\n"
+                        + compare_modes(outcomes) + f"\n\nLast round, {args.execution[0]}:\n\n"
+                        + body)
             print("\n".join(f"{k}: {v}" for k, v in info.items()))
             print()
             print(body)
             if args.write:
                 append_results(dated_section(
-                    f"{args.devices} devices, {args.hours:g} h, first {args.first}, "
+                    f"{args.query}, {args.devices} devices, {args.hours:g} h, first {args.first}, "
                     f"{_workers(args.workers)}", info, body))
                 print(f"\nappended to {RESULTS}", file=sys.stderr)
     except KeyboardInterrupt:
@@ -426,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
 async def _profile(settings: Settings, key: str, args: argparse.Namespace, expected: int) -> Any:
     from bench._harness import profile_dashboard
 
-    body = orjson.dumps({"query": DASHBOARD, "variables": {"first": args.first}})
+    body = orjson.dumps({"query": QUERIES[args.query], "variables": {"first": args.first}})
 
     def check(status: int, content: bytes) -> None:
         check_response(status, content, expected)

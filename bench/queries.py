@@ -15,3 +15,15 @@ query Dashboard($first: Int!) {
   }
 }
 """
+
+# The issue-13 subset: Postgres-only, the shape bench/vs_postgraphile.py compares.
+SUBSET = """
+query Subset($first: Int!) {
+  devices(first: $first) {
+    totalCount
+    edges { node { id name status metadata asset { name kind parent { name } } } }
+  }
+}
+"""
+
+QUERIES = {"dashboard": DASHBOARD, "subset": SUBSET}
