@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import itertools
 import os
+import random
 import shutil
 import socket
 import tempfile
@@ -33,6 +34,30 @@ from gateway.auth.callers import create_tenant_with_admin_key
 from gateway.settings import Settings
 from gateway.stores import Stores, open_stores
 from gateway.stores.migrations import STORES, migrate
+
+# Property tests (hypothesis) run from one seed per run, chosen here unless given, printed
+# in the header and beside every failure, so any failing run can be replayed exactly.
+HYPOTHESIS_SEED = "hypothesis_seed"
+
+
+@pytest.hookimpl(tryfirst=True)  # before hypothesis's plugin reads the option
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption(HYPOTHESIS_SEED, None) is None:
+        config.option.hypothesis_seed = str(random.SystemRandom().randrange(2**32))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    seed = config.getoption(HYPOTHESIS_SEED)
+    return f"hypothesis seed: {seed} (replay with --hypothesis-seed={seed})"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed and item.get_closest_marker("hypothesis") is not None:
+        seed = item.config.getoption(HYPOTHESIS_SEED)
+        report.sections.append(("hypothesis seed", f"replay with --hypothesis-seed={seed}"))
+    return report
 
 
 @dataclass(frozen=True)

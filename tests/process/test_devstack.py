@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -71,17 +73,16 @@ def _redis(ep: Endpoints) -> redis.Redis:
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # As root, PostgreSQL runs as an unprivileged user that must be able to walk down to
-    # its PGDATA, but pytest makes its temp dirs 0700. Search permission only, no listing;
-    # pytest resets its root dir to 0700 on the next run.
-    if os.geteuid() == 0:
-        top = tmp_path_factory.getbasetemp().parent
-        for directory in (tmp_path, *tmp_path.parents):
-            directory.chmod(directory.stat().st_mode | 0o001)
-            if directory == top:
-                break
-    return tmp_path / "stack"
+def data_dir() -> Iterator[Path]:
+    # Outside pytest's temp root: as root, PostgreSQL runs as an unprivileged user that
+    # must walk down to its PGDATA, and pytest resets its root to 0700 whenever another
+    # pytest starts (as root, any other run on the machine), which broke running stacks.
+    top = Path(tempfile.mkdtemp(prefix="iotsphere-devstack-"))
+    top.chmod(0o711)  # search only, no listing
+    try:
+        yield top / "stack"
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.fixture

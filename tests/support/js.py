@@ -1,27 +1,20 @@
 """The npm tools in tests/js (reference clients, puppeteer-core), installed on first use.
 
 A tool that cannot be had skips its test with the reason, except under ``CI=true``, where
-it fails: CI must run every test, and a skip there would read as a pass."""
+it fails (``tests.support.tools.unavailable``)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import NoReturn
 
-import pytest
+from tests.support.tools import unavailable
+
+__all__ = ["JS", "npm_ready", "unavailable"]
 
 JS = Path(__file__).resolve().parents[1] / "js"
 NPM_INSTALL_TIMEOUT = 300.0
-
-
-def unavailable(reason: str) -> NoReturn:
-    """Skips the test with ``reason``; under CI=true fails it instead."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: a missing tool fails instead of skipping)")
-    pytest.skip(reason)
 
 
 def npm_ready(*packages: str) -> None:
