@@ -24,6 +24,7 @@ from gateway.errors import BadUserInput, GatewayError, LimitExceeded, StoreUnava
 from gateway.http import spec as http_spec
 from gateway.http.address_limit import AddressLimit, AuthFailuresLimited, authenticate_limited
 from gateway.http.cors import cors_middleware
+from gateway.http.front_door import is_loopback_client, root
 from gateway.http.graphiql import STATIC_PATH, graphiql_html, static_app
 from gateway.http.ingest import ingest_endpoint
 from gateway.http.persisted import PersistedOperations
@@ -73,7 +74,9 @@ class GraphQLEndpoint:
         if scope["type"] == "http" and self._ide_headers is not None and self._is_ide_page(
             Request(scope)
         ):
-            page = HTMLResponse(graphiql_html(endpoint="/graphql", headers=self._ide_headers))
+            # The dev key only for a browser on this machine (gateway/http/front_door.py).
+            headers = self._ide_headers if is_loopback_client(scope) else {}
+            page = HTMLResponse(graphiql_html(endpoint="/graphql", headers=headers))
             await page(scope, receive, send)
             return
         if scope["type"] == "websocket":
@@ -308,6 +311,7 @@ def create_app(
     endpoint = GraphQLEndpoint(graphql, ide_headers, settings.max_concurrent_requests)
     return Starlette(
         routes=[
+            Route("/", root),
             Route("/graphql", endpoint, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", endpoint),
             Mount(STATIC_PATH, static_app()),

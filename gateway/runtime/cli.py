@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import logging
 import math
+import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -16,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from gateway.runtime.banner import banner, base_url, exposure_warning
 from gateway.runtime.workers import configure_logging, export
 from gateway.settings import Settings, SettingsError
 
@@ -77,6 +80,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     # embedded stores below are stopped, not orphaned.
     signal.signal(signal.SIGTERM, _interrupt)
     embedded = settings.embedded
+    warning = exposure_warning(settings)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     try:
         with resolved_settings(settings, share=False) as ready:
             if embedded or args.demo:
@@ -90,11 +96,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 asyncio.run(_with_stores(ready, prepare_demo))
             export(ready, ready.data_dir / "admin-key" if dev_key else None)
             with _demo_simulator(ready) if args.demo else nullcontext():
-                if dev_key:
-                    print(f"\n  GraphiQL:  http://{ready.host}:{ready.port}/graphql", flush=True)
-                    print(f"  Admin key (demo tenant, embedded mode only): {dev_key}\n",
-                          flush=True)
-                _run_workers(ready)
+                return _run_workers(ready, dev_key)
     except KeyboardInterrupt:
         pass  # Ctrl-C or SIGTERM before or after serving; everything above has stopped
     return 0
@@ -104,8 +106,12 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _run_workers(settings: Settings) -> None:
+def _run_workers(settings: Settings, dev_key: str | None) -> int:
+    """Binds the port, prints the banner (so a port clash shows only the error), then
+    serves until Ctrl-C or SIGTERM."""
     import uvicorn
+
+    from gateway.runtime import supervisor
 
     config = uvicorn.Config(
         "gateway.runtime.workers:app", factory=True, host=settings.host, port=settings.port,
@@ -114,12 +120,31 @@ def _run_workers(settings: Settings) -> None:
         # (gateway/runtime/draining.py).
         timeout_graceful_shutdown=max(int(math.ceil(settings.shutdown_grace)), 1),
     )
+    try:
+        if settings.workers == 1:
+            # No SO_REUSEPORT here: a second gateway on this port must fail, not share it.
+            family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+            sockets = [socket.create_server((settings.host, settings.port), family=family,
+                                            backlog=2048)]
+        else:
+            sockets = supervisor.reuseport_sockets(settings.host, settings.port,
+                                                   settings.workers)
+    except OSError as exc:
+        print(f"iotsphere: cannot listen on {settings.host}:{settings.port}: "
+              f"{os.strerror(exc.errno) if exc.errno else exc}", file=sys.stderr)
+        return 1
+    port = sockets[0].getsockname()[1]
+    print(banner(settings, port, dev_key), flush=True)
     if settings.workers == 1:
-        uvicorn.Server(config).run()
-        return
-    from gateway.runtime import supervisor
-
-    supervisor.run(config, settings.workers, settings.shutdown_grace)
+        logging.getLogger("uvicorn.error").info(
+            "Uvicorn running on %s (Press CTRL+C to quit)", base_url(settings.host, port))
+        try:
+            uvicorn.Server(config).run(sockets=sockets)
+        finally:
+            sockets[0].close()
+    else:
+        supervisor.run(config, sockets, settings.shutdown_grace)
+    return 0
 
 
 async def _with_stores(settings: Settings, work: Callable[[Stores, Settings], Awaitable[None]]

@@ -63,10 +63,11 @@ def _worker(config: uvicorn.Config, sock: socket.socket) -> None:
         pass  # Ctrl-C reaches the whole process group; the parent handles it
 
 
-def run(config: uvicorn.Config, workers: int, grace: float) -> None:
-    """Serves ``config`` from ``workers`` processes until SIGTERM or Ctrl-C, then waits
-    up to ``grace`` seconds (plus a margin) for them to finish their requests."""
-    sockets = reuseport_sockets(config.host, config.port, workers)
+def run(config: uvicorn.Config, sockets: list[socket.socket], grace: float) -> None:
+    """Serves ``config`` from one process per socket (``reuseport_sockets``, bound by the
+    caller so it can report a port clash before anything starts) until SIGTERM or Ctrl-C,
+    then waits up to ``grace`` seconds (plus a margin) for them to finish their requests."""
+    workers = len(sockets)
     port = sockets[0].getsockname()[1]
     log.info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", config.host, port)
     log.info("%d workers, one SO_REUSEPORT socket each", workers)
