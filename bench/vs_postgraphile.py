@@ -25,7 +25,7 @@ appends the report to bench/RESULTS.md.
 
 --gateway-env KEY=VAL (repeatable) sets a variable for every gateway process; each --variant
 adds one more gateway process with those variables on top, measured in the same rounds (e.g.
-`--variant IOTSPHERE_PLANNED_EXECUTION=0` to compare planning on and off).
+`--variant IOTSPHERE_PLANNED_EXECUTION=false` to compare planning on and off).
 """
 
 from __future__ import annotations
@@ -78,11 +78,8 @@ from bench._stack import (  # noqa: E402
     seed_demo,
     stack_up,
 )
+from bench.queries import SUBSET  # noqa: E402
 
-GATEWAY_QUERY = """query Subset($first: Int!) {
-  devices(first: $first) { totalCount edges { node {
-    id name status metadata asset { name kind parent { name } } } } }
-}"""
 # The same selection in PostGraphile's names: `rowId` is the uuid column (its `id` is the
 # global Node ID), and the gateway's page order (created_at, id) is asked for explicitly.
 POSTGRAPHILE_QUERY = """query Subset($first: Int!) {
@@ -412,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                     env={**common_env, **extra}))
                 gateways.append(Target(
                     _label(extra), f"{server.url}/graphql",
-                    f'{{"query":{orjson.dumps(GATEWAY_QUERY).decode()},'
+                    f'{{"query":{orjson.dumps(SUBSET).decode()},'
                     f'"variables":{variables}}}'.encode(),
                     {"content-type": "application/json",
                      "authorization": f"Bearer {seeded.key}"}, server.pid))
