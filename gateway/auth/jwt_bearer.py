@@ -36,8 +36,9 @@ if TYPE_CHECKING:
     from gateway.stores.registry import RegistryStore
 
 # How long "this tenant (and device) exists" is believed: one registry query per token
-# subject per half minute instead of one per request. A decommissioned device's token
-# stops working within this time; its exp should be short anyway.
+# subject per half minute instead of one per request. A decommission drops its device
+# from this at once (announced to every replica); only if that announcement is lost does
+# the device's token keep working up to this long.
 SUBJECT_TTL = 30.0
 _SUBJECTS_MAX = 10_000
 _ALG_NAME = re.compile(r"^[A-Za-z0-9]{1,10}$")
@@ -76,7 +77,6 @@ class JwtVerifier:
         self._audience = settings.jwt_audience
         self._tenant_claim = settings.jwt_tenant_claim
         self._role_claim = settings.jwt_role_claim
-        self._subjects: dict[tuple[UUID, UUID | None], float] = {}
 
     @property
     def enabled(self) -> bool:
@@ -134,19 +134,21 @@ class JwtVerifier:
 
     async def check_subject(self, registry: RegistryStore, claims: Claims) -> None:
         """The tenant exists and, for a device, the device is live in it; believed for
-        SUBJECT_TTL seconds once the registry said so."""
+        SUBJECT_TTL seconds once the registry said so (``registry.jwt_subjects``: a
+        decommission drops its device at once, here and on every replica)."""
         key = (claims.tenant_id, claims.device_id)
         now = time.monotonic()
-        if self._subjects.get(key, 0.0) > now:
+        subjects = registry.jwt_subjects
+        if subjects.get(key, 0.0) > now:
             return
         row = await registry.jwt_subject(claims.tenant_id, claims.device_id)
         if not row["tenant_exists"]:
             raise Unauthenticated("The token's tenant does not exist")
         if claims.device_id is not None and row["device_status"] in (None, "DECOMMISSIONED"):
             raise Unauthenticated("The token's device does not exist or is decommissioned")
-        if len(self._subjects) >= _SUBJECTS_MAX:
-            self._subjects.clear()
-        self._subjects[key] = now + SUBJECT_TTL
+        if len(subjects) >= _SUBJECTS_MAX:
+            subjects.clear()
+        subjects[key] = now + SUBJECT_TTL
 
 
 @lru_cache(maxsize=8)

@@ -245,7 +245,7 @@ class ShadowHub:
         registry = self._stores.registry
         registry.verified_keys.forget_ids(key_ids)
         if device_id is not None:
-            registry.verified_keys.forget_device(device_id)
+            registry.forget_device(tenant_id, device_id)
         for token in tokens:
             registry.revoked_tokens.add(token)
         if self._on_revoked is not None:

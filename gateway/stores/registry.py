@@ -70,6 +70,9 @@ class RegistryStore(PgStore):
         self.verified_keys = VerifiedKeys(outage_grace, key_cache_ttl)
         self.bad_keys = BadKeys(key_cache_ttl)
         self.revoked_tokens = RevokedTokens()
+        # JWT subjects (tenant, device) the registry said are live, until when
+        # (gateway.auth.jwt_bearer.JwtVerifier.check_subject).
+        self.jwt_subjects: dict[tuple[UUID, UUID | None], float] = {}
 
     async def devices_by_ids(
         self, tenant_id: UUID, ids: Sequence[UUID]
@@ -165,8 +168,13 @@ class RegistryStore(PgStore):
 
     async def decommission(self, tenant_id: UUID, device_id: UUID) -> asyncpg.Record | None:
         row = await self.fetchrow(self.sql["decommission"], tenant_id, device_id)
-        self.verified_keys.forget_device(device_id)  # its device keys, as for a revocation
+        self.forget_device(tenant_id, device_id)
         return row
+
+    def forget_device(self, tenant_id: UUID, device_id: UUID) -> None:
+        """A decommissioned device: its cached keys and its tokens' subject go at once."""
+        self.verified_keys.forget_device(device_id)
+        self.jwt_subjects.pop((tenant_id, device_id), None)
 
     async def touch_last_seen(
         self, tenant_id: UUID, seen: dict[UUID, datetime]

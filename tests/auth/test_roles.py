@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
 
+import jwt
 import pytest
 import websockets
 
@@ -24,38 +26,44 @@ from gateway.auth.callers import ROLES, hash_key, new_api_key
 from gateway.settings import Settings
 from gateway.stores import Stores
 from resolvers.schema import schema
-from tests.conftest import Gateway, Tenant
+from tests.conftest import AppClient, Gateway, Tenant
 from tests.support.live_server import TransportWS, serve
 
 NOWHERE = str(uuid4())
+JWT_SECRET = "j" * 32
 WRITERS = {"admin", "operator"}
 READERS = {"admin", "operator", "viewer"}
 
-# Each mutation with the roles that may call it. ``{t}`` is the target device: an unknown id
-# for admin and operator (so the matrix changes nothing real), the device's own id for the
-# others (so a refusal is the role's, not the id's).
-MUTATIONS: dict[str, tuple[str, set[str]]] = {
-    "registerDevice": ('registerDevice(input: {{serial: "R", name: "r", type: "t"}}) '
-                       "{{ device {{ id }} }}", WRITERS),
-    "updateDevice": ('updateDevice(id: "{t}", input: {{name: "x"}}) {{ id }}', WRITERS),
-    "setDeviceStatus": ('setDeviceStatus(id: "{t}", status: ACTIVE) {{ id }}', WRITERS),
-    "decommissionDevice": ('decommissionDevice(id: "{t}") {{ id }}', WRITERS),
-    "createAsset": ('createAsset(input: {{name: "a", kind: "site"}}) {{ id }}', WRITERS),
+# Each mutation with the roles that may call it and the error codes an allowed caller
+# gets: none (a result), or NOT_FOUND for the unknown id admin and operator name. ``{t}`` is
+# the target device: an unknown id for admin and operator (so the matrix changes nothing
+# real), the device's own id for the device (so a refusal is the role's, not the id's),
+# whose allowed calls succeed. ``{r}`` is the caller's role (a serial of its own).
+NF = ["NOT_FOUND"]
+MUTATIONS: dict[str, tuple[str, set[str], list[str]]] = {
+    "registerDevice": ('registerDevice(input: {{serial: "R-{r}", name: "r", type: "t"}}) '
+                       "{{ device {{ id }} }}", WRITERS, []),
+    "updateDevice": ('updateDevice(id: "{t}", input: {{name: "x"}}) {{ id }}', WRITERS, NF),
+    "setDeviceStatus": ('setDeviceStatus(id: "{t}", status: ACTIVE) {{ id }}', WRITERS, NF),
+    "decommissionDevice": ('decommissionDevice(id: "{t}") {{ id }}', WRITERS, NF),
+    "createAsset": ('createAsset(input: {{name: "a-{r}", kind: "site"}}) {{ id }}', WRITERS,
+                    []),
     "updateAsset": (f'updateAsset(id: "{NOWHERE}", input: {{{{name: "x"}}}}) {{{{ id }}}}',
-                    WRITERS),
-    "deleteAsset": (f'deleteAsset(id: "{NOWHERE}")', WRITERS),
+                    WRITERS, NF),
+    "deleteAsset": (f'deleteAsset(id: "{NOWHERE}")', WRITERS, NF),
     "attachDevice": (f'attachDevice(deviceId: "{{t}}", assetId: "{NOWHERE}") {{{{ id }}}}',
-                     WRITERS),
-    "detachDevice": ('detachDevice(deviceId: "{t}") {{ id }}', WRITERS),
+                     WRITERS, NF),
+    "detachDevice": ('detachDevice(deviceId: "{t}") {{ id }}', WRITERS, NF),
     "updateShadow": ('updateShadow(deviceId: "{t}", reported: {{a: 1}}) {{ version }}',
-                     WRITERS | {"device"}),
-    "deleteShadow": ('deleteShadow(deviceId: "{t}")', WRITERS),
+                     WRITERS | {"device"}, NF),
+    "deleteShadow": ('deleteShadow(deviceId: "{t}")', WRITERS, NF),
     "ingestTelemetry": ('ingestTelemetry(readings: [{{deviceId: "{t}", metric: "t", '
                         'time: "2026-01-01T00:00:00Z", value: 1}}]) '
-                        "{{ accepted rejected {{ reason }} }}", WRITERS | {"device"}),
-    "createApiKey": ('createApiKey(input: {{name: "k", role: VIEWER}}) {{ secret }}', {"admin"}),
-    "revokeApiKey": (f'revokeApiKey(id: "{NOWHERE}") {{{{ id }}}}', {"admin"}),
-    "revokeToken": ('revokeToken(input: {{jti: "matrix"}}) {{ id }}', {"admin"}),
+                        "{{ accepted rejected {{ reason }} }}", WRITERS | {"device"}, []),
+    "createApiKey": ('createApiKey(input: {{name: "k", role: VIEWER}}) {{ secret }}', {"admin"},
+                     []),
+    "revokeApiKey": (f'revokeApiKey(id: "{NOWHERE}") {{{{ id }}}}', {"admin"}, NF),
+    "revokeToken": ('revokeToken(input: {{jti: "matrix"}}) {{ id }}', {"admin"}, []),
 }
 
 # Each query field with the roles that may read it; ``{own}`` is the device's own id.
@@ -117,13 +125,16 @@ def test_the_matrix_covers_every_field() -> None:
 
 
 async def test_every_mutation_by_every_role(gateway: Gateway, fx: Fixture) -> None:
-    for name, (template, allowed) in MUTATIONS.items():
+    for name, (template, allowed, expected) in MUTATIONS.items():
         for role, key in fx.keys.items():
             target = NOWHERE if role in WRITERS else fx.device
-            body = await gateway.query(f"mutation {{ {template.format(t=target)} }}", key=key)
+            body = await gateway.query(
+                f"mutation {{ {template.format(t=target, r=role)} }}", key=key)
             if role in allowed:
-                assert "FORBIDDEN" not in codes(body), (name, role, body)
-                assert codes(body) or body["data"][name] is not None, (name, role, body)
+                # Exactly the expected outcome: any other error (INTERNAL included) fails.
+                assert codes(body) == (expected if role in WRITERS else []), (name, role, body)
+                if not codes(body):
+                    assert body["data"][name] is not None, (name, role, body)
             else:
                 assert codes(body) == ["FORBIDDEN"], (name, role, body)
                 assert role in body["errors"][0]["message"], body
@@ -144,7 +155,9 @@ async def test_every_query_field_by_every_role(gateway: Gateway, fx: Fixture) ->
         for role, key in fx.keys.items():
             body = await gateway.query(f"{{ {template.format(own=fx.device)} }}", key=key)
             if role in allowed:
-                assert codes(body) in ([], ["NOT_FOUND"]), (name, role, body)
+                # Unknown ids read as null, never as an error: exactly no error.
+                assert codes(body) == [], (name, role, body)
+                assert name in body["data"], (name, role, body)
             else:
                 assert codes(body) == ["FORBIDDEN"], (name, role, body)
                 assert body["data"] is None or body["data"][name] is None
@@ -197,6 +210,36 @@ async def test_a_decommissioned_devices_key_stops_working(
                         key=tenant.key)
     response = await gateway.post(query, key=fx.keys["device"])
     assert response.status_code == 401
+
+
+async def test_every_device_credential_stops_at_decommission(
+    app_client: AppClient, fx: Fixture, tenant: Tenant
+) -> None:
+    """Device key, Basic credential and device JWT: each worked a moment before (so each
+    is cached where the gateway caches: key, verified secret, token subject) and each is
+    refused at once after decommissionDevice."""
+    now = int(time.time())
+    token = jwt.encode({"tenant": str(tenant.id), "role": "device", "sub": fx.device,
+                        "iat": now, "exp": now + 300}, JWT_SECRET, algorithm="HS256")
+    credentials = {"device key": f"Bearer {fx.keys['device']}", "basic": fx.basic,
+                   "jwt": f"Bearer {token}"}
+    query = {"query": f'{{ device(id: "{fx.device}") {{ id }} }}'}
+    async with app_client(jwt_secret=JWT_SECRET) as http:
+        for how, authorization in credentials.items():
+            worked = await http.post("/graphql", json=query,
+                                     headers={"Authorization": authorization})
+            assert worked.json() == {"data": {"device": {"id": fx.device}}}, (how, worked.text)
+        body = (await http.post(
+            "/graphql", json={"query": f'mutation {{ decommissionDevice(id: "{fx.device}") '
+                                       "{ status } }"},
+            headers={"Authorization": f"Bearer {tenant.key}"})).json()
+        assert body == {"data": {"decommissionDevice": {"status": "DECOMMISSIONED"}}}, body
+        for how, authorization in credentials.items():
+            refused = await http.post("/graphql", json=query,
+                                      headers={"Authorization": authorization})
+            assert refused.status_code == 401, (how, refused.text)
+            [error] = refused.json()["errors"]
+            assert error["extensions"]["code"] == "UNAUTHENTICATED", (how, error)
 
 
 async def test_device_keys_from_before_device_binding_are_revoked(stores: Stores,
