@@ -173,6 +173,7 @@ class Measured:
     server_cpu: float
     postgres_cpu: float | None
     others_cpu: float  # CPU seconds of processes that are none of these nor the client
+    window: float  # wall seconds between the CPU snapshots (autocannon's start included)
 
     @property
     def requests(self) -> int:
@@ -191,7 +192,7 @@ class Measured:
 
     @property
     def others_cores(self) -> float:
-        return self.others_cpu / self.run.seconds
+        return self.others_cpu / self.window
 
 
 def measure(target: Target, concurrency: int, seconds: float, round_: int,
@@ -200,9 +201,11 @@ def measure(target: Target, concurrency: int, seconds: float, round_: int,
         postgres = {p: cpu_seconds(p) for p in stack_pids(data_dir, "postgres")}
         return target.cpu_seconds(), postgres, machine_busy_seconds()
 
+    started = time.perf_counter()
     server0, pg0, busy0 = snapshot()
     run = autocannon(target.url, target.body, target.headers, concurrency, seconds)
     server1, pg1, busy1 = snapshot()
+    window = time.perf_counter() - started
     # Per backend: a pool closing idle connections (node-postgres after 10 s) must not take
     # their past CPU off the total. A backend that ends during the run goes uncounted.
     postgres = sum(cpu - pg0.get(pid, 0.0) for pid, cpu in pg1.items())
@@ -220,7 +223,7 @@ def measure(target: Target, concurrency: int, seconds: float, round_: int,
     server = max(0.0, server1 - server0)
     others = max(0.0, (busy1 - busy0) - server - postgres - run.client_cpu_ms / 1e3)
     return Measured(target.label, concurrency, round_, run, server,
-                    postgres if data_dir is not None else None, others)
+                    postgres if data_dir is not None else None, others, window)
 
 
 def run_rounds(targets: list[Target], args: argparse.Namespace,
@@ -309,7 +312,8 @@ def report(args: argparse.Namespace, results: list[Measured], labels: list[str],
         f"{facts['load']}. Stores: {facts['stores']}.",
         "- CPU columns: the process's user+system time during the run (/proc/<pid>/stat) per "
         "response; `others`: CPU time of every process that is neither the server, "
-        "PostgreSQL nor autocannon, per second of the run (other sessions, idle servers): "
+        "PostgreSQL nor autocannon, per second of the run (other sessions, idle servers; "
+        f"out of {os.cpu_count()} CPUs): "
         "anything but ~0 means the run was disturbed. The gateway authenticates every request "
         "(API key); PostGraphile has no authentication.",
         f"- `uptime` before: {facts['uptime before']}",
