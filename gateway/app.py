@@ -38,6 +38,7 @@ from gateway.settings import Settings
 from gateway.stores import Stores, open_stores
 from gateway.stores.base import PgStore, begin_counting
 from gateway.stores.migrations import migrate_held, migrate_reachable
+from gateway.stores.shadow_layout import move_shadow_layout
 from gateway.stores.shadows import ShadowStore
 from gateway.stores.telemetry import TelemetryStore
 
@@ -291,6 +292,7 @@ def create_app(
                 if held:
                     stack.push_async_callback(_cancel, asyncio.ensure_future(
                         migrate_held(held, connect_timeout=settings.store_timeout)))
+                await move_shadow_layout(opened.shadows)
             sockets = OpenSockets(token_leeway=settings.jwt_leeway)
             hub = ShadowHub(opened, _redis_url(settings), on_revoked=sockets.close_revoked)
             await hub.start()

@@ -17,13 +17,13 @@ import math
 import time
 from typing import Protocol
 
-import redis.asyncio as redis
 from prometheus_client import Counter
 from redis.exceptions import NoScriptError, RedisError
 
 from gateway.auth.callers import Caller
 from gateway.errors import LimitExceeded
 from gateway.settings import Settings
+from gateway.stores.redis_client import AnyRedis
 
 log = logging.getLogger("gateway.http.rate_limit")
 
@@ -79,7 +79,7 @@ def bucket_key(caller: Caller) -> str:
     return f"iot:{{{caller.tenant_id}}}:ratelimit:{caller.key_id}"
 
 
-async def _spend(client: redis.Redis, key: str, rate: float, burst: int,
+async def _spend(client: AnyRedis, key: str, rate: float, burst: int,
                  cost: int) -> list[int]:
     args = (rate, burst, cost)
     try:
@@ -91,7 +91,7 @@ async def _spend(client: redis.Redis, key: str, rate: float, burst: int,
 
 class _HasClient(Protocol):
     @property
-    def client(self) -> redis.Redis: ...
+    def client(self) -> AnyRedis: ...
 
 
 async def take(shadows: _HasClient, settings: Settings, caller: Caller, cost: int = 1) -> None:

@@ -43,7 +43,7 @@ log = logging.getLogger("gateway.live.hub")
 # x/e: expired/evicted keys.
 REQUIRED_FLAGS = "Khgxe"
 _KEY = re.compile(
-    rf"^{KEY_PREFIX}:{{([0-9a-f-]{{36}})}}:shadow:([0-9a-f-]{{36}})$".encode()
+    rf"^{KEY_PREFIX}:{{([0-9a-f-]{{36}}):([0-9a-f-]{{36}})}}:shadow$".encode()
 )
 _TOPOLOGY = re.compile(rf"^{KEY_PREFIX}:{{([0-9a-f-]{{36}})}}:topology$".encode())
 _REVOKED = re.compile(rf"^{KEY_PREFIX}:{{([0-9a-f-]{{36}})}}:revoked$".encode())
@@ -304,7 +304,7 @@ class ShadowHub:
             try:
                 await self._enable_notifications(client)
                 await pubsub.psubscribe(
-                    f"__keyspace@{self._db}__:{KEY_PREFIX}:*:shadow:*",
+                    f"__keyspace@{self._db}__:{KEY_PREFIX}:*:shadow",
                     f"{KEY_PREFIX}:*:topology",
                     f"{KEY_PREFIX}:*:revoked",
                 )

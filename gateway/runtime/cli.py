@@ -56,6 +56,20 @@ def _migrate(settings: Settings) -> dict[str, list[str]]:
     }))
 
 
+async def _move_shadow_keys(settings: Settings) -> int:
+    """Moves shadows of the old per-tenant key layout (every run: an old replica may have
+    written since the last one)."""
+    from gateway.stores.redis_client import connect_url
+    from gateway.stores.shadow_layout import move_old_layout
+
+    assert settings.redis_url
+    client = connect_url(settings.redis_url)
+    try:
+        return await move_old_layout(client)
+    finally:
+        await client.aclose()
+
+
 def _dev_key(settings: Settings) -> str:
     """The demo tenant's admin key, created on first start and kept in DATA_DIR/admin-key."""
     from gateway.writes.tenants import ensure_demo_tenant, read_key_file, write_key_file
@@ -187,6 +201,9 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     with resolved_settings(settings) as ready:
         for store, versions in _migrate(ready).items():
             print(f"{store}: {'applied ' + ', '.join(versions) if versions else 'up to date'}")
+        moved = asyncio.run(_move_shadow_keys(ready))
+        print(f"shadows: {f'moved {moved} keys to' if moved else 'up to date in'} "
+              "the per-device key layout")
     return 0
 
 

@@ -1,14 +1,20 @@
-"""Device Shadow adapter (Redis): one hash per device, keyed by tenant.
+"""Device Shadow adapter (Redis): one hash per device, keyed by tenant and device.
 
-Key ``iot:{tenant}:shadow:{device}`` holds the fields ``desired``, ``reported`` and
+Key ``iot:{tenant:device}:shadow`` holds the fields ``desired``, ``reported`` and
 ``metadata`` (JSON text), ``version`` (integer) and ``updatedAt`` (RFC 3339). One hash per
-device lets a Lua script read-modify-write it atomically, and the key name carries the
-tenant so a key can never be read through another tenant's scope. The ``{tenant}`` hash tag
-keeps one tenant's keys in one Redis Cluster slot.
+device lets a transaction read-modify-write it atomically, and the key name carries the
+tenant so a key can never be read through another tenant's scope. The hash tag
+``{tenant:device}`` gives each device a slot of its own in a Redis Cluster, so a large
+tenant spreads over every node (one tag per tenant made its whole fleet one hot slot); a
+device's two keys (shadow, version) share the slot, so its scripts and transactions stay
+within one slot. Reads of many devices run one script call per node (``NodeScript``).
+Shadows written under the old layout (``iot:{tenant}:shadow:{device}``) are moved by
+``gateway.stores.shadow_layout``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,7 +25,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
@@ -29,6 +35,7 @@ from gateway.errors import StoreUnavailable, VersionConflict
 from gateway.metrics import STORE_SECONDS
 from gateway.stores.base import record_round_trip
 from gateway.stores.breaker import CircuitBreaker
+from gateway.stores.redis_client import AnyRedis, NodeScript, connect_url
 from gateway.stores.revoked_tokens import TokenRevocation
 
 log = logging.getLogger("gateway.stores")
@@ -37,12 +44,12 @@ KEY_PREFIX = "iot"
 
 
 def shadow_key(tenant_id: UUID, device_id: UUID) -> str:
-    return f"{KEY_PREFIX}:{{{tenant_id}}}:shadow:{device_id}"
+    return f"{KEY_PREFIX}:{{{tenant_id}:{device_id}}}:shadow"
 
 
 def version_key(tenant_id: UUID, device_id: UUID) -> str:
     """Where a deleted shadow leaves its last version, so a recreated one continues it."""
-    return f"{KEY_PREFIX}:{{{tenant_id}}}:shadowver:{device_id}"
+    return f"{KEY_PREFIX}:{{{tenant_id}:{device_id}}}:shadowver"
 
 
 def topology_channel(tenant_id: UUID) -> str:
@@ -155,18 +162,18 @@ class ShadowStore:
     ) -> None:
         self._url = url
         self._timeout = timeout
-        self._redis: redis.Redis | None = None
+        self._redis: AnyRedis | None = None
         self.breaker = breaker or CircuitBreaker(self.name)
 
     async def connect(self) -> None:
         """Makes the client (which connects on demand) and pings once; an unreachable Redis
         is logged, not fatal: calls fail as unavailable until it answers."""
-        self._redis = redis.Redis.from_url(
+        self._redis = connect_url(
             self._url, socket_timeout=self._timeout, socket_connect_timeout=self._timeout,
         )
         self._delete_script = self._redis.register_script(_DELETE_KEEPING_VERSION)
-        self._get_many_script = self._redis.register_script(_GET_MANY)
-        self._get_with_versions_script = self._redis.register_script(_GET_WITH_VERSIONS)
+        self._get_many_script = NodeScript(self._redis, _GET_MANY)
+        self._get_with_versions_script = NodeScript(self._redis, _GET_WITH_VERSIONS)
         try:
             await self.ping()
         except StoreUnavailable as exc:
@@ -174,11 +181,11 @@ class ShadowStore:
 
     async def ping(self) -> None:
         """PING through the breaker (readiness; not a request's round trip)."""
-        with self._guarded():
+        with self.guarded():
             await self.client.ping()
 
     @contextmanager
-    def _guarded(self) -> Iterator[None]:
+    def guarded(self) -> Iterator[None]:
         """The store boundary: the breaker decides, driver errors are translated (and feed
         the breaker)."""
         with self.breaker.guard(), _translate():
@@ -190,7 +197,7 @@ class ShadowStore:
             self._redis = None
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> AnyRedis:
         if self._redis is None:
             raise RuntimeError("shadows store used before connect()")
         return self._redis
@@ -198,22 +205,22 @@ class ShadowStore:
     async def get_many(
         self, tenant_id: UUID, device_ids: Sequence[UUID]
     ) -> list[ShadowDoc | None]:
-        """All shadows in one command, aligned with ``device_ids``. One script call rather
-        than a pipeline of HGETALLs: redis-py spends ~50 µs of Python per pipelined command,
-        which made 100 shadows cost 6-9 ms; the script's one reply is parsed in C (hiredis).
-        The keys share the tenant's hash tag, so this works on Redis Cluster too."""
+        """All shadows in one script call per node (one in all on a single server, the nodes
+        at once on a cluster), aligned with ``device_ids``. A script rather than a pipeline
+        of HGETALLs: redis-py spends ~50 µs of Python per pipelined command, which made 100
+        shadows cost 6-9 ms; the script's one reply is parsed in C (hiredis)."""
         if not device_ids:
             return []
         record_round_trip(self.name)
-        with self._guarded():
-            replies = await self._get_many_script(
-                keys=[shadow_key(tenant_id, d) for d in device_ids])
+        with self.guarded():
+            replies = await self._get_many_script.run(
+                [shadow_key(tenant_id, d) for d in device_ids])
         return [_decode(d, _pairs(r)) for d, r in zip(device_ids, replies, strict=True)]
 
     async def put(self, tenant_id: UUID, doc: ShadowDoc) -> None:
         """Writes a whole shadow (seeding and tests; updates go through ``update``)."""
         record_round_trip(self.name)
-        with self._guarded():
+        with self.guarded():
             await self.client.hset(shadow_key(tenant_id, doc.device_id), mapping=_encode(doc))
 
     async def update(
@@ -224,7 +231,7 @@ class ShadowStore:
         write). ``change(current, last_version)`` returns the new document or raises;
         ``last_version`` is the current version, or the one a deleted shadow left behind."""
         key, ver_key = shadow_key(tenant_id, device_id), version_key(tenant_id, device_id)
-        with self._guarded():
+        with self.guarded():
             async with self.client.pipeline(transaction=True) as pipe:
                 for _ in range(MAX_ATTEMPTS):
                     try:
@@ -252,15 +259,15 @@ class ShadowStore:
         self, tenant_id: UUID, device_ids: Sequence[UUID]
     ) -> list[tuple[ShadowDoc | None, int | None]]:
         """Each device's shadow and, for one that has none, the version a deleted one left
-        (None if it never had one): one pipelined round trip."""
+        (None if it never had one): one script call per node, like ``get_many``."""
         if not device_ids:
             return []
         record_round_trip(self.name)
         keys = []
         for device_id in device_ids:
             keys += [shadow_key(tenant_id, device_id), version_key(tenant_id, device_id)]
-        with self._guarded():
-            results = await self._get_with_versions_script(keys=keys)
+        with self.guarded():
+            results = await self._get_with_versions_script.run(keys, group=2)
         out: list[tuple[ShadowDoc | None, int | None]] = []
         for n, device_id in enumerate(device_ids):
             doc = _decode(device_id, _pairs(results[2 * n]))
@@ -272,7 +279,7 @@ class ShadowStore:
         """Tells every gateway replica that devices moved between assets in this tenant,
         so subscriptions filtered by asset re-resolve their devices."""
         record_round_trip(self.name)
-        with self._guarded():
+        with self.guarded():
             await self.client.publish(topology_channel(tenant_id), b"1")
 
     async def publish_revocation(self, tenant_id: UUID, key_ids: list[UUID],
@@ -285,14 +292,14 @@ class ShadowStore:
         payload = orjson.dumps({"keyIds": [str(k) for k in key_ids],
                                 "deviceId": str(device_id) if device_id else None,
                                 "tokens": [t.as_json() for t in tokens]})
-        with self._guarded():
+        with self.guarded():
             await self.client.publish(revoked_channel(tenant_id), payload)
 
     async def delete(self, tenant_id: UUID, device_id: UUID) -> bool:
         """Deletes the shadow, keeping its version for a later re-creation; False when there
         was no shadow."""
         record_round_trip(self.name)
-        with self._guarded():
+        with self.guarded():
             deleted = await self._delete_script(
                 keys=[shadow_key(tenant_id, device_id), version_key(tenant_id, device_id)]
             )
@@ -300,11 +307,16 @@ class ShadowStore:
 
     async def delete_many(self, tenant_device_ids: Sequence[tuple[UUID, UUID]]) -> int:
         """``delete`` for many shadows in one pipelined round trip (the reconciler's repair
-        for decommissioned devices). Returns how many existed."""
+        for decommissioned devices; on a cluster, one call per device, at once). Returns
+        how many existed."""
         if not tenant_device_ids:
             return 0
         record_round_trip(self.name)
-        with self._guarded():
+        with self.guarded():
+            if isinstance(self.client, RedisCluster):
+                deleted = await asyncio.gather(*(self._delete_script(
+                    keys=[shadow_key(t, d), version_key(t, d)]) for t, d in tenant_device_ids))
+                return sum(1 for r in deleted if r)
             async with self.client.pipeline(transaction=False) as pipe:
                 for tenant_id, device_id in tenant_device_ids:
                     await self._delete_script(

@@ -1,0 +1,143 @@
+"""A local Valkey Cluster for tests, from the same binary as the embedded stack.
+
+Three primaries (slots split in thirds, joined with CLUSTER MEET) on free ports in a
+temporary directory; ``replicas=True`` adds one replica per primary. Stopped (SIGTERM,
+then SIGKILL) when the context ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from gateway.runtime.devstack import valkey_bin
+
+SLOTS = 16384
+HOST = "127.0.0.1"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Node:
+    port: int
+    bus_port: int
+    process: subprocess.Popen[bytes]
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host=HOST, port=self.port, socket_timeout=5)
+
+    def node_id(self) -> str:
+        reply = self.client().execute_command("CLUSTER MYID")
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+@dataclass
+class LocalCluster:
+    directory: Path
+    primaries: list[Node] = field(default_factory=list)
+    replicas: list[Node] = field(default_factory=list)
+    starting: list[Node] = field(default_factory=list)  # every process, for stop()
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://{HOST}:{self.primaries[0].port}"
+
+    def nodes(self) -> list[Node]:
+        return self.primaries + self.replicas
+
+    def start_node(self) -> Node:
+        port, bus_port = _free_port(), _free_port()
+        process = subprocess.Popen(
+            # The bus port is given: the default (port + 10000) may exceed 65535.
+            [str(valkey_bin()), "--port", str(port), "--bind", HOST, "--cluster-enabled", "yes",
+             "--cluster-port", str(bus_port),
+             "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "2000",
+             "--dir", str(self.directory), "--save", "", "--appendonly", "no",
+             "--notify-keyspace-events", "Khgxe"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        node = Node(port, bus_port, process)
+        self.starting.append(node)
+        _wait(lambda: _pings(node), f"valkey on port {port}")
+        return node
+
+    def stop(self) -> None:
+        for node in self.starting:
+            if node.process.poll() is None:
+                node.process.terminate()
+        for node in self.starting:
+            try:
+                node.process.wait(10)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait(10)
+
+
+def _pings(node: Node) -> bool:
+    with contextlib.suppress(redis.RedisError):
+        return bool(node.client().ping())
+    return False
+
+
+def _wait(check: object, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def _state_ok(node: Node, known: int) -> bool:
+    with contextlib.suppress(redis.RedisError):
+        info = node.client().cluster("info")  # parsed by redis-py
+        return (info.get("cluster_state") == "ok"
+                and int(info.get("cluster_known_nodes", 0)) == known)
+    return False
+
+
+@contextlib.contextmanager
+def local_cluster(*, primaries: int = 3, replicas: bool = False) -> Iterator[LocalCluster]:
+    with tempfile.TemporaryDirectory(prefix="iotsphere-cluster-") as tmp:
+        cluster = LocalCluster(Path(tmp))
+        try:
+            cluster.primaries = [cluster.start_node() for _ in range(primaries)]
+            step = SLOTS // primaries
+            for n, node in enumerate(cluster.primaries):
+                hi = SLOTS - 1 if n == primaries - 1 else (n + 1) * step - 1
+                node.client().execute_command("CLUSTER ADDSLOTSRANGE", n * step, hi)
+            first = cluster.primaries[0].client()
+            for node in cluster.primaries[1:]:
+                first.execute_command("CLUSTER MEET", HOST, node.port, node.bus_port)
+            if replicas:
+                cluster.replicas = [cluster.start_node() for _ in range(primaries)]
+                for node in cluster.replicas:
+                    first.execute_command("CLUSTER MEET", HOST, node.port, node.bus_port)
+            known = len(cluster.nodes())
+            for node in cluster.nodes():
+                _wait(lambda node=node: _state_ok(node, known), "the cluster to form")
+            for primary, replica in zip(cluster.primaries, cluster.replicas, strict=False):
+                primary_id = primary.node_id()
+                _wait(lambda r=replica, p=primary_id: _replicates(r, p), "a replica")
+            yield cluster
+        finally:
+            cluster.stop()
+
+
+def _replicates(node: Node, primary_id: str) -> bool:
+    with contextlib.suppress(redis.RedisError):
+        node.client().execute_command("CLUSTER REPLICATE", primary_id)
+        return True
+    return False
