@@ -7,7 +7,7 @@ device of a dashboard shares its bucket times."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from math import isfinite
 from typing import Any
 
@@ -45,14 +45,15 @@ def fast_coercion(leaf: GraphQLLeafType) -> Callable[[Any], Any]:
             return value if type(value) is bool else general(value)
         return coerce_bool
     if leaf.name == "DateTime":
-        texts: dict[tuple[Any, Any], Any] = {}
+        texts: dict[Any, Any] = {}
 
         def coerce_datetime(value: Any) -> Any:
             # isoformat depends only on the wall time and the offset, which the instant
-            # and the tzinfo determine.
+            # and the tzinfo determine; UTC values (the stores' and the buckets') are keyed
+            # by the instant alone, which allocates nothing.
             if type(value) is not datetime:
                 return general(value)
-            key = (value, value.tzinfo)
+            key = value if value.tzinfo is UTC else (value, value.tzinfo)
             text = texts.get(key)
             if text is None:
                 if len(texts) > 4096:

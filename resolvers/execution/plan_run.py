@@ -61,6 +61,16 @@ class Position:
         return self._path
 
 
+def _real(position: Any) -> Position | None:
+    """The Position of a flat object, made from its lazy form on first need."""
+    if type(position) is not list:
+        return position  # type: ignore[no-any-return]
+    made = position[5]
+    if made is None:
+        made = position[5] = Position(*position[:5])
+    return made  # type: ignore[no-any-return]
+
+
 def _field_path(prev: Position | None, key: str | int, typename: str | None) -> Path:
     return Path(prev.path() if prev is not None else None, key, typename)
 
@@ -318,6 +328,7 @@ class PlanRun:
                 return
             items: list[Any] = []
             container[key] = items
+            prev = _real(prev)
             position = Position(prev, key, container, nullable,
                                 plan.parent_type.name if isinstance(key, str) else None)
             item_shape = shape.item
@@ -332,14 +343,21 @@ class PlanRun:
         assert kind == OBJECT and shape.selection is not None
         obj: dict[str, Any] = {}
         container[key] = obj
-        position = Position(prev, key, container, nullable,
-                            plan.parent_type.name if isinstance(key, str) else None)
-        self._fill(shape.selection, value, obj, position)
+        typename = plan.parent_type.name if isinstance(key, str) else None
+        if shape.selection.deep:
+            self._fill(shape.selection, value, obj,
+                       Position(prev, key, container, nullable, typename))
+        else:
+            # Leaves only below (a telemetry point): its position is made only if an error
+            # needs it, once, shared by every field of the object.
+            self._fill(shape.selection, value, obj,
+                       [prev, key, container, nullable, typename, None])  # type: ignore[arg-type]
 
     def _fail(self, plan: FieldPlan, raw: Exception, container: Any, key: str | int,
               nullable: bool, prev: Position | None) -> None:
         """A field error at ``container[key]``: located there, held by the nearest
         nullable position (``key`` itself, or an ancestor), which becomes null."""
+        prev = _real(prev)
         typename = plan.parent_type.name if isinstance(key, str) else None
         path = _field_path(prev, key, typename)
         error = located_error(raw, [d.node for d in plan.details], path.as_list())
