@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import websockets
 
 from gateway.app import create_app
 from gateway.http.persisted import document_hash
@@ -131,6 +132,40 @@ async def test_only_applies_to_websocket_operations(
         message = await ws.receive()
         assert (message["type"], message["id"]) == ("error", "h")
         assert message["payload"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_only_applies_to_the_legacy_websocket_protocol(
+    settings: Settings, stores: Stores, tenant: Tenant, manifest: Path
+) -> None:
+    only = dataclasses.replace(settings, persisted_operations="only",
+                               persisted_manifest=manifest)
+    unregistered = "subscription { shadowChanged(deviceIds: []) { kind deviceId } }"
+    async with serve(create_app(only, stores=stores)) as address, \
+            websockets.connect(f"ws://{address}/graphql",
+                               subprotocols=["graphql-ws"]) as ws:  # type: ignore[list-item]
+
+        async def answer(op: str) -> dict[str, Any]:
+            while True:
+                message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if message["type"] != "ka":
+                    assert message["id"] == op, message
+                    return message
+
+        await ws.send(json.dumps({"type": "connection_init", "payload": {
+            "Authorization": f"Bearer {tenant.key}"}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(json.dumps({"id": "doc", "type": "start",
+                                  "payload": {"query": unregistered}}))
+        refused = await answer("doc")
+        assert refused["type"] == "error"
+        assert refused["payload"]["extensions"]["code"] == "FORBIDDEN"
+        # A hash-only start runs the registered subscription (NOT_FOUND: it looked the
+        # device up).
+        await ws.send(json.dumps({"id": "h", "type": "start", "payload": {
+            "variables": {"ids": [UNKNOWN_DEVICE]}, "extensions": _ext(SUB)}}))
+        ran = await answer("h")
+        assert ran["type"] == "error", ran
+        assert ran["payload"]["extensions"]["code"] == "NOT_FOUND", ran
 
 
 def test_the_manifest_is_checked_at_start(tmp_path: Path) -> None:
