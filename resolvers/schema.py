@@ -44,8 +44,11 @@ MAX_SERIES_DEVICES = 500
 class Query(ApiKeyQuery):
     @strawberry.field(extensions=[allow(*TENANT_READERS, device=OwnDevice("id"))])
     async def device(self, info: Info, id: strawberry.ID) -> Device | None:
+        # NOT_FOUND, as shadow(deviceId:) answers; another tenant's id reads the same.
         row = await info.context.loaders.device.load(parse_id(id))
-        return Device.from_row(row) if row else None
+        if row is None:
+            raise NotFound(f"No device {id}", argument="id")
+        return Device.from_row(row)
 
     @strawberry.field(extensions=[allow(*TENANT_READERS)])
     async def devices(
@@ -58,7 +61,9 @@ class Query(ApiKeyQuery):
     @strawberry.field(extensions=[allow(*TENANT_READERS)])
     async def asset(self, info: Info, id: strawberry.ID) -> Asset | None:
         row = await info.context.loaders.asset.load(parse_id(id))
-        return Asset.from_row(row) if row else None
+        if row is None:
+            raise NotFound(f"No asset {id}", argument="id")
+        return Asset.from_row(row)
 
     @strawberry.field(extensions=[allow(*TENANT_READERS)])
     async def assets(

@@ -80,13 +80,18 @@ async def test_asset_with_parent_children_and_ancestors(
     assert site_b["children"] == [{"name": "Bay 50%_b"}, {"name": "Machine B-z"}]
 
 
-async def test_unknown_or_foreign_asset_is_null(
+async def test_unknown_or_foreign_asset_is_not_found(
     gateway: Gateway, tree: dict[str, UUID], other_tenant: Tenant, tenant: Tenant
 ) -> None:
     q = "query($id: ID!) { asset(id: $id) { id } }"
-    assert _data(await gateway.query(q, {"id": str(uuid4())}, key=tenant.key)) == {"asset": None}
-    foreign = await gateway.query(q, {"id": str(tree["Site A"])}, key=other_tenant.key)
-    assert _data(foreign) == {"asset": None}
+    unknown = str(uuid4())
+    for body, asked in ((await gateway.query(q, {"id": unknown}, key=tenant.key), unknown),
+                        (await gateway.query(q, {"id": str(tree["Site A"])},
+                                             key=other_tenant.key), str(tree["Site A"]))):
+        assert body["data"] == {"asset": None}
+        [error] = body["errors"]
+        assert error["extensions"] == {"code": "NOT_FOUND", "argument": "id"}
+        assert error["message"] == f"No asset {asked}"
 
 
 FILTERS: list[tuple[dict[str, Any], list[str]]] = [  # filter, names matched in creation order

@@ -119,12 +119,16 @@ async def test_device_returns_every_scalar_field(
         }
 
 
-async def test_device_of_another_tenant_is_null(
+async def test_unknown_or_foreign_device_is_not_found(
     gateway: Gateway, plant: Plant, other_tenant: Tenant
 ) -> None:
-    body = await gateway.query("query($id: ID!) { device(id: $id) { id } }",
-                               {"id": str(plant.devices[0])}, key=other_tenant.key)
-    assert _data(body) == {"device": None}
+    for asked in (str(plant.devices[0]), str(uuid4())):
+        body = await gateway.query("query($id: ID!) { device(id: $id) { id } }",
+                                   {"id": asked}, key=other_tenant.key)
+        assert body["data"] == {"device": None}
+        [error] = body["errors"]
+        assert error["extensions"] == {"code": "NOT_FOUND", "argument": "id"}
+        assert error["message"] == f"No device {asked}"
 
 
 async def test_pagination_walks_every_page_once(

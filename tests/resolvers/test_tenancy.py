@@ -25,6 +25,10 @@ async def test_ids_of_another_tenant_are_invisible(
         {"d": device, "a": asset}, key=tenant.key,
     )
     assert body["data"] == {"device": None, "asset": None}
+    # Unknown to this tenant, exactly as an id no tenant has.
+    assert sorted((e["path"][0], e["extensions"]["code"]) for e in body["errors"]) == [
+        ("asset", "NOT_FOUND"), ("device", "NOT_FOUND")]
+    assert all("tenant" not in e["message"].lower() for e in body["errors"])
 
     body = await gateway.query(
         "query($d: ID!) { shadow(deviceId: $d) { version } }", {"d": device}, key=tenant.key

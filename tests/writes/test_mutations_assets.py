@@ -211,6 +211,7 @@ async def test_delete_is_refused_while_children_or_devices_remain(
         "data": {"deleteAsset": True}}
     body = await gateway.query(GET, {"id": site["id"]}, key=tenant.key)
     assert body["data"]["asset"] is None
+    assert body["errors"][0]["extensions"]["code"] == "NOT_FOUND"
     assert await stores.assets.pool.fetchval("SELECT count(*) FROM assets") == 0
     # The device stays, unattached; deleting again is NOT_FOUND.
     body = await gateway.query("query($d: ID!) { device(id: $d) { asset { id } } }",

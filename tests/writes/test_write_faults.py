@@ -142,6 +142,7 @@ async def test_failed_compensation_leaves_an_invisible_orphan_for_the_reconciler
     assert body["data"] == {"device": None, "devices": {"totalCount": 0},
                             "byMeta": {"totalCount": 0, "edges": []},
                             "asset": {"devices": {"totalCount": 0}}}
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["NOT_FOUND"]
     # The gateway keeps serving, the same serial included; the new device is not the orphan.
     mine = await register(gateway, tenant, "SN-1", metadata={"vendor": "Acme"})
 
