@@ -15,6 +15,7 @@ import pytest
 
 from gateway.auth.callers import hash_key, new_api_key
 from gateway.errors import StoreUnavailable
+from gateway.http import ingest
 from gateway.stores import Stores
 from tests.conftest import AppClient, Gateway, Tenant
 from tests.support.telemetry_mode import PARTITIONED, stored_days, telemetry_mode
@@ -118,6 +119,50 @@ async def test_a_body_over_a_limit_is_refused_whole(
     async with app_client(**limits) as http:
         response = await _post(http, body, auth=f"Bearer {tenant.key}")
     assert response.status_code == 413
+    assert response.json()["errors"][0]["extensions"]["code"] == "LIMIT_EXCEEDED"
+    assert await _stored(stores, device) == 0
+
+
+async def test_a_limit_crossed_after_a_batch_was_written_stores_nothing(
+    app_client: AppClient, stores: Stores, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 413 comes after the request's first batch went into its transaction: the
+    body is streamed in two parts, and the second is sent only once the telemetry
+    database shows the request's transaction holding a write (a transaction id)."""
+    monkeypatch.setattr(ingest, "BATCH", 5)  # a batch of 5 lines instead of 20,000
+    device = await _device(stores, tenant, "B1")
+    headers = {"Authorization": f"Bearer {tenant.key}", "Content-Type": "application/x-ndjson"}
+    wrote = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield _ndjson(*(_reading(device, 100 - n) for n in range(6)))
+        await wrote.wait()
+        yield _ndjson(*(_reading(device, 50 - n) for n in range(6)))
+
+    async def writing() -> bool:
+        return bool(await stores.telemetry.pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_xid IS NOT NULL"))
+
+    async def release_when_written() -> None:
+        for _ in range(1000):
+            if await writing():
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the first batch was never written")
+        wrote.set()
+
+    async with app_client(ingest_max_lines=10) as http:
+        # The day's partitions exist before (a committed reading of another device), so
+        # the transaction id can only come from the batch.
+        other = await _device(stores, tenant, "B0")
+        assert (await _post(http, _ndjson(_reading(other, 1)),
+                            auth=f"Bearer {tenant.key}")).status_code == 200
+        watcher = asyncio.ensure_future(release_when_written())
+        response = await http.post("/ingest", content=body(), headers=headers)
+        await watcher
+    assert response.status_code == 413, response.text
     assert response.json()["errors"][0]["extensions"]["code"] == "LIMIT_EXCEEDED"
     assert await _stored(stores, device) == 0
 
