@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -30,14 +31,19 @@ ASSET_COLUMNS = (
 
 
 class Loaders:
+    """The loaders of one request (or subscription event); ``release`` when answered.
+
+    No batch function refers back to this object (they close over the stores and the
+    tenant only), so loaders and their values make no reference cycle of their own."""
+
     def __init__(self, stores: Stores, tenant_id: UUID) -> None:
         self._stores = stores
         self._tenant = tenant_id
-        self.device = _loader("device", self._devices)
-        self.profile = _loader("profile", self._profiles)
-        self.asset = _loader("asset", self._assets)
-        self.children = _loader("children", self._children)
-        self.shadow = _loader("shadow", self._shadows)
+        self.device = _loader("device", partial(_devices, stores, tenant_id))
+        self.asset = _loader("asset", partial(_assets, stores, tenant_id))
+        self.profile = _loader("profile", partial(_profiles, stores, tenant_id, self.asset))
+        self.children = _loader("children", partial(_children, stores, tenant_id))
+        self.shadow = _loader("shadow", partial(_shadows, stores, tenant_id))
         self._latest: dict[tuple[str, ...] | None, DataLoader] = {}
         self._series: dict[SeriesQuery, DataLoader] = {}
         self._forecasts: dict[tuple[str, datetime, datetime], DataLoader] = {}
@@ -46,11 +52,25 @@ class Loaders:
 
     def latest(self, metrics: Sequence[str] | None) -> DataLoader:
         key = tuple(metrics) if metrics is not None else None
+        stores, tenant = self._stores, self._tenant
         if key not in self._latest:
             async def load(ids: list[UUID]) -> list[Any]:
-                return await self._stores.telemetry.latest(self._tenant, ids, key)
+                return await stores.telemetry.latest(tenant, ids, key)
             self._latest[key] = _loader("latest", load)
         return self._latest[key]
+
+    def release(self) -> None:
+        """Drops every loaded value: called when the request (or subscription event) has
+        its answer. graphql-core 3.3's execution context refers to itself (its
+        ``async_helpers`` hold its own bound methods), so it, this request's context and
+        these loaders are freed only by the cyclic collector; without this, each request's
+        rows (records, ids, series, shadows) waited with them, and under sustained load the
+        process grew by that garbage (bench/RESULTS.md, "Memory that levels off")."""
+        for loader in (self.device, self.profile, self.asset, self.children, self.shadow):
+            loader.clear_all()
+        for loaders in (self._latest, self._series, self._forecasts, self._rollups,
+                        self._asset_devices):
+            loaders.clear()
 
     def forget_telemetry(self) -> None:
         """Drops every cached latest value and series (an ingest in this request wrote)."""
@@ -62,14 +82,14 @@ class Loaders:
         (the asset store answers the subtrees and the filter's asset-side conditions in
         one, the registry every page in one). ``query`` is as parsed, asset-side
         conditions unresolved, so equal arguments share a loader."""
+        stores, tenant = self._stores, self._tenant
         if query not in self._asset_devices:
             async def load(asset_ids: list[UUID]) -> list[Any]:
                 leaves = asset_side_leaves(query.where)
-                pairs, matched = await self._stores.assets.device_ids_for(
-                    self._tenant, asset_ids, leaves)
+                pairs, matched = await stores.assets.device_ids_for(tenant, asset_ids, leaves)
                 resolved = replace(query, where=with_matches(query.where, leaves, matched))
-                pages = await self._stores.registry.page_devices_grouped(
-                    self._tenant, pairs, resolved) if pairs else {}
+                pages = await stores.registry.page_devices_grouped(
+                    tenant, pairs, resolved) if pairs else {}
                 return [pages.get(asset_id) or Page([], 0, False, False)
                         for asset_id in asset_ids]
             self._asset_devices[query] = _loader("asset_devices", load)
@@ -77,50 +97,59 @@ class Loaders:
 
     def forecast(self, metric: str, start: datetime, end: datetime) -> DataLoader:
         key = (metric, start, end)
+        stores, tenant = self._stores, self._tenant
         if key not in self._forecasts:
             async def load(ids: list[UUID]) -> list[Any]:
-                return await self._stores.telemetry.forecast(self._tenant, ids, metric, start, end)
+                return await stores.telemetry.forecast(tenant, ids, metric, start, end)
             self._forecasts[key] = _loader("forecast", load)
         return self._forecasts[key]
 
     def rollup(self, query: SeriesQuery) -> DataLoader:
         """Asset.telemetry: the tree resolved in the asset store, the aggregation pushed
         down to the telemetry store; two round trips for any number of assets."""
+        stores, tenant = self._stores, self._tenant
         if query not in self._rollups:
             async def load(asset_ids: list[UUID]) -> list[Any]:
-                pairs = await self._stores.assets.device_ids_under_many(
-                    self._tenant, asset_ids, None)
-                groups = await self._stores.telemetry.rollup(
-                    self._tenant, pairs, query) if pairs else {}
+                pairs = await stores.assets.device_ids_under_many(tenant, asset_ids, None)
+                groups = await stores.telemetry.rollup(
+                    tenant, pairs, query) if pairs else {}
                 return [groups.get(asset_id) for asset_id in asset_ids]
             self._rollups[query] = _loader("rollup", load)
         return self._rollups[query]
 
     def series(self, query: SeriesQuery) -> DataLoader:
+        stores, tenant = self._stores, self._tenant
         if query not in self._series:
             async def load(ids: list[UUID]) -> list[Any]:
-                return await self._stores.telemetry.series(self._tenant, ids, query)
+                return await stores.telemetry.series(tenant, ids, query)
             self._series[query] = _loader("series", load)
         return self._series[query]
 
-    async def _devices(self, ids: list[UUID]) -> list[Any]:
-        return await self._stores.registry.devices_by_ids(self._tenant, ids)
 
-    async def _profiles(self, device_ids: list[UUID]) -> list[Any]:
-        rows = await self._stores.assets.profiles_by_device(self._tenant, device_ids)
-        for row in rows:
-            if row is not None and row["a_id"] is not None:
-                self.asset.prime(row["a_id"], installed_asset(row))
-        return rows
 
-    async def _assets(self, ids: list[UUID]) -> list[Any]:
-        return await self._stores.assets.assets_by_ids(self._tenant, ids)
+async def _devices(stores: Stores, tenant: UUID, ids: list[UUID]) -> list[Any]:
+    return await stores.registry.devices_by_ids(tenant, ids)
 
-    async def _children(self, parent_ids: list[UUID]) -> list[Any]:
-        return await self._stores.assets.children_of(self._tenant, parent_ids)
 
-    async def _shadows(self, device_ids: list[UUID]) -> list[Any]:
-        return await self._stores.shadows.get_many(self._tenant, device_ids)
+async def _profiles(stores: Stores, tenant: UUID, assets: DataLoader,
+                    device_ids: list[UUID]) -> list[Any]:
+    rows = await stores.assets.profiles_by_device(tenant, device_ids)
+    for row in rows:
+        if row is not None and row["a_id"] is not None:
+            assets.prime(row["a_id"], installed_asset(row))
+    return rows
+
+
+async def _assets(stores: Stores, tenant: UUID, ids: list[UUID]) -> list[Any]:
+    return await stores.assets.assets_by_ids(tenant, ids)
+
+
+async def _children(stores: Stores, tenant: UUID, parent_ids: list[UUID]) -> list[Any]:
+    return await stores.assets.children_of(tenant, parent_ids)
+
+
+async def _shadows(stores: Stores, tenant: UUID, device_ids: list[UUID]) -> list[Any]:
+    return await stores.shadows.get_many(tenant, device_ids)
 
 
 def _loader(name: str, batch: Callable[[list[Any]], Awaitable[list[Any]]]) -> DataLoader:

@@ -123,7 +123,10 @@ async def serve(view: GatewayGraphQL, request: Request) -> Response:
     except rate_limit.RateLimited as limited:
         return http_spec.error_response(limited, 429, media, limited.headers)
     context = await view.get_context(request, None)
-    answers = [await _execute(view, request, op, context, media) for op in operations]
+    try:
+        answers = [await _execute(view, request, op, context, media) for op in operations]
+    finally:
+        context.loaders.release()  # the rows are freed now, not by the cyclic collector
     if isinstance(read, list):
         # A batch is one HTTP exchange: 200, each operation's outcome in its own entry.
         return http_spec.respond([a.payload for a in answers], 200, media)

@@ -197,3 +197,28 @@ async def test_a_member_cancelled_mid_execution_does_not_fail_the_others() -> No
     assert await asyncio.wait_for(second, 5) == SNAPSHOT
     with pytest.raises(asyncio.CancelledError):
         await first
+
+
+async def test_finished_results_are_shared_for_a_while_then_dropped(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Members of a cohort share a change's result; once finished and older than
+    RESULT_TTL, it is dropped at the cohort's next execution (kept up to the count bound
+    instead, every cohort's finished results grew the process for minutes)."""
+    import gateway.live.cohorts as cohorts
+
+    now = [1000.0]
+    monkeypatch.setattr(cohorts, "_clock", lambda: now[0])
+    recorder = Recorder()
+    group = cohort(recorder)
+    d = uuid4()
+    first = change(d, 1)
+    await group.result(first, UPDATED)
+    await group.result(first, UPDATED)  # shared: executed once
+    assert recorder.calls == [(first.seq, UPDATED)]
+
+    now[0] += cohorts.RESULT_TTL + 1
+    await group.result(change(d, 2), UPDATED)  # the next execution drops the old result
+    assert len(group._results) == 1
+    await group.result(first, UPDATED)  # asked again: executed again
+    assert [c[0] for c in recorder.calls] == [first.seq, first.seq + 1, first.seq]

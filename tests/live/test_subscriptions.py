@@ -6,6 +6,7 @@ tenant's)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -256,3 +257,34 @@ async def test_change_right_after_a_detach_is_not_delivered(
                 await pipe.execute()
             event = await ws.next_event()
             assert (event["deviceId"], event["version"]) == (str(inside), 1 + n), event
+
+
+def _live(type_name: str) -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if type(o).__name__ == type_name)
+
+
+async def test_a_long_subscription_keeps_nothing_per_event(
+    address: str, gateway: Gateway, stores: Stores, tenant: Tenant
+) -> None:
+    """Each event's execution memo (graphql-core's collected sub-fields) was shared with
+    the subscription's executor and kept for the subscription's life: a soak's memory
+    grew with every event delivered."""
+    fleet = await seed_fleet(stores, tenant.id, devices=2, hours=0.1, sites=1, lines=1,
+                             machines=1)
+    device = str(fleet.active[0])
+
+    async def updates(values: range) -> None:
+        for value in values:
+            await report(gateway, tenant, device, value)
+            event = await ws.next_event()
+            assert (event["kind"], event["shadow"]["reported"]["n"]) == ("UPDATED", value)
+
+    async with TransportWS.connect(address, tenant.key) as ws:
+        await subscribe(ws, {"ids": [device]})
+        assert (await ws.next_event())["kind"] == "SNAPSHOT"
+        await updates(range(5))
+        before = _live("CollectedFields")
+        await updates(range(5, 35))
+        after = _live("CollectedFields")
+    assert after - before < 10, (before, after)  # 30 events
