@@ -133,6 +133,9 @@ class Settings:
     # Store clients.
     pool_min_size: int = setting(1, "smallest asyncpg pool per database", minimum=0)
     pool_max_size: int = setting(10, "largest asyncpg pool per database", minimum=1)
+    pg_statement_cache: int = setting(
+        100, "prepared statements asyncpg caches per connection; 0 behind PgBouncer in "
+        "transaction pooling mode (docs/operations.md)", minimum=0)
     store_timeout: float = setting(
         5.0, "seconds before a store call (connect, query, release) fails with "
         "`STORE_UNAVAILABLE`")

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.settings import Settings
 from gateway.stores.assets import AssetStore
@@ -39,18 +40,19 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
         return CircuitBreaker(name, failures=settings.breaker_failures,
                               cooldown=settings.breaker_cooldown)
 
-    timeout, lo, hi = settings.store_timeout, settings.pool_min_size, settings.pool_max_size
+    pg: dict[str, Any] = {
+        "timeout": settings.store_timeout, "min_size": settings.pool_min_size,
+        "max_size": settings.pool_max_size, "statement_cache": settings.pg_statement_cache}
     stores = Stores(
         registry=RegistryStore(
-            settings.registry_dsn, timeout=timeout, min_size=lo, max_size=hi,
-            breaker=breaker("registry"), outage_grace=settings.auth_outage_grace,
-            key_cache_ttl=settings.api_key_cache_ttl,
+            settings.registry_dsn, breaker=breaker("registry"),
+            outage_grace=settings.auth_outage_grace, key_cache_ttl=settings.api_key_cache_ttl,
+            **pg,
         ),
-        assets=AssetStore(settings.assets_dsn, timeout=timeout, min_size=lo, max_size=hi,
-                          breaker=breaker("assets")),
-        telemetry=TelemetryStore(settings.telemetry_dsn, timeout=timeout, min_size=lo,
-                                 max_size=hi, breaker=breaker("telemetry")),
-        shadows=ShadowStore(settings.redis_url, timeout=timeout, breaker=breaker("shadows")),
+        assets=AssetStore(settings.assets_dsn, breaker=breaker("assets"), **pg),
+        telemetry=TelemetryStore(settings.telemetry_dsn, breaker=breaker("telemetry"), **pg),
+        shadows=ShadowStore(settings.redis_url, timeout=settings.store_timeout,
+                            breaker=breaker("shadows")),
     )
     async with AsyncExitStack() as stack:
         for store in stores.all():

@@ -119,9 +119,12 @@ class PgStore:
 
     def __init__(
         self, dsn: str, *, timeout: float = 5.0, min_size: int = 1, max_size: int = 10,
-        breaker: CircuitBreaker | None = None,
+        breaker: CircuitBreaker | None = None, statement_cache: int = 100,
     ):
         self._dsn = dsn
+        # 0 behind a transaction-pooling PgBouncer: a named statement prepared on one
+        # server connection is unknown on the next one the pooler hands out.
+        self.statement_cache = statement_cache
         self._timeout = timeout
         self._min_size = min_size
         self._max_size = max_size
@@ -178,6 +181,7 @@ class PgStore:
                 self._dsn, min_size=self._min_size, max_size=self._max_size,
                 init=_init_connection, timeout=self._timeout,
                 connection_class=self.connection_class,
+                statement_cache_size=self.statement_cache,
             )
             return self._pool
         finally:

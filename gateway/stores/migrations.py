@@ -120,7 +120,8 @@ async def migrate_store(store: PgStore, *, connect_timeout: float) -> list[str]:
     """Migrates one store on a connection of its own; an unreachable database raises
     ``StoreUnavailable`` after at most ``connect_timeout`` s."""
     with translate_errors(store.name):
-        conn = await asyncpg.connect(store.dsn, timeout=connect_timeout)
+        conn = await asyncpg.connect(store.dsn, timeout=connect_timeout,
+                                     statement_cache_size=store.statement_cache)
         try:
             applied = await migrate(conn, store.name)
             await store.migrated(conn)
