@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+import websockets
 from asgi_lifespan import LifespanManager
 
 from gateway.app import create_app
@@ -19,7 +20,7 @@ from gateway.http.address_limit import AddressLimit, AuthFailuresLimited, authen
 from gateway.settings import Settings
 from gateway.stores import Stores, open_stores
 from tests.conftest import Tenant
-from tests.support.live_server import free_port
+from tests.support.live_server import TransportWS, free_port, serve
 from tests.support.store_calls import RequestCalls, count_requests
 
 BURST = 20
@@ -132,3 +133,21 @@ async def test_the_limit_fails_open_when_redis_does_not_answer(
             await authenticate_limited(stores, live, AddressLimit(), None, "10.0.0.1")
         with pytest.raises(AuthFailuresLimited):
             await authenticate_limited(stores, live, AddressLimit(), None, "10.0.0.1")
+
+
+async def test_websocket_connection_inits_are_limited_too(
+    settings: Settings, stores: Stores, tenant: Tenant
+) -> None:
+    limited = dataclasses.replace(settings, auth_failure_burst=2,
+                                  auth_failure_rate_limit=0.001)
+    reasons = []
+    async with serve(create_app(limited, stores=stores)) as address:
+        for _ in range(3):
+            async with TransportWS.connect(address, _bad_key()) as ws:
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await ws.receive()
+                assert closed.value.rcvd is not None
+                reasons.append((closed.value.rcvd.code, closed.value.rcvd.reason))
+    assert [code for code, _ in reasons] == [4403] * 3
+    assert [reason.startswith("Too many requests without a valid credential")
+            for _, reason in reasons] == [False, False, True], reasons
