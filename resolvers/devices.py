@@ -39,6 +39,7 @@ from resolvers.telemetry import (
     series_query,
     to_forecast,
     to_series,
+    unknown_metric_error,
 )
 
 if TYPE_CHECKING:
@@ -204,6 +205,10 @@ async def device_telemetry(
         q = replace(q, newest_first=True)
     loader = info.context.loaders.series(q)
     rows = await settled([loader.load(d.uuid) for d in devices])
+    if devices and all(not isinstance(r, Exception) and r.count == 0 for r in rows):
+        unknown = await unknown_metric_error(info, [d.uuid for d in devices], metric)
+        if unknown is not None:
+            return [unknown] * len(devices)
     values: list[Any] = []
     for device, found in zip(devices, rows, strict=True):
         try:

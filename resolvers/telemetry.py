@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import lru_cache
@@ -13,6 +14,7 @@ import strawberry
 from gateway.context import Info
 from gateway.errors import BadUserInput, LimitExceeded
 from gateway.stores.telemetry import BUCKET_ORIGIN, SeriesQuery, SeriesRows, Trend
+from gateway.writes import validate
 from resolvers.execution.batch_fields import batched, one, settled
 from resolvers.scalars import Interval
 
@@ -119,6 +121,7 @@ def series_query(
     max_points = info.context.settings.max_points
     if not metric:
         raise BadUserInput("metric must not be empty", argument="metric")
+    validate.metric(metric, "metric")  # the rule ingest applies: nothing else was stored
     end = _utc(end) if end else info.context.now
     try:
         start = _utc(start) if start else end - DEFAULT_RANGE
@@ -156,6 +159,31 @@ def series_query(
         aggregate=(aggregate or Aggregate.AVG).value, limit=limit or max_points + 1,
         limit_is_probe=limit is None,
     )
+
+
+async def unknown_metric_error(
+    info: Info, device_ids: list[UUID], metric: str
+) -> BadUserInput | None:
+    """When every series of a selection came back empty: an error naming the devices'
+    metrics if ``metric`` is none of them (a typo answered empty points before). Their
+    metrics are those they have readings of and those their capabilities declare. Devices
+    with no metric at all (new ones) get no error, nor does a fleet where some device has
+    the metric (a dashboard over mixed devices). Two batched loads, only when all is empty."""
+    loaders = info.context.loaders
+    latest = await loaders.latest(None).load_many(device_ids)
+    profiles = await loaders.profile.load_many(device_ids)
+    known = {r["metric"] for readings in latest for r in readings or ()}
+    for profile in profiles:
+        known |= {c.get("metric") for c in (profile["capabilities"] if profile else None) or ()
+                  if isinstance(c, dict) and isinstance(c.get("metric"), str)}
+    if not known or metric in known:
+        return None
+    close = difflib.get_close_matches(metric, sorted(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    who, whose = ((f"Device {device_ids[0]} has", "its") if len(device_ids) == 1
+                  else ("None of these devices has", "their"))
+    return BadUserInput(f"{who} no metric {metric!r}{hint}; {whose} metrics: "
+                        f"{', '.join(sorted(known))}", argument="metric")
 
 
 def series_points(q: SeriesQuery, rows: SeriesRows) -> list[TelemetryPoint]:

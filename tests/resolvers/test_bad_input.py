@@ -149,7 +149,8 @@ async def test_unknown_ids(
     for field in ("device(id: $id) { id }", "asset(id: $id) { id }"):
         body = await gateway.query(f"query($id: ID!) {{ {field} }}", {"id": str(unknown)},
                                    key=tenant.key)
-        assert "errors" not in body and list(body["data"].values()) == [None]
+        assert list(body["data"].values()) == [None]
+        assert [e["extensions"]["code"] for e in body["errors"]] == [NOT_FOUND]
     foreign = await stores.registry.insert_device(other_tenant.id, serial="F", name="f",
                                                   type="x")
     for missing in (unknown, foreign["id"]):

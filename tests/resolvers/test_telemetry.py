@@ -250,3 +250,37 @@ async def test_raw_points_newest_first(
     oldest = await gateway.query(q, {"id": str(row["id"])}, key=tenant.key)
     assert [p["value"] for p in oldest["data"]["device"]["telemetry"]["points"]] == [
         0.0, 1.0, 2.0]
+
+
+async def test_a_misspelled_metric_is_refused_with_the_known_ones(
+    gateway: Gateway, tenant: Tenant, devices: Devices
+) -> None:
+    body = await gateway.query(SERIES, {"id": str(devices.main), "metric": "temprature",
+                                        "from": _at(0), "to": _at(5)}, key=tenant.key)
+    assert body["data"] == {"device": {"telemetry": None}}
+    [error] = body["errors"]
+    assert error["extensions"] == {"code": "BAD_USER_INPUT", "argument": "metric"}
+    assert error["message"] == (
+        f"Device {devices.main} has no metric 'temprature' (did you mean 'temperature'?); "
+        "its metrics: humidity, power, temperature")
+
+
+async def test_a_known_metric_without_readings_in_range_is_empty_not_an_error(
+    gateway: Gateway, tenant: Tenant, devices: Devices
+) -> None:
+    # power is a capability of `other` and humidity a reading of `main`; a device with
+    # nothing at all (`bare`) has no metrics to hint at: an empty series.
+    for device, metric in ((devices.other, "power"), (devices.main, "humidity"),
+                           (devices.bare, "temperature")):
+        series = await _series(gateway, tenant, device, metric, **{"from": _at(30),
+                                                                   "to": _at(35)})
+        assert series["points"] == [] and series["stats"]["count"] == 0
+
+
+async def test_a_metric_that_is_not_a_metric_name_is_refused_as_ingest_refuses_it(
+    gateway: Gateway, tenant: Tenant, devices: Devices
+) -> None:
+    body = await gateway.query(SERIES, {"id": str(devices.main), "metric": "temp erature"},
+                               key=tenant.key)
+    assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "argument": "metric"}
+    assert "is not a metric name" in body["errors"][0]["message"]
