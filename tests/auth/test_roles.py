@@ -67,15 +67,16 @@ MUTATIONS: dict[str, tuple[str, set[str], list[str]]] = {
 }
 
 # Each query field with the roles that may read it; ``{own}`` is the device's own id.
-QUERIES: dict[str, tuple[str, set[str]]] = {
-    "device": ('device(id: "{own}") {{ id }}', READERS | {"device"}),
-    "devices": ("devices {{ totalCount }}", READERS),
-    "asset": (f'asset(id: "{NOWHERE}") {{{{ id }}}}', READERS),
-    "assets": ("assets {{ totalCount }}", READERS),
-    "shadow": ('shadow(deviceId: "{own}") {{ version }}', READERS | {"device"}),
+# ... and the error codes an allowed reader gets: none, or NOT_FOUND for the unknown asset.
+QUERIES: dict[str, tuple[str, set[str], list[str]]] = {
+    "device": ('device(id: "{own}") {{ id }}', READERS | {"device"}, []),
+    "devices": ("devices {{ totalCount }}", READERS, []),
+    "asset": (f'asset(id: "{NOWHERE}") {{{{ id }}}}', READERS, NF),
+    "assets": ("assets {{ totalCount }}", READERS, []),
+    "shadow": ('shadow(deviceId: "{own}") {{ version }}', READERS | {"device"}, []),
     "telemetry": ('telemetry(deviceIds: ["{own}"], metric: "t") {{ deviceId }}',
-                  READERS | {"device"}),
-    "apiKeys": ("apiKeys {{ totalCount }}", {"admin"}),
+                  READERS | {"device"}, []),
+    "apiKeys": ("apiKeys {{ totalCount }}", {"admin"}, []),
 }
 
 
@@ -151,12 +152,12 @@ async def test_a_device_writes_its_reported_state_and_its_readings(
 
 
 async def test_every_query_field_by_every_role(gateway: Gateway, fx: Fixture) -> None:
-    for name, (template, allowed) in QUERIES.items():
+    for name, (template, allowed, expected) in QUERIES.items():
         for role, key in fx.keys.items():
             body = await gateway.query(f"{{ {template.format(own=fx.device)} }}", key=key)
             if role in allowed:
-                # Unknown ids read as null, never as an error: exactly no error.
-                assert codes(body) == [], (name, role, body)
+                # Exactly the expected outcome: any other error (INTERNAL included) fails.
+                assert codes(body) == expected, (name, role, body)
                 assert name in body["data"], (name, role, body)
             else:
                 assert codes(body) == ["FORBIDDEN"], (name, role, body)
