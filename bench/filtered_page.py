@@ -77,10 +77,9 @@ STATUSES = ["ACTIVE"] * 6 + ["SUSPENDED", "PROVISIONED", "DECOMMISSIONED"]
 
 async def seed(dsns: dict[str, str], devices: int) -> tuple[str, str]:
     """The tenant's admin key and one line's asset id."""
+    from bench._stack import Stack
     from gateway.auth.callers import create_tenant_with_admin_key
     from gateway.stores import open_stores
-
-    from bench._stack import Stack
     settings = Stack(dsns, "").settings
     await _migrate(settings)
     async with open_stores(settings) as stores:
