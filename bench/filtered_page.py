@@ -167,8 +167,8 @@ def main() -> None:
             results = asyncio.run(run(server.url, key, line, args.requests))
     load_after = os.getloadavg()
     base = results[0][1]
-    lines = ["| query (100 of %d devices) | p50 ms | p95 ms | p50 / baseline | round trips |"
-             % args.devices, "| --- | ---: | ---: | ---: | --- |"]
+    lines = [f"| query (100 of {args.devices} devices) | p50 ms | p95 ms | p50 / baseline "
+             "| round trips |", "| --- | ---: | ---: | ---: | --- |"]
     for name, p50, p95, calls in results:
         trips = ", ".join(f"{k} {v}" for k, v in calls.items() if v)
         lines.append(f"| {name} | {p50:.1f} | {p95:.1f} | {p50 / base:.2f} | {trips} |")

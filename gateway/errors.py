@@ -3,6 +3,8 @@
     GatewayError                    safe to show a client; carries extensions.code
      +-- BadUserInput               BAD_USER_INPUT: malformed or out-of-range arguments
      +-- NotFound                   NOT_FOUND: unknown id, or an id of another tenant
+     |    +-- PersistedQueryNotFound   PERSISTED_QUERY_NOT_FOUND: send the document with its hash
+     +-- PersistedQueryNotSupported PERSISTED_QUERY_NOT_SUPPORTED: persisted operations are off
      +-- VersionConflict            VERSION_CONFLICT: expectedVersion differs from the current one
      +-- Unauthenticated            UNAUTHENTICATED: no credential, or a bad one
      +-- Forbidden                  FORBIDDEN: the caller's role may not do this
@@ -44,6 +46,18 @@ class NotFound(GatewayError):
     """No such object in the caller's tenant."""
 
     code = "NOT_FOUND"
+
+
+class PersistedQueryNotFound(NotFound):
+    """A hash-only request whose document this gateway does not know (Apollo's code)."""
+
+    code = "PERSISTED_QUERY_NOT_FOUND"
+
+
+class PersistedQueryNotSupported(GatewayError):
+    """A hash-only request while persisted operations are off (Apollo's code)."""
+
+    code = "PERSISTED_QUERY_NOT_SUPPORTED"
 
 
 class VersionConflict(GatewayError):

@@ -21,6 +21,7 @@ from gateway.stores.registry import like_pattern
 from gateway.stores.telemetry import EMPTY_SERIES
 from resolvers.devices import DeviceConnection, DeviceFilter, DeviceOrder, resolve_asset_devices
 from resolvers.execution.batch_fields import batched, one, settled
+from resolvers.node import Node
 from resolvers.ordering import OrderDirection
 from resolvers.pagination import (
     FirstArg,
@@ -57,7 +58,7 @@ class RollupSeries:
 
 
 @strawberry.type
-class Asset:
+class Asset(Node):
     id: strawberry.ID
     name: str
     kind: str

@@ -25,6 +25,7 @@ from resolvers.device_query import (
 )
 from resolvers.device_status import DeviceStatus
 from resolvers.execution.batch_fields import batched, one, settled
+from resolvers.node import Node
 from resolvers.pagination import PageInfo, encode_position, page_info_of
 from resolvers.permissions import TENANT_READERS, allow
 from resolvers.scalars import Interval
@@ -62,7 +63,7 @@ class Capability:
 
 
 @strawberry.type
-class Device:
+class Device(Node):
     id: strawberry.ID
     serial: str
     name: str
@@ -222,6 +223,8 @@ async def device_telemetry(
 @batched("Device", "latest")
 async def device_latest(devices: list[Device], info: Info, *,
                         metrics: list[str] | None = None) -> list[Any]:
+    for metric in metrics or ():
+        validate.metric(metric, "metrics")  # malformed names: BAD_USER_INPUT, as ingest
     loader = info.context.loaders.latest(metrics)
     found = await settled([loader.load(d.uuid) for d in devices])
     return [rows if isinstance(rows, Exception) else [

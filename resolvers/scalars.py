@@ -59,7 +59,9 @@ def format_interval(value: timedelta) -> str:
 
 INTERVAL_SCALAR = strawberry.scalar(
     name="Interval",
-    description="A time span: 30s, 5m, 1h, 1d, 7d, or an ISO-8601 duration such as PT5M.",
+    description="A time span, on the wire a string. Output: the shortest of `<n>s`, `<n>m`, "
+    "`<n>h`, `<n>d` (one day stays `24h`). Input: those, or an ISO-8601 duration such as "
+    "`PT5M`. TypeScript: `string`.",
     serialize=format_interval,
     parse_value=parse_interval,
 )
@@ -80,7 +82,9 @@ def parse_datetime(value: object) -> datetime:
 
 DATETIME_SCALAR = strawberry.scalar(
     name="DateTime",
-    description="RFC 3339 date-time with offset, e.g. 2026-11-26T19:00:00Z.",
+    description="A point in time, on the wire an RFC 3339 string. Output: always with an "
+    "offset, microseconds when not zero, e.g. `2026-11-26T19:00:00+00:00`. Input: RFC 3339 "
+    "with an offset, e.g. `2026-11-26T19:00:00Z`. TypeScript: `string`.",
     serialize=lambda value: value.isoformat(),
     parse_value=parse_datetime,
 )
@@ -94,3 +98,14 @@ def parse_id(value: object, what: str = "id") -> UUID:
         raise BadUserInput(
             f"Malformed {what}: {value!r} is not a valid ID", argument=what
         ) from None
+
+
+JSON_SCALAR = strawberry.scalar(
+    name="JSON",
+    description="Any JSON value (object, array, string, number, boolean or null), sent and "
+    "received as itself, not as a string. Objects such as Device.metadata and Shadow.desired "
+    "are JSON objects. TypeScript: a JSON value type (docs/clients.md).",
+    specified_by_url="https://ecma-international.org/publications-and-standards/standards/ecma-404/",
+    serialize=lambda value: value,
+    parse_value=lambda value: value,
+)

@@ -13,6 +13,7 @@ from strawberry.extensions import (
     MaxTokensLimiter,
     ValidationCache,
 )
+from strawberry.scalars import JSON
 from strawberry.schema.config import StrawberryConfig
 
 from gateway.context import Info
@@ -30,9 +31,12 @@ from resolvers.execution.operation_name import OperationNameRequired
 from resolvers.execution.planned import PlannedExecutionContext
 from resolvers.live import GatewaySchema, SubscriptionLimits
 from resolvers.mutations import Mutation
+from resolvers.node import Node
+from resolvers.node_lookup import resolve_nodes
+from resolvers.overview import FleetOverview, resolve_fleet_overview
 from resolvers.pagination import FirstArg, LastArg
 from resolvers.permissions import TENANT_READERS, OwnDevice, allow
-from resolvers.scalars import DATETIME_SCALAR, INTERVAL_SCALAR, Interval, parse_id
+from resolvers.scalars import DATETIME_SCALAR, INTERVAL_SCALAR, JSON_SCALAR, Interval, parse_id
 from resolvers.shadows import Shadow
 from resolvers.subscriptions import Subscription
 from resolvers.telemetry import Aggregate, TelemetrySeries, series_query, to_series
@@ -57,6 +61,26 @@ class Query(ApiKeyQuery):
         before: str | None = None, order_by: DeviceOrder | None = None,
     ) -> DeviceConnection | None:
         return await resolve_devices(info, first, after, filter, last, before, order_by)
+
+    @strawberry.field(
+        description="Counts of the devices matching `filter`: in total, by status, by type "
+        "and by asset subtree (the children of `assetParentId`, or the root assets).",
+        extensions=[allow(*TENANT_READERS)])
+    async def fleet_overview(
+        self, info: Info, filter: DeviceFilter | None = None,
+        asset_parent_id: strawberry.ID | None = None,
+    ) -> FleetOverview | None:
+        return await resolve_fleet_overview(info, filter, asset_parent_id)
+
+    @strawberry.field(description="The Device or Asset with this id; null when the tenant has "
+                      "none.", extensions=[allow(*TENANT_READERS)])
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        return (await resolve_nodes(info, [id], "id"))[0]
+
+    @strawberry.field(description="The Device or Asset with each id, in order (null for an "
+                      "unknown id); at most 500.", extensions=[allow(*TENANT_READERS)])
+    async def nodes(self, info: Info, ids: list[strawberry.ID]) -> list[Node | None]:
+        return await resolve_nodes(info, ids, "ids")
 
     @strawberry.field(extensions=[allow(*TENANT_READERS)])
     async def asset(self, info: Info, id: strawberry.ID) -> Asset | None:
@@ -139,7 +163,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         execution_context_class=(
             PlannedExecutionContext if settings.planned_execution else FlatListExecutionContext),
         config=StrawberryConfig(
-            scalar_map={Interval: INTERVAL_SCALAR, datetime: DATETIME_SCALAR},
+            scalar_map={Interval: INTERVAL_SCALAR, datetime: DATETIME_SCALAR,
+                        JSON: JSON_SCALAR},
             disable_field_suggestions=settings.production,
         ),
     )

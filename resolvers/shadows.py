@@ -12,8 +12,12 @@ from gateway.stores.shadows import ShadowDoc
 from gateway.writes.shadow_state import delta
 
 
-@strawberry.type
+@strawberry.type(description="A device's reported and desired state. Its `id` is the device's "
+                 "id, so a client cache (Apollo's `Shadow:<id>`, urql's graphcache) updates the "
+                 "one cached shadow from a query, an updateShadow result or a shadowChanged "
+                 "event alike.")
 class Shadow:
+    id: strawberry.ID
     device_id: strawberry.ID
     version: int = strawberry.field(description="Increases by one on every accepted update.")
     reported: JSON
@@ -27,6 +31,7 @@ class Shadow:
     @classmethod
     def from_doc(cls, doc: ShadowDoc) -> Shadow:
         return cls(
+            id=strawberry.ID(str(doc.device_id)),
             device_id=strawberry.ID(str(doc.device_id)), version=doc.version,
             reported=JSON(doc.reported), desired=JSON(doc.desired),
             delta=JSON(delta(doc.desired, doc.reported)), metadata=JSON(doc.metadata),
@@ -48,5 +53,7 @@ class ShadowEvent:
     kind: ShadowEventKind
     device_id: strawberry.ID
     version: int | None
-    shadow: Shadow | None = strawberry.field(description="Null when kind is DELETED.")
+    shadow: Shadow | None = strawberry.field(
+        description="Null when kind is DELETED, and in a SNAPSHOT of a device that has no "
+        "shadow yet (its first UPDATED event brings one).")
     at: datetime

@@ -70,7 +70,8 @@ def _refused(status: int, error: GatewayError, headers: dict[str, str] | None = 
 async def _execute(view: GatewayGraphQL, request: Request, operation: Operation,
                    context: Any, media: str) -> _Answer:
     try:
-        query = view.persisted.resolve(operation.query, operation.extensions)
+        query = view.persisted.resolve(operation.query, operation.extensions,
+                                       getattr(context, "tenant_id", None))
     except GatewayError as error:
         return _request_error([error], media)
     if query is None:

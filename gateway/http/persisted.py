@@ -2,10 +2,21 @@
 the way Apollo's automatic persisted queries are (``extensions.persistedQuery``).
 ``PersistedOperations.resolve`` turns a request's hash and/or document into the document
 to run, per ``IOTSPHERE_PERSISTED_OPERATIONS`` (off, allow, only; docs/http-and-websocket.md).
-Nothing is registered at run time, so no client can plant documents for others. The
-manifest is a JSON object of hash -> document, or Apollo's persisted query manifest
+In ``allow`` mode a document sent with its matching hash is also learned, as Apollo's
+automatic persisted queries expect, so the client's next call sends the hash alone: per
+tenant (no client can plant documents for another tenant), at most
+``LEARNED_PER_TENANT`` documents of at most ``LEARNED_MAX_BYTES`` each per tenant and
+process (the oldest is forgotten first; another replica answers
+PERSISTED_QUERY_NOT_FOUND once and learns it on the retry). ``only`` mode learns nothing:
+it runs the manifest alone.
+
+The manifest is a JSON object of hash -> document, or Apollo's persisted query manifest
 (``{"format": "apollo-persisted-query-manifest", "operations": [{"id", "body", ...}]}``).
-Build one from .graphql files (one document per file, hashed exactly as written)::
+Apollo Client hashes the document as it prints it, with ``__typename`` added, so build the
+manifest for Apollo clients with Apollo's own generator
+(``npx generate-persisted-query-manifest``, package
+``@apollo/generate-persisted-query-manifest``), which writes that format; a manifest built
+from .graphql files as written only matches clients that send the files' exact text::
 
     python -m gateway.http.persisted queries/*.graphql > manifest.json
 """
@@ -15,12 +26,20 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
-from gateway.errors import BadUserInput, Forbidden, GatewayError, NotFound
+from gateway.errors import (
+    BadUserInput,
+    Forbidden,
+    GatewayError,
+    PersistedQueryNotFound,
+    PersistedQueryNotSupported,
+)
 from gateway.settings import PREFIX, Settings, SettingsError
 
 MODES = ("off", "allow", "only")
@@ -42,10 +61,39 @@ def _hash_of_request(extensions: Mapping[str, Any] | None) -> str | None:
     return sha.lower()
 
 
+LEARNED_PER_TENANT = 1_000
+LEARNED_MAX_BYTES = 64 * 1024
+
+
+class LearnedDocuments:
+    """Documents learned in ``allow`` mode, per tenant, each tenant's bounded (LRU)."""
+
+    def __init__(self, per_tenant: int = LEARNED_PER_TENANT) -> None:
+        self._per_tenant = per_tenant
+        self._by_tenant: dict[UUID | None, OrderedDict[str, str]] = {}
+
+    def learn(self, tenant: UUID | None, sha: str, document: str) -> None:
+        if len(document.encode()) > LEARNED_MAX_BYTES:
+            return
+        known = self._by_tenant.setdefault(tenant, OrderedDict())
+        known[sha] = document
+        known.move_to_end(sha)
+        while len(known) > self._per_tenant:
+            known.popitem(last=False)
+
+    def get(self, tenant: UUID | None, sha: str) -> str | None:
+        known = self._by_tenant.get(tenant)
+        document = known.get(sha) if known is not None else None
+        if document is not None and known is not None:
+            known.move_to_end(sha)
+        return document
+
+
 @dataclass(frozen=True)
 class PersistedOperations:
     mode: str
     documents: Mapping[str, str]
+    learned: LearnedDocuments = field(default_factory=LearnedDocuments)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PersistedOperations:
@@ -55,9 +103,11 @@ class PersistedOperations:
                 f"{PREFIX}PERSISTED_OPERATIONS=only needs {PREFIX}PERSISTED_MANIFEST")
         return cls(mode, load_manifest(path) if path is not None else {})
 
-    def resolve(self, query: str | None, extensions: Mapping[str, Any] | None) -> str | None:
-        """The document to run for a request's ``query`` and ``extensions``; raises a
-        GatewayError when it may not run. None only for a request with neither."""
+    def resolve(self, query: str | None, extensions: Mapping[str, Any] | None,
+                tenant: UUID | None = None) -> str | None:
+        """The document to run for a request's ``query`` and ``extensions`` (from a caller
+        of ``tenant``); raises a GatewayError when it may not run. None only for a request
+        with neither."""
         sha = _hash_of_request(extensions)
         if sha is None:
             if self.mode == "only" and query is not None and (
@@ -66,20 +116,24 @@ class PersistedOperations:
             return query
         if self.mode == "off":
             if query is None:
-                raise BadUserInput("PersistedQueryNotSupported",
-                                   persistedQuery="NOT_SUPPORTED")
+                raise PersistedQueryNotSupported("PersistedQueryNotSupported",
+                                                 persistedQuery="NOT_SUPPORTED")
             _check_hash(query, sha)
             return query
         if query is not None:
             _check_hash(query, sha)
             if self.mode == "only" and sha not in self.documents:
                 raise _not_registered()
+            if self.mode == "allow" and sha not in self.documents:
+                self.learned.learn(tenant, sha, query)
             return query
         document = self.documents.get(sha)
+        if document is None and self.mode == "allow":
+            document = self.learned.get(tenant, sha)
         if document is None:
             if self.mode == "only":
                 raise _not_registered()
-            raise NotFound("PersistedQueryNotFound", persistedQuery="NOT_FOUND")
+            raise PersistedQueryNotFound("PersistedQueryNotFound", persistedQuery="NOT_FOUND")
         return document
 
 

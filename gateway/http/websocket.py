@@ -23,7 +23,8 @@ async def admit(persisted: PersistedOperations, context: Any, payload: dict[str,
     await rate_limit.take(context.stores.shadows, context.settings, context.caller)
     extensions = payload.get("extensions")
     query = persisted.resolve(payload.get("query"),
-                              extensions if isinstance(extensions, dict) else None)
+                              extensions if isinstance(extensions, dict) else None,
+                              getattr(context, "tenant_id", None))
     if query is None:
         raise BadUserInput("The operation has no query")
     payload["query"] = query

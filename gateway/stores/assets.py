@@ -45,6 +45,17 @@ ASSET_SORT_KEYS: dict[str, SortKey] = {
 }
 
 
+def asset_row(doc: dict[str, Any]) -> dict[str, Any]:
+    """An asset row from its ``to_jsonb`` form (ids and times back to their types)."""
+    return {
+        **doc, "id": UUID(doc["id"]), "tenant_id": UUID(doc["tenant_id"]),
+        "parent_id": UUID(doc["parent_id"]) if doc["parent_id"] else None,
+        "path": [UUID(p) for p in doc["path"]],
+        "created_at": datetime.fromisoformat(doc["created_at"]),
+        "updated_at": datetime.fromisoformat(doc["updated_at"]),
+    }
+
+
 class AssetStore(PgStore):
     name = "assets"
 
@@ -82,19 +93,37 @@ class AssetStore(PgStore):
         if roots:
             parts.append(self.sql["devices_under_roots"].format(
                 roots=params.add(list(roots), "uuid[]")))
+        _, pairs, matched = await self._subtrees(params, parts, conditions)
+        return pairs, matched
+
+    async def overview(
+        self, tenant_id: UUID, parent_id: UUID | None, conditions: Sequence[Pred]
+    ) -> tuple[list[dict[str, Any]], list[tuple[UUID, UUID]], list[set[UUID]]]:
+        """In one round trip: the children of ``parent_id`` (the roots when None) as asset
+        rows, (child, device) pairs for every device on or below each, and the devices
+        matching each asset-side condition."""
+        params = Params([tenant_id])
+        parts = [self.sql["children_with_devices"].format(
+            parent=params.add(parent_id, "uuid"))]
+        return await self._subtrees(params, parts, conditions)
+
+    async def _subtrees(
+        self, params: Params, parts: list[str], conditions: Sequence[Pred]
+    ) -> tuple[list[dict[str, Any]], list[tuple[UUID, UUID]], list[set[UUID]]]:
         for n, condition in enumerate(conditions):
             parts.append(self.sql["devices_matching_condition"].format(
                 leaf=n, where=compile_pred(condition, PROFILE_COLUMNS, "p", params)))
         if not parts:
-            return [], []
+            return [], [], []
         rows = await self.fetch(" UNION ALL ".join(f"({part})" for part in parts),
                                 *params.values)
-        pairs = [(r["root"], r["device_id"]) for r in rows if r["leaf"] < 0]
+        assets = [asset_row(r["asset"]) for r in rows if r["leaf"] == -2]
+        pairs = [(r["root"], r["device_id"]) for r in rows if r["leaf"] == -1]
         matched: list[set[UUID]] = [set() for _ in conditions]
         for row in rows:
             if row["leaf"] >= 0:
                 matched[row["leaf"]].add(row["device_id"])
-        return pairs, matched
+        return assets, pairs, matched
 
     async def device_ids_under_many(
         self, tenant_id: UUID, asset_ids: Sequence[UUID], metadata: dict[str, Any] | None

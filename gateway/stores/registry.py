@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -17,8 +17,8 @@ from gateway.stores.pages import CREATED_ASC, Order, Page, PageSql, SortKey, Win
 from gateway.stores.predicates import Field, Params, Pred, compile_pred
 from gateway.stores.revoked_tokens import RevokedTokens, TokenRevocation
 
-__all__ = ["DEVICE_COLUMNS", "DEVICE_SORT_KEYS", "DeviceQuery", "RegistryStore", "VerifiedKeys",
-           "like_pattern"]
+__all__ = ["DEVICE_COLUMNS", "DEVICE_SORT_KEYS", "DeviceCounts", "DeviceQuery", "RegistryStore",
+           "VerifiedKeys", "like_pattern"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,14 @@ class DeviceQuery:
     window: Window = Window()
     order: Order = CREATED_ASC
     where: Pred | None = None
+
+
+@dataclass
+class DeviceCounts:
+    total: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    by_type: dict[str, int] = field(default_factory=dict)
+    by_root: dict[UUID, int] = field(default_factory=dict)
 
 
 # What a device filter and order may name (gateway.stores.predicates/pages compile these).
@@ -96,6 +104,26 @@ class RegistryStore(PgStore):
         total, past = (rows[0]["total_count"], rows[0]["beyond"]) if rows else (0, False)
         fetched = [r for r in rows if r["id"] is not None]
         return relay_page(fetched, total, past, q.window)
+
+    async def count_devices(
+        self, tenant_id: UUID, where: Pred | None, pairs: Sequence[tuple[UUID, UUID]]
+    ) -> DeviceCounts:
+        """The devices matching ``where`` counted in total, by status, by type and per root
+        of ``pairs`` (root, device), in one round trip."""
+        params = Params([tenant_id, [p[0] for p in pairs], [p[1] for p in pairs]])
+        sql = self.sql["count_devices"].format(
+            where=compile_pred(where, DEVICE_COLUMNS, "d", params))
+        counts = DeviceCounts()
+        for row in await self.fetch(sql, *params.values):
+            if row["dim"] == "total":
+                counts.total = row["n"]
+            elif row["dim"] == "status":
+                counts.by_status[row["key"]] = row["n"]
+            elif row["dim"] == "type":
+                counts.by_type[row["key"]] = row["n"]
+            else:
+                counts.by_root[UUID(row["key"])] = row["n"]
+        return counts
 
     async def insert_device(
         self, tenant_id: UUID, *, serial: str, name: str, type: str, status: str = "PROVISIONED",

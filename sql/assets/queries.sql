@@ -29,7 +29,7 @@ WHERE p.tenant_id = $1
 -- name: devices_under_roots
 -- A fragment of AssetStore.device_ids_for (joined by UNION ALL, so no semicolon):
 -- every device installed on each root ({roots}, a uuid[] parameter) or below it.
-SELECT -1 AS leaf, r.id AS root, p.device_id
+SELECT -1 AS leaf, r.id AS root, p.device_id, NULL::jsonb AS asset
 FROM unnest({roots}) AS r(id)
 JOIN assets a ON a.tenant_id = $1 AND a.path @> ARRAY[r.id]
 JOIN device_profiles p ON p.tenant_id = $1 AND p.asset_id = a.id
@@ -38,9 +38,22 @@ JOIN device_profiles p ON p.tenant_id = $1 AND p.asset_id = a.id
 -- A fragment of AssetStore.device_ids_for: the devices whose profile matches one
 -- asset-side condition ({where}, compiled by gateway/stores/predicates.py; {leaf} is the
 -- condition's position).
-SELECT {leaf} AS leaf, NULL::uuid AS root, p.device_id
+SELECT {leaf} AS leaf, NULL::uuid AS root, p.device_id, NULL::jsonb AS asset
 FROM device_profiles p
 WHERE p.tenant_id = $1 AND {where}
+
+-- name: children_with_devices
+-- Fragments of AssetStore.overview: the children of {parent} (roots when it is NULL), each
+-- row carrying the asset itself, then every device installed on each child or below it.
+SELECT -2 AS leaf, c.id AS root, NULL::uuid AS device_id, to_jsonb(c) AS asset
+FROM assets c
+WHERE c.tenant_id = $1 AND c.parent_id IS NOT DISTINCT FROM {parent}
+UNION ALL
+SELECT -1 AS leaf, c.id AS root, p.device_id, NULL::jsonb AS asset
+FROM assets c
+JOIN assets a ON a.tenant_id = $1 AND a.path @> ARRAY[c.id]
+JOIN device_profiles p ON p.tenant_id = $1 AND p.asset_id = a.id
+WHERE c.tenant_id = $1 AND c.parent_id IS NOT DISTINCT FROM {parent}
 
 -- name: page_assets
 -- A template filled as the registry's page_devices is (see there), over assets.

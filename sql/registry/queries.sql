@@ -263,3 +263,20 @@ RETURNING id, tenant_id, jti, subject, issued_before, expires_at, revoked_at;
 SELECT tenant_id, jti, subject, issued_before
 FROM revoked_tokens
 WHERE expires_at IS NULL OR expires_at > now();
+
+-- name: count_devices
+-- A template ({where} as in page_devices): the filtered devices counted in total, by
+-- status, by type, and per root of the (root, device) pairs $2/$3, in one statement.
+WITH f AS MATERIALIZED (
+    SELECT d.id, d.status, d.type FROM devices d WHERE d.tenant_id = $1 AND {where}
+)
+SELECT 'total' AS dim, NULL AS key, count(*) AS n FROM f
+UNION ALL
+SELECT 'status', f.status, count(*) FROM f GROUP BY f.status
+UNION ALL
+SELECT 'type', f.type, count(*) FROM f GROUP BY f.type
+UNION ALL
+SELECT 'asset', p.root::text, count(*)
+FROM unnest($2::uuid[], $3::uuid[]) AS p(root, id)
+JOIN f ON f.id = p.id
+GROUP BY p.root;

@@ -10,12 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 import websockets
 
 from gateway.app import create_app
-from gateway.http.persisted import document_hash
+from gateway.http.persisted import LEARNED_MAX_BYTES, LearnedDocuments, document_hash
 from gateway.settings import Settings, SettingsError
 from gateway.stores import Stores
 from tests.conftest import AppClient, Tenant
@@ -63,7 +64,8 @@ async def test_off_runs_documents_and_refuses_bare_hashes(
         assert await _post(http, tenant, {"query": REGISTERED, "extensions": _ext(REGISTERED)}
                            ) == (200, COUNTED)
         status, body = await _post(http, tenant, {"extensions": _ext(REGISTERED)})
-        assert status == 200 and _code(body) == ("BAD_USER_INPUT", "PersistedQueryNotSupported")
+        assert status == 200 and _code(body) == ("PERSISTED_QUERY_NOT_SUPPORTED",
+                                                 "PersistedQueryNotSupported")
         status, body = await _post(http, tenant, {"query": OTHER, "extensions": _ext(REGISTERED)},
                                    accept=GQL)
         assert status == 400 and _code(body) == ("BAD_USER_INPUT",
@@ -78,14 +80,48 @@ async def test_allow_runs_registered_hashes_and_any_document(
         assert (await _post(http, tenant, {"query": OTHER}))[0] == 200
         status, body = await _post(http, tenant, {"extensions": _ext(OTHER)})
         # What APQ clients expect (they then send the document, which runs).
-        assert status == 200 and _code(body) == ("NOT_FOUND", "PersistedQueryNotFound")
+        assert status == 200 and _code(body) == ("PERSISTED_QUERY_NOT_FOUND",
+                                                 "PersistedQueryNotFound")
         status, body = await _post(http, tenant, {"extensions": _ext(OTHER)}, accept=GQL)
-        assert status == 400 and _code(body)[0] == "NOT_FOUND"
+        assert status == 400 and _code(body)[0] == "PERSISTED_QUERY_NOT_FOUND"
         # A GET with the hash alone: cacheable by a CDN, the document never travels.
         response = await http.get("/graphql", params={
             "extensions": json.dumps(_ext(REGISTERED))},
             headers={"Authorization": f"Bearer {tenant.key}"})
         assert (response.status_code, response.json()) == (200, COUNTED)
+
+
+async def test_allow_learns_a_document_sent_with_its_hash_per_tenant(
+    app_client: AppClient, tenant: Tenant, other_tenant: Tenant, manifest: Path
+) -> None:
+    async with app_client(persisted_operations="allow", persisted_manifest=manifest) as http:
+        status, body = await _post(http, tenant, {"extensions": _ext(OTHER)})
+        assert _code(body)[0] == "PERSISTED_QUERY_NOT_FOUND"
+        # Apollo's retry: the document with its hash runs, and is learned...
+        assert (await _post(http, tenant, {"query": OTHER, "extensions": _ext(OTHER)}))[0] == 200
+        status, body = await _post(http, tenant, {"extensions": _ext(OTHER)})
+        assert (status, body) == (200, {"data": {"assets": {"totalCount": 0}}})
+        # ...for that tenant only.
+        status, body = await _post(http, other_tenant, {"extensions": _ext(OTHER)})
+        assert _code(body)[0] == "PERSISTED_QUERY_NOT_FOUND"
+        # A wrong hash teaches nothing.
+        wrong = "query Wrong { devices { totalCount } }"
+        status, body = await _post(http, tenant, {"query": wrong, "extensions": _ext(OTHER + " ")})
+        assert _code(body)[0] == "BAD_USER_INPUT"
+        status, body = await _post(http, tenant, {"extensions": _ext(OTHER + " ")})
+        assert _code(body)[0] == "PERSISTED_QUERY_NOT_FOUND"
+
+
+def test_learned_documents_are_bounded_per_tenant() -> None:
+    learned = LearnedDocuments(per_tenant=2)
+    a, b = uuid4(), uuid4()
+    for n in range(3):
+        learned.learn(a, f"h{n}", f"doc {n}")
+    learned.learn(b, "h0", "b's doc")
+    assert [learned.get(a, f"h{n}") for n in range(3)] == [None, "doc 1", "doc 2"]
+    assert learned.get(b, "h0") == "b's doc" and learned.get(b, "h1") is None
+    learned.learn(a, "big", "x" * (LEARNED_MAX_BYTES + 1))
+    assert learned.get(a, "big") is None
 
 
 async def test_only_refuses_every_unregistered_document(
