@@ -28,6 +28,7 @@ from gateway.http.front_door import is_loopback_client, root
 from gateway.http.graphiql import STATIC_PATH, graphiql_html, static_app
 from gateway.http.ingest import ingest_endpoint
 from gateway.http.persisted import PersistedOperations
+from gateway.http.streams import streaming
 from gateway.http.view import GatewayGraphQL
 from gateway.jobs import retention
 from gateway.jobs.reconciler import run_periodically as reconcile_periodically
@@ -92,8 +93,11 @@ class GraphQLEndpoint:
             state["request_id"] = request_id = _request_id(Headers(scope=scope))
             send = _with_header(send, b"x-request-id", request_id.encode())
             state["calls"] = begin_counting()
-            media = http_spec.negotiate(Headers(scope=scope).get("accept"))
+            accept = Headers(scope=scope).get("accept")
+            media = http_spec.negotiate(accept)
             state["media"] = media or http_spec.JSON  # for the errors below
+            # SSE or multipart subscriptions (gateway/http/streams.py).
+            state["stream"] = streaming(accept)
             client = scope.get("client")
             try:
                 state["caller"] = await authenticate_limited(
@@ -108,7 +112,7 @@ class GraphQLEndpoint:
                 status = 401 if error.code == "UNAUTHENTICATED" else 503
                 await _error_response(error, status, scope)(scope, receive, send)
                 return
-            if media is None:
+            if media is None and state["stream"] is None:
                 await _error_response(BadUserInput(
                     "Accept allows neither application/graphql-response+json nor "
                     "application/json"), 406, scope)(scope, receive, send)
@@ -144,6 +148,15 @@ class GraphQLEndpoint:
             started = True
             await send(message)
 
+        if scope["state"].get("stream") is not None:
+            # A stream lasts as long as its subscription: it holds no execution slot and
+            # has no request timeout (each event's execution is bounded by the stores').
+            try:
+                await self._graphql(scope, counted_receive, tracked_send)
+            except LimitExceeded as error:
+                if not started:
+                    await _error_response(error, 413, scope)(scope, receive, send)
+            return
         try:
             async with asyncio.timeout(settings.request_timeout):
                 WAITING.inc()

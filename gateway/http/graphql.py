@@ -21,7 +21,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from strawberry.types.graphql import OperationType
 
 from gateway.errors import BadUserInput, GatewayError
-from gateway.http import rate_limit
+from gateway.http import rate_limit, streams
 from gateway.http import spec as http_spec
 from gateway.http.spec import GRAPHQL_RESPONSE, Operation, RequestRefused
 from gateway.settings import Settings
@@ -111,6 +111,8 @@ async def serve(view: GatewayGraphQL, request: Request) -> Response:
     """Answers one authenticated GraphQL HTTP request (the endpoint has authenticated the
     caller and chosen the media type, both on ``request.state``)."""
     state = request.state
+    if getattr(state, "stream", None) is not None:
+        return await streams.serve_stream(view, request, state.stream)
     media: str = state.media
     settings: Settings = state.settings
     try:
