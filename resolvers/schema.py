@@ -7,6 +7,7 @@ from functools import partial
 from typing import Annotated, Any
 
 import strawberry
+from graphql import GraphQLObjectType
 from strawberry.extensions import (
     AddValidationRules,
     DisableIntrospection,
@@ -168,6 +169,14 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             disable_field_suggestions=settings.production,
         ),
     )
+    # Device and Asset implement Node, for which Strawberry gives them an is_type_of that
+    # graphql-core then calls on every Device and Asset it completes (and the planned
+    # executor leaves such types to graphql-core). Node's resolve_type names the type from
+    # the object's own class, so node/nodes resolve without it.
+    for implementation in ("Device", "Asset"):
+        object_type = built._schema.type_map[implementation]
+        assert isinstance(object_type, GraphQLObjectType)
+        object_type.is_type_of = None
     built.subscription_limits = SubscriptionLimits(
         max_tokens=settings.max_tokens, max_depth=settings.max_depth,
         max_aliases=settings.max_aliases, cost=cost_limits)
