@@ -70,7 +70,10 @@ def app() -> ASGIApp:
     # Each full collection walks every live object, though, which with 10,000 subscribers
     # stalls fan-out: (50_000, 5, 2) kept the soak at 126 -> 144 MiB but took the 10,000 x
     # 100/s fan-out p99 from 455 ms to 4.2 s. (50_000, 10, 5): soak 147 -> 166 MiB, fan-out
-    # p99 403 ms, throughput unchanged. Measurements in bench/RESULTS.md (soak).
+    # p99 403 ms, throughput unchanged. Measurements in bench/RESULTS.md (soak). Since
+    # then the garbage those full collections were for is gone at its source (each
+    # request's rows are released when it is answered; bench/RESULTS.md, "Memory that
+    # levels off"); the thresholds stay until the fan-out is measured without them.
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 10, 5)
