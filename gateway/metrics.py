@@ -41,5 +41,16 @@ ROLLUP_REFRESHES = Counter(
     ["outcome"])
 
 
+# Every known label value exported from the start (as 0): rate() and absent() alerts see
+# a series before the first error or ingest, not "no data".
+ERROR_CODES = ("BAD_USER_INPUT", "NOT_FOUND", "VERSION_CONFLICT", "UNAUTHENTICATED",
+               "FORBIDDEN", "LIMIT_EXCEEDED", "STORE_UNAVAILABLE", "INTERNAL")
+INGEST_RESULTS = ("accepted", "duplicate", "rejected")
+for _code in ERROR_CODES:
+    ERRORS.labels(_code)
+for _result in INGEST_RESULTS:
+    INGESTED.labels(_result)
+
+
 async def metrics_endpoint(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

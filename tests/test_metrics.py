@@ -95,3 +95,22 @@ async def test_an_unexpected_error_is_masked_and_logged_with_its_trace(
     assert "secret internals" not in json.dumps(body)
     [logged] = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert logged.exc_info is not None and "secret internals" in str(logged.exc_info[1])
+
+
+def test_labelled_counters_start_at_zero_for_every_known_label() -> None:
+    """A fresh process exports every error code and ingest result as 0, so a dashboard or
+    an alert on rate() sees the series before the first increment."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("import gateway.metrics\n"
+              "from prometheus_client import generate_latest\n"
+              "print(generate_latest().decode())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, cwd=Path(__file__).resolve().parents[1], timeout=60)
+    for code in ("BAD_USER_INPUT", "NOT_FOUND", "VERSION_CONFLICT", "UNAUTHENTICATED",
+                 "FORBIDDEN", "LIMIT_EXCEEDED", "STORE_UNAVAILABLE", "INTERNAL"):
+        assert f'iotsphere_graphql_errors_total{{code="{code}"}} 0.0' in done.stdout, code
+    for result in ("accepted", "duplicate", "rejected"):
+        assert f'iotsphere_ingest_readings_total{{result="{result}"}} 0.0' in done.stdout

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import GatewayError
 from gateway.stores import Stores
 from gateway.writes import profile_intents
 
@@ -76,12 +76,15 @@ async def reconcile(stores: Stores, *, grace: timedelta = ORPHAN_GRACE) -> Repai
 
 
 async def run_periodically(stores: Stores, interval: float) -> None:
-    """Reconciles now and then every ``interval`` seconds; a store outage only delays it."""
+    """Reconciles now and then every ``interval`` seconds. No error ends the loop: an
+    outage or a conflict only delays it, anything else is logged with its traceback."""
     while True:
         try:
             repairs = await reconcile(stores)
             if repairs.orphan_profiles or repairs.shadows or repairs.profile_intents:
                 log.info("reconciled: %s", repairs)
-        except StoreUnavailable as exc:
+        except GatewayError as exc:  # outages and conflicts: expected, said in one line
             log.warning("reconciliation postponed: %s", exc.message)
+        except Exception:
+            log.exception("reconciliation failed; next try in %.0f s", interval)
         await asyncio.sleep(interval)

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import GatewayError
 from gateway.settings import Settings
 from gateway.stores import Stores
 
@@ -38,9 +38,14 @@ async def maintain(stores: Stores, settings: Settings, now: datetime | None = No
 
 
 async def run_periodically(stores: Stores, settings: Settings) -> None:
+    """Maintains now and then every INTERVAL seconds. No error ends the loop (a deadlock
+    or a bug would otherwise stop partition upkeep for the life of the process); each is
+    logged and the next round tries again. Cancellation still ends it."""
     while True:
         try:
             await maintain(stores, settings)
-        except StoreUnavailable as exc:
+        except GatewayError as exc:  # outages and conflicts: expected, said in one line
             log.warning("telemetry maintenance postponed: %s", exc.message)
+        except Exception:
+            log.exception("telemetry maintenance failed; next try in %.0f s", INTERVAL)
         await asyncio.sleep(INTERVAL)

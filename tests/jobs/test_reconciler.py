@@ -9,7 +9,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import StoreConflict, StoreUnavailable
 from gateway.jobs import reconciler
 from gateway.jobs.reconciler import Repairs, reconcile
 from gateway.stores import Stores
@@ -104,21 +104,28 @@ async def test_young_orphans_and_newer_last_seen_are_left_alone(
     assert (await stores.assets.profiles_by_device(tenant.id, [young]))[0] is not None
 
 
-async def test_periodic_runs_survive_a_store_outage(
+class Stop(BaseException):
+    """Ends a loop that catches every Exception, as cancellation does."""
+
+
+# Every error class a store call can end in: an outage, a deadlock or serialization
+# failure (StoreConflict ended the loop for good before), and anything unexpected.
+FAULTS = [StoreUnavailable("assets"), StoreConflict("assets"), RuntimeError("assets broke")]
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: type(f).__name__)
+async def test_periodic_runs_survive_every_store_error(
     stores: Stores, tenant: Tenant, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, fault: Exception,
 ) -> None:
     gone = await device(stores, tenant, status="DECOMMISSIONED")
     await shadow(stores, tenant, gone)
     real, calls = reconciler.reconcile, []
 
-    class Stop(Exception):
-        pass
-
     async def flaky(opened: Stores, **kwargs: Any) -> Repairs:
         calls.append(opened)
         if len(calls) == 1:
-            raise StoreUnavailable("assets")
+            raise fault
         if len(calls) == 2:
             return await real(opened, **kwargs)
         raise Stop
@@ -127,5 +134,5 @@ async def test_periodic_runs_survive_a_store_outage(
     with pytest.raises(Stop):
         await reconciler.run_periodically(stores, 0)
     assert len(calls) == 3
-    assert "postponed" in caplog.text and "assets" in caplog.text
+    assert "reconciliation" in caplog.text and "assets" in caplog.text
     assert await stores.shadows.get_many(tenant.id, [gone]) == [None]

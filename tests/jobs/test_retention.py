@@ -10,10 +10,12 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from gateway.jobs import retention
 from gateway.jobs.retention import maintain
 from gateway.settings import Settings
 from gateway.stores import Stores
 from tests.conftest import Tenant
+from tests.jobs.test_reconciler import FAULTS, Stop
 from tests.support.telemetry_mode import PARTITIONED, stored_days, telemetry_mode
 
 
@@ -109,3 +111,26 @@ async def test_creators_of_offset_day_ranges_never_deadlock(stores: Stores) -> N
             assert {f"readings_{start + timedelta(days=d):%Y%m%d}" for d in range(8)} <= parts
     finally:
         await asyncio.gather(*(c.close() for c in conns))
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=lambda f: type(f).__name__)
+async def test_periodic_upkeep_survives_every_store_error(
+    stores: Stores, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture, fault: Exception,
+) -> None:
+    calls: list[int] = []
+
+    async def flaky(opened: Stores, given: Settings, now: datetime | None = None) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise fault
+        if len(calls) == 2:
+            return await maintain(opened, given)
+        raise Stop
+
+    monkeypatch.setattr(retention, "maintain", flaky)
+    monkeypatch.setattr(retention, "INTERVAL", 0)
+    with pytest.raises(Stop):
+        await retention.run_periodically(stores, settings)
+    assert len(calls) == 3
+    assert "telemetry maintenance" in caplog.text and "assets" in caplog.text
