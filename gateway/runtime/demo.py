@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
+from gateway.errors import StoreConflict
 from gateway.settings import Settings
 from gateway.stores import Stores
 from gateway.stores.pages import Window
 from gateway.stores.predicates import Cmp
 from gateway.stores.registry import DeviceQuery
 from gateway.stores.shadows import ShadowDoc
+from gateway.writes.shadows import update_shadow
+from gateway.writes.telemetry import RawReading, ingest
 from gateway.writes.tenants import DEMO_TENANT
 
 log = logging.getLogger("gateway.runtime.demo")
@@ -77,6 +80,20 @@ async def _asset_tree(stores: Stores, fleet: Fleet, sites: int, lines: int,
     return leaves
 
 
+async def _ensure_partitions(stores: Stores, start: datetime, end: datetime) -> None:
+    """Partitions for [start, end), retried when the creation lost a deadlock to a
+    concurrent creator (the app's start-up upkeep): a StoreConflict wrote nothing."""
+    for attempt in range(1, 6):
+        try:
+            await stores.telemetry.ensure_partitions(start, end)
+            return
+        except StoreConflict:
+            if attempt == 5:
+                raise
+            log.info("partition creation lost a deadlock; retrying (%d)", attempt)
+            await asyncio.sleep(0.05 * attempt)
+
+
 async def seed_fleet(
     stores: Stores, tenant_id: UUID, *, devices: int = 120, hours: float = 24,
     every: timedelta = timedelta(minutes=1), now: datetime | None = None, seed: int = 7,
@@ -91,7 +108,7 @@ async def seed_fleet(
     leaves = await _asset_tree(stores, fleet, sites, lines, machines)
     steps = int(timedelta(hours=hours) / every)
     start = now - steps * every
-    await stores.telemetry.ensure_partitions(start, now + timedelta(days=2))
+    await _ensure_partitions(stores, start, now + timedelta(days=2))
     readings: list[tuple[UUID, UUID, str, datetime, float]] = []
     for n in range(devices):
         device_type = list(DEVICE_TYPES)[n % len(DEVICE_TYPES)]
@@ -132,24 +149,29 @@ async def seed_fleet(
     return fleet
 
 
+async def simulate_step(stores: Stores, tenant_id: UUID, active: list[UUID],
+                        rng: random.Random) -> None:
+    """A few devices report a new temperature: as readings through ingest's path (which
+    moves lastSeenAt) and into their shadows through updateShadow's atomic merge (a user's
+    update at the same moment is kept, never overwritten)."""
+    now = datetime.now(UTC)
+    chosen = rng.sample(active, k=min(5, len(active)))
+    await ingest(stores, tenant_id, [
+        RawReading(str(d), "temperature", now, round(55 + rng.gauss(0, 3), 3)) for d in chosen
+    ])
+    for device_id in chosen:
+        await update_shadow(stores, tenant_id, device_id, desired=None,
+                            reported={"temperature": round(55 + rng.gauss(0, 3), 2)},
+                            expected_version=None)
+
+
 async def _simulate(stores: Stores, tenant_id: UUID, active: list[UUID]) -> None:
     """Every two seconds a few devices report a new temperature and shadow state."""
     rng = random.Random()
     while True:
         await asyncio.sleep(2)
-        now = datetime.now(UTC)
-        chosen = rng.sample(active, k=min(5, len(active)))
         try:
-            await stores.telemetry.insert_readings([
-                (tenant_id, d, "temperature", now, round(55 + rng.gauss(0, 3), 3))
-                for d in chosen
-            ])
-            for doc in await stores.shadows.get_many(tenant_id, chosen):
-                if doc is not None:
-                    reported = {**doc.reported, "temperature": round(55 + rng.gauss(0, 3), 2)}
-                    await stores.shadows.put(tenant_id, ShadowDoc(
-                        doc.device_id, doc.version + 1, doc.desired, reported, doc.metadata, now,
-                    ))
+            await simulate_step(stores, tenant_id, active, rng)
         except Exception:  # a store hiccup must not end the demo
             log.exception("demo simulator step failed; retrying")
 
@@ -166,7 +188,7 @@ async def prepare_demo(stores: Stores, settings: Settings) -> None:
         log.info("seeded %d devices, %d assets", len(fleet.devices), len(fleet.assets))
     else:
         now = datetime.now(UTC)
-        await stores.telemetry.ensure_partitions(now - timedelta(days=1), now + timedelta(days=2))
+        await _ensure_partitions(stores, now - timedelta(days=1), now + timedelta(days=2))
 
 
 async def run_demo(stores: Stores, settings: Settings) -> None:
