@@ -11,7 +11,7 @@ from uuid import UUID, uuid4
 
 from gateway.stores import Stores
 from gateway.stores.telemetry import BUCKET_ORIGIN, SeriesQuery, SeriesRows, rolled_span
-from tests.conftest import Tenant
+from tests.conftest import Gateway, Tenant
 from tests.support.telemetry_mode import TIMESCALE, materialize_rollup, telemetry_mode
 
 LATE = (timedelta(minutes=10), timedelta(days=1), timedelta(days=30))
@@ -94,3 +94,49 @@ async def test_late_readings_are_in_series_and_stats_at_once(
         assert await refresher.flush()
         assert not any([await _stale_covers(stores, t) for t, _ in late])
         await answers_are_exact()
+
+
+INGEST = "mutation($r: [ReadingInput!]!) { ingestTelemetry(readings: $r) { accepted } }"
+DAILY = """query($id: ID!, $from: DateTime, $to: DateTime) { device(id: $id) {
+  telemetry(metric: "t", from: $from, to: $to, bucket: "1d", aggregate: SUM) {
+    points { time value } stats { count min max avg first last } } } }"""
+
+
+async def test_late_readings_posted_to_the_api_are_in_its_answers_at_once(
+    stores: Stores, tenant: Tenant, gateway: Gateway
+) -> None:
+    refresher = stores.telemetry.refresher
+    if refresher is not None:
+        refresher.delay = 3600.0  # so the answers below cannot come from a refresh
+    row = await stores.registry.insert_device(tenant.id, serial="L1", name="late",
+                                              type="sensor")
+    device: UUID = row["id"]
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    day = timedelta(days=1)
+    start = BUCKET_ORIGIN + (now - BUCKET_ORIGIN) // day * day - 31 * day
+    end = start + 32 * day
+    on_time = [(start + timedelta(minutes=30 * k), float(k % 13))
+               for k in range(int((now - timedelta(minutes=20) - start) / timedelta(minutes=30)))]
+    await stores.telemetry.insert_readings(
+        [(tenant.id, device, "t", t, v) for t, v in on_time])
+    await materialize_rollup(stores)
+
+    late = [(now - lateness + timedelta(seconds=11), 500.0 + n)
+            for n, lateness in enumerate(LATE)]
+    for t, v in late:
+        body = await gateway.query(INGEST, {"r": [
+            {"deviceId": str(device), "metric": "t", "time": t.isoformat(), "value": v}]},
+            key=tenant.key)
+        assert body == {"data": {"ingestTelemetry": {"accepted": 1}}}, body
+    body = await gateway.query(DAILY, {"id": str(device), "from": start.isoformat(),
+                                       "to": end.isoformat()}, key=tenant.key)
+    assert "errors" not in body, body
+    series = body["data"]["device"]["telemetry"]
+    count, lo, hi, avg, first, last, sums = _expected(on_time + late, SeriesQuery(
+        metric="t", start=start, end=end, bucket=day, aggregate="SUM"))
+    stats = series["stats"]
+    got = (stats["count"], stats["min"], stats["max"], stats["avg"], stats["first"],
+           stats["last"], [p["value"] for p in series["points"] if p["value"] is not None])
+    assert _close(got, (count, lo, hi, avg, first, last, sums))
+    if refresher is not None:  # answered before TimescaleDB materialized the late readings
+        assert all([await _stale_covers(stores, t) for t, _ in late])
