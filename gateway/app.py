@@ -31,6 +31,7 @@ from gateway.http.persisted import PersistedOperations
 from gateway.http.streams import streaming
 from gateway.http.view import GatewayGraphQL
 from gateway.jobs import retention
+from gateway.jobs.leader import JobLeader
 from gateway.jobs.reconciler import run_periodically as reconcile_periodically
 from gateway.live.hub import ShadowHub
 from gateway.live.sockets import OpenSockets
@@ -312,9 +313,15 @@ def create_app(
             stack.push_async_callback(hub.aclose)
             if startup is not None:
                 await startup(opened, settings)
+            # Background jobs run on one replica at a time (gateway/jobs/leader.py).
+            leader = JobLeader(opened.registry.dsn, check=settings.job_leader_check,
+                               timeout=settings.store_timeout,
+                               statement_cache=settings.pg_statement_cache)
+            leader.start()
+            stack.push_async_callback(leader.aclose)
             tasks: list[Awaitable[None]] = [
-                reconcile_periodically(opened, settings.reconcile_interval),
-                retention.run_periodically(opened, settings),
+                reconcile_periodically(opened, settings.reconcile_interval, leader),
+                retention.run_periodically(opened, settings, leader),
             ]
             if background is not None:
                 tasks.append(background(opened, settings))

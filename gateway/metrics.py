@@ -29,6 +29,9 @@ WEBSOCKETS = Gauge("iotsphere_websocket_connections", "Open GraphQL WebSocket co
 WAITING = Gauge("iotsphere_http_operations_waiting",
                 "HTTP GraphQL requests queued for an execution slot (MAX_CONCURRENT_REQUESTS)")
 SUBSCRIPTIONS = Gauge("iotsphere_subscriptions", "Live shadowChanged subscriptions")
+JOB_LEADER = Gauge("iotsphere_job_leader",
+                   "1 while this process runs the background jobs (gateway/jobs/leader.py)")
+JOB_RUNS = Counter("iotsphere_job_runs_total", "Background job runs by this process", ["job"])
 HUB_RECONNECTS = Counter("iotsphere_hub_reconnects_total", "Subscription hub reconnects to Redis")
 INGESTED = Counter(
     "iotsphere_ingest_readings_total", "Readings through ingest, by result", ["result"])

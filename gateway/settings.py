@@ -144,6 +144,9 @@ class Settings:
     breaker_cooldown: float = setting(
         1.0, "seconds an open circuit fails fast before one probe call goes through")
     reconcile_interval: float = setting(300.0, "seconds between reconciler runs")
+    job_leader_check: float = setting(
+        5.0, "seconds between a replica's attempts to take over the background jobs, and "
+        "between the leader's checks of its lock connection (gateway/jobs/leader.py)")
     telemetry_retention_days: int = setting(
         0, "readings older than this many days are dropped by whole days (chunks on "
         "TimescaleDB); `0` keeps them forever", minimum=0)

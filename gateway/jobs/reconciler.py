@@ -1,7 +1,8 @@
 """Repairs what a failed multi-store write may leave behind (see ``gateway.writes``).
 
 Every leftover is invisible to readers until repaired, and every repair is idempotent, so
-the reconciler may run on several replicas at once, at start and then periodically:
+the reconciler may run on several replicas at once; it runs on the jobs' leader only
+(``gateway.jobs.leader``), as soon as a replica leads and then periodically:
 - asset-side profiles whose device never reached the registry are deleted;
 - updateDevice's profile intents still recorded in the registry are applied, in order
   (``gateway.writes.profile_intents``);
@@ -19,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from gateway.errors import GatewayError
+from gateway.jobs.leader import JobLeader
+from gateway.metrics import JOB_RUNS
 from gateway.stores import Stores
 from gateway.writes import profile_intents
 
@@ -75,10 +78,13 @@ async def reconcile(stores: Stores, *, grace: timedelta = ORPHAN_GRACE) -> Repai
     return repairs
 
 
-async def run_periodically(stores: Stores, interval: float) -> None:
-    """Reconciles now and then every ``interval`` seconds. No error ends the loop: an
-    outage or a conflict only delays it, anything else is logged with its traceback."""
+async def run_periodically(stores: Stores, interval: float, leader: JobLeader) -> None:
+    """Reconciles every ``interval`` seconds while this replica leads the jobs (at once
+    when it becomes the leader). No error ends the loop: an outage or a conflict only
+    delays it, anything else is logged with its traceback."""
     while True:
+        await leader.leading()
+        JOB_RUNS.labels("reconciler").inc()
         try:
             repairs = await reconcile(stores)
             if repairs.orphan_profiles or repairs.shadows or repairs.profile_intents:

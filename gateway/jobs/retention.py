@@ -14,6 +14,8 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from gateway.errors import GatewayError
+from gateway.jobs.leader import JobLeader
+from gateway.metrics import JOB_RUNS
 from gateway.settings import Settings
 from gateway.stores import Stores
 
@@ -37,11 +39,13 @@ async def maintain(stores: Stores, settings: Settings, now: datetime | None = No
     return dropped
 
 
-async def run_periodically(stores: Stores, settings: Settings) -> None:
-    """Maintains now and then every INTERVAL seconds. No error ends the loop (a deadlock
-    or a bug would otherwise stop partition upkeep for the life of the process); each is
-    logged and the next round tries again. Cancellation still ends it."""
+async def run_periodically(stores: Stores, settings: Settings, leader: JobLeader) -> None:
+    """Maintains every INTERVAL seconds while this replica leads the jobs. No error ends
+    the loop (a deadlock or a bug would otherwise stop partition upkeep for the life of the
+    process); each is logged and the next round tries again. Cancellation still ends it."""
     while True:
+        await leader.leading()
+        JOB_RUNS.labels("retention").inc()
         try:
             await maintain(stores, settings)
         except GatewayError as exc:  # outages and conflicts: expected, said in one line

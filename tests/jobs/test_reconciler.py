@@ -11,6 +11,7 @@ import pytest
 
 from gateway.errors import StoreConflict, StoreUnavailable
 from gateway.jobs import reconciler
+from gateway.jobs.leader import JobLeader
 from gateway.jobs.reconciler import Repairs, reconcile
 from gateway.stores import Stores
 from gateway.stores.shadows import ShadowDoc, version_key
@@ -131,8 +132,13 @@ async def test_periodic_runs_survive_every_store_error(
         raise Stop
 
     monkeypatch.setattr(reconciler, "reconcile", flaky)
-    with pytest.raises(Stop):
-        await reconciler.run_periodically(stores, 0)
+    leader = JobLeader(stores.registry.dsn, check=0.05)
+    leader.start()
+    try:
+        with pytest.raises(Stop):
+            await reconciler.run_periodically(stores, 0, leader)
+    finally:
+        await leader.aclose()
     assert len(calls) == 3
     assert "reconciliation" in caplog.text and "assets" in caplog.text
     assert await stores.shadows.get_many(tenant.id, [gone]) == [None]
