@@ -117,7 +117,7 @@ FAULTS = [StoreUnavailable("assets"), StoreConflict("assets"), RuntimeError("ass
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda f: type(f).__name__)
 async def test_periodic_runs_survive_every_store_error(
     stores: Stores, tenant: Tenant, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture, fault: Exception,
+    caplog: pytest.LogCaptureFixture, fault: Exception, leader: JobLeader,
 ) -> None:
     gone = await device(stores, tenant, status="DECOMMISSIONED")
     await shadow(stores, tenant, gone)
@@ -132,13 +132,8 @@ async def test_periodic_runs_survive_every_store_error(
         raise Stop
 
     monkeypatch.setattr(reconciler, "reconcile", flaky)
-    leader = JobLeader(stores.registry.dsn, check=0.05)
-    leader.start()
-    try:
-        with pytest.raises(Stop):
-            await reconciler.run_periodically(stores, 0, leader)
-    finally:
-        await leader.aclose()
+    with pytest.raises(Stop):
+        await reconciler.run_periodically(stores, 0, leader)
     assert len(calls) == 3
     assert "reconciliation" in caplog.text and "assets" in caplog.text
     assert await stores.shadows.get_many(tenant.id, [gone]) == [None]

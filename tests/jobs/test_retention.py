@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 
 from gateway.jobs import retention
+from gateway.jobs.leader import JobLeader
 from gateway.jobs.retention import maintain
 from gateway.settings import Settings
 from gateway.stores import Stores
@@ -116,7 +117,7 @@ async def test_creators_of_offset_day_ranges_never_deadlock(stores: Stores) -> N
 @pytest.mark.parametrize("fault", FAULTS, ids=lambda f: type(f).__name__)
 async def test_periodic_upkeep_survives_every_store_error(
     stores: Stores, settings: Settings, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture, fault: Exception,
+    caplog: pytest.LogCaptureFixture, fault: Exception, leader: JobLeader,
 ) -> None:
     calls: list[int] = []
 
@@ -131,6 +132,6 @@ async def test_periodic_upkeep_survives_every_store_error(
     monkeypatch.setattr(retention, "maintain", flaky)
     monkeypatch.setattr(retention, "INTERVAL", 0)
     with pytest.raises(Stop):
-        await retention.run_periodically(stores, settings)
+        await retention.run_periodically(stores, settings, leader)
     assert len(calls) == 3
     assert "telemetry maintenance" in caplog.text and "assets" in caplog.text
