@@ -11,7 +11,9 @@ A refresh re-materializes only the invalidated parts of its window (and what lie
 TimescaleDB's invalidation threshold), so one window from the oldest to the newest touched
 time costs what separate windows would. The window stops ``lag`` before now, like the
 policy's end_offset: buckets still being written would be invalidated again at once.
-Failures are logged and forgotten: the policy and the exact view cover them.
+A refresh refused because another one is running (TimescaleDB allows one at a time per
+aggregate: the policy's, or another worker's) is retried ``delay`` later; other failures
+are logged and forgotten: the policy and the exact view cover them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import asyncio
 import contextvars
 import logging
 from datetime import UTC, datetime, timedelta
+
+import asyncpg
 
 from gateway.metrics import ROLLUP_REFRESHES
 from gateway.stores.base import PgStore
@@ -53,14 +57,17 @@ class RollupRefresher:
         reading covers them)."""
         if start >= (now or datetime.now(UTC)) - self._lag:
             return
-        if self._window is not None:
-            start, end = min(start, self._window[0]), max(end, self._window[1])
-        self._window = (start, end)
+        self._merge(start, end)
         if self._task is None or self._task.done():
             # A context of its own: the refresh is no round trip of the request that
             # happened to start it (extensions.storeCalls).
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), context=contextvars.Context())
+
+    def _merge(self, start: datetime, end: datetime) -> None:
+        if self._window is not None:
+            start, end = min(start, self._window[0]), max(end, self._window[1])
+        self._window = (start, end)
 
     @property
     def pending(self) -> tuple[datetime, datetime] | None:
@@ -83,6 +90,12 @@ class RollupRefresher:
         try:
             async with self._store.acquire() as conn:
                 await conn.execute(REFRESH, lo, hi, timeout=self._timeout)
+        except asyncpg.LockNotAvailableError:
+            # Another refresh of the aggregate is running (the policy's, or another
+            # worker's): TimescaleDB refuses a second one at once. Try again later.
+            ROLLUP_REFRESHES.labels("busy").inc()
+            self._merge(start, end)
+            return False
         except Exception as exc:  # the view stays exact; the policy will catch up
             ROLLUP_REFRESHES.labels("failed").inc()
             log.warning("refreshing readings_5m_cagg over [%s, %s) failed: %s", lo, hi, exc)
