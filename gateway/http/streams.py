@@ -11,7 +11,9 @@ tenant checks, the hub's cohorts and snapshot-then-events). A query or mutation 
 this way answers one result and ends. A refusal before the first result (bad document,
 unknown device, limits) is an ordinary JSON error response with its HTTP status, which
 both clients report as an error. A comment (SSE) or an empty part (multipart) every
-``HEARTBEAT`` seconds keeps proxies from closing a quiet stream.
+``HEARTBEAT`` seconds keeps proxies from closing a quiet stream. Streams are kept in
+``OpenSockets`` beside the WebSockets: revoking the key (or decommissioning the device,
+or the JWT expiring) ends the stream with a FORBIDDEN (UNAUTHENTICATED) error.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from strawberry.types.execution import PreExecutionError
 
-from gateway.errors import BadUserInput, GatewayError
+from gateway.errors import BadUserInput, Forbidden, GatewayError, Unauthenticated
 from gateway.http import rate_limit
 from gateway.http import spec as http_spec
 from gateway.http.spec import RequestRefused
+from gateway.live.sockets import REVOKED_CLOSE_CODE
 
 if TYPE_CHECKING:
     from gateway.http.view import GatewayGraphQL
@@ -70,15 +73,46 @@ def _part(data: dict[str, Any]) -> bytes:
             + orjson.dumps(data) + f"\r\n--{_BOUNDARY}".encode())
 
 
-async def _with_heartbeats(results: AsyncIterator[Any]) -> AsyncIterator[Any | None]:
-    """The results, and None whenever HEARTBEAT seconds pass without one. The pending
-    ``__anext__`` survives a heartbeat (cancelling it would end the subscription)."""
+class StreamHandle:
+    """An open stream as ``OpenSockets`` keeps it: closing it (a revoked key, a device
+    decommissioned, a JWT expired; codes as for WebSockets) ends the stream with an
+    error the client sees."""
+
+    def __init__(self) -> None:
+        self.closed = asyncio.Event()
+        self.code = 0
+        self.reason = ""
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        self.code, self.reason = code, reason or ""
+        self.closed.set()
+
+    def error(self) -> GatewayError:
+        if self.code == REVOKED_CLOSE_CODE:
+            return Forbidden(self.reason)
+        return Unauthenticated(self.reason)
+
+
+class _Closed:
+    """What ``_with_heartbeats`` yields when the stream's handle was closed."""
+
+
+async def _with_heartbeats(results: AsyncIterator[Any], closed: asyncio.Event
+                           ) -> AsyncIterator[Any]:
+    """The results, None whenever HEARTBEAT seconds pass without one, and a ``_Closed``
+    (then nothing) once ``closed`` is set. The pending ``__anext__`` survives a heartbeat
+    (cancelling it would end the subscription)."""
     pending: asyncio.Future[Any] | None = None
+    closing = asyncio.ensure_future(closed.wait())
     try:
         while True:
             if pending is None:
                 pending = asyncio.ensure_future(results.__anext__())
-            done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT)
+            done, _ = await asyncio.wait({pending, closing}, timeout=HEARTBEAT,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if closing in done:
+                yield _Closed()
+                return
             if not done:
                 yield None
                 continue
@@ -90,6 +124,7 @@ async def _with_heartbeats(results: AsyncIterator[Any]) -> AsyncIterator[Any | N
                 pending = None
             yield result
     finally:
+        closing.cancel()
         if pending is not None:
             pending.cancel()
             with contextlib.suppress(BaseException):
@@ -103,13 +138,16 @@ async def _single(result: Any) -> AsyncIterator[Any]:
     yield result
 
 
-async def _encoded(kind: str, first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+async def _encoded(kind: str, first: Any, rest: AsyncIterator[Any], handle: StreamHandle
+                   ) -> AsyncIterator[bytes]:
     if kind == MULTIPART:
         yield f"\r\n--{_BOUNDARY}".encode()
     yield _sse("next", _result_payload(first)) if kind == SSE else _part(
         {"payload": _result_payload(first)})
     try:
-        async for result in _with_heartbeats(rest):
+        async for result in _with_heartbeats(rest, handle.closed):
+            if isinstance(result, _Closed):
+                raise handle.error()
             if result is None:
                 yield b":\n\n" if kind == SSE else _part({})
             elif kind == SSE:
@@ -170,7 +208,11 @@ async def serve_stream(view: GatewayGraphQL, request: Request, kind: str) -> Res
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     content_type = (f"{SSE}; charset=utf-8" if kind == SSE else
                     f'{MULTIPART}; boundary="{_BOUNDARY}"; subscriptionSpec="1.0"')
-    return StreamingResponse(_encoded(kind, first, results), headers=headers,
+    handle = StreamHandle()  # kept alive by the stream; OpenSockets holds it weakly
+    sockets = getattr(state, "sockets", None)
+    if sockets is not None and context.caller is not None:
+        sockets.add(context.caller, handle)
+    return StreamingResponse(_encoded(kind, first, results, handle), headers=headers,
                              media_type=content_type)
 
 

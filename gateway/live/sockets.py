@@ -1,6 +1,7 @@
-"""Open WebSockets by the credential that authenticated them, so a revoked API key or a
-decommissioned device loses its live connections too, not only its next request, and a
-socket opened with a JWT ends when the token does.
+"""Open WebSockets (and HTTP subscription streams, gateway/http/streams.py) by the
+credential that authenticated them, so a revoked API key or a decommissioned device loses
+its live connections too, not only its next request, and a socket opened with a JWT ends
+when the token does.
 
 A revocation is published on the tenant's Redis channel (``ShadowStore.publish_revocation``)
 and every replica's hub hands it to its own ``OpenSockets``: the sockets it matches are
@@ -21,9 +22,8 @@ import logging
 import time
 import weakref
 from collections.abc import Iterable, Sequence
+from typing import Protocol
 from uuid import UUID
-
-from starlette.websockets import WebSocket
 
 from gateway.auth.callers import Caller
 from gateway.errors import StoreUnavailable
@@ -38,17 +38,23 @@ EXPIRED_CLOSE_CODE = 4401
 EXPIRED_REASON = "Token expired"
 
 
+class Closable(Protocol):
+    """A live connection: a WebSocket, or a stream's handle (both close with a code)."""
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
 class OpenSockets:
     """This process's authenticated WebSockets. Entries go with their socket (weak
     references): a connection that ends needs no bookkeeping."""
 
     def __init__(self, token_leeway: float = 0.0) -> None:
         self._ids = itertools.count()
-        self._by_tenant: dict[UUID, dict[int, tuple[weakref.ref[WebSocket], Caller]]] = {}
+        self._by_tenant: dict[UUID, dict[int, tuple[weakref.ref[Closable], Caller]]] = {}
         self._token_leeway = token_leeway
         self._closing: set[asyncio.Task[None]] = set()
 
-    def add(self, caller: Caller, websocket: WebSocket) -> None:
+    def add(self, caller: Caller, websocket: Closable) -> None:
         sockets = self._by_tenant.setdefault(caller.tenant_id, {})
         entry = next(self._ids)
         expiry: asyncio.TimerHandle | None = None
@@ -68,7 +74,7 @@ class OpenSockets:
             left = caller.token.expires_at + self._token_leeway - time.time()
             expiry = asyncio.get_running_loop().call_later(max(0.0, left), self._expire, ref)
 
-    def _expire(self, ref: weakref.ref[WebSocket]) -> None:
+    def _expire(self, ref: weakref.ref[Closable]) -> None:
         websocket = ref()
         if websocket is None:
             return
@@ -104,7 +110,7 @@ class OpenSockets:
         return len(matched)
 
 
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+async def _close(websocket: Closable, code: int, reason: str) -> None:
     with contextlib.suppress(Exception):  # already closing: nothing left to do
         await websocket.close(code=code, reason=reason)
 

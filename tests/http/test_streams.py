@@ -20,6 +20,7 @@ from gateway.runtime.demo import seed_fleet
 from gateway.settings import Settings
 from gateway.stores import Stores
 from tests.conftest import Gateway, Tenant
+from tests.live.test_subscriptions import report
 from tests.support.live_server import serve
 
 SUB = """subscription($ids: [ID!]) { shadowChanged(deviceIds: $ids) {
@@ -160,3 +161,36 @@ async def test_streams_hold_no_execution_slot(
         finally:
             for s in streams:
                 await s.__aexit__(None, None, None)
+
+
+CREATE_KEY = """mutation { createApiKey(input: {name: "stream", role: VIEWER}) {
+  secret apiKey { id } } }"""
+REVOKE_KEY = "mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }"
+
+
+@pytest.mark.parametrize("accept", [SSE, MULTIPART])
+async def test_revoking_the_key_ends_its_streams(
+    address: str, gateway: Gateway, stores: Stores, tenant: Tenant, other_tenant: Tenant,
+    accept: str
+) -> None:
+    fleet = await seed_fleet(stores, tenant.id, devices=1, hours=0.05, sites=1, lines=1,
+                             machines=1)
+    device = str(fleet.devices[0])
+    created = (await gateway.query(CREATE_KEY, key=tenant.key))["data"]["createApiKey"]
+    async with _stream(address, created["secret"], accept, SUB, {"ids": [device]}) as (
+            resp, results), _stream(address, tenant.key, accept, SUB, {"ids": [device]}) as (
+            _, kept):
+        assert _event(accept, await _next(results))["kind"] == "SNAPSHOT"
+        assert _event(accept, await _next(kept))["kind"] == "SNAPSHOT"
+        body = await gateway.query(REVOKE_KEY, {"id": created["apiKey"]["id"]}, key=tenant.key)
+        assert body["data"]["revokeApiKey"]["revokedAt"]
+        ended = await _next(results)
+        payload = ended["data"] if accept == SSE else ended
+        assert payload["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        assert payload["errors"][0]["message"] == "Credential revoked"
+        rest = [item async for item in results]
+        if accept == SSE:
+            assert [i["event"] for i in rest] == ["complete"]
+        # The other key's stream of the same device lives on.
+        await report(gateway, tenant, device, 1)
+        assert _event(accept, await _next(kept))["kind"] == "UPDATED"
