@@ -117,7 +117,9 @@ class Settings:
     assets_dsn: str | None = setting(None, "PostgreSQL DSN of the asset DB", shown="embedded")
     telemetry_dsn: str | None = setting(
         None, "PostgreSQL/TimescaleDB DSN of the telemetry store", shown="embedded")
-    redis_url: str | None = setting(None, "Redis URL of the shadow store", shown="embedded")
+    redis_url: str | None = setting(
+        None, "Redis URL of the shadow store; `redis+cluster://host:port` (any node) for a "
+        "Redis/Valkey Cluster", shown="embedded")
     # The process.
     host: str = setting("127.0.0.1", "address to listen on")
     port: int = setting(8000, "port to listen on", minimum=0)

@@ -1,4 +1,5 @@
-"""The subscription hub: one Redis pub/sub connection per process, fanned out to cohorts.
+"""The subscription hub: one Redis pub/sub connection per process (per primary on a
+Redis Cluster, ``gateway.live.cluster_follow``), fanned out to cohorts.
 
 It pattern-subscribes to the keyspace notifications of every shadow key and to the
 topology channel the writes publish on. A notification marks its device dirty; a reader
@@ -31,9 +32,11 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.errors import StoreUnavailable
+from gateway.live.cluster_follow import follow_cluster
 from gateway.live.cohorts import Cohort, Execute, Member, ShadowChange
 from gateway.metrics import HUB_RECONNECTS, SUBSCRIPTIONS
 from gateway.stores import Stores
+from gateway.stores.redis_client import is_cluster_url
 from gateway.stores.revoked_tokens import TokenRevocation
 from gateway.stores.shadows import KEY_PREFIX
 
@@ -66,7 +69,9 @@ class ShadowHub:
         self._on_revoked = on_revoked
         self._revocations: set[asyncio.Task[object]] = set()
         self._url = redis_url
-        self._db = int(parse_url(redis_url).get("db", 0))
+        # The nodes to listen on (one, or a cluster's primaries) and those listening now.
+        self._expected: set[str] = set() if is_cluster_url(redis_url) else {redis_url}
+        self._up: set[str] = set()
         self._cohorts: dict[tuple[object, ...], Cohort] = {}
         self._by_device: dict[tuple[UUID, UUID], set[Cohort]] = defaultdict(set)
         self._tenant_wide: dict[UUID, set[Cohort]] = defaultdict(set)
@@ -295,16 +300,45 @@ class ShadowHub:
     # -- the connection ----------------------------------------------------------------
 
     async def _listen(self) -> None:
+        if is_cluster_url(self._url):
+            await follow_cluster(self._url, listen=self._listen_node,
+                                 primaries_now=self._primaries_now,
+                                 changed=self._topology_changed)
+        else:
+            await self._listen_node(self._url)
+
+    def _primaries_now(self, urls: set[str]) -> None:
+        self._expected = urls
+        self._up &= urls
+        self._update_connected()
+
+    def _update_connected(self) -> None:
+        if self._expected and self._expected <= self._up:
+            self.connected.set()
+        else:
+            self.connected.clear()
+
+    async def _topology_changed(self) -> None:
+        """Keys may have moved between nodes while no listener heard them: once every
+        primary is listened to, every member gets a fresh SNAPSHOT."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.connected.wait(), 10.0)
+        await self._resnapshot_all()
+
+    async def _listen_node(self, url: str) -> None:
+        """Listens on one server (a cluster's primary, or the only server) until cancelled,
+        reconnecting with capped backoff; re-sends SNAPSHOTs after each reconnect."""
+        db = int(parse_url(url).get("db", 0))
         backoff = _BACKOFF_START
         first = True
         while True:
-            client = redis.Redis.from_url(self._url, health_check_interval=5,
+            client = redis.Redis.from_url(url, health_check_interval=5,
                                           socket_keepalive=True)
             pubsub = client.pubsub()
             try:
                 await self._enable_notifications(client)
                 await pubsub.psubscribe(
-                    f"__keyspace@{self._db}__:{KEY_PREFIX}:*:shadow",
+                    f"__keyspace@{db}__:{KEY_PREFIX}:*:shadow",
                     f"{KEY_PREFIX}:*:topology",
                     f"{KEY_PREFIX}:*:revoked",
                 )
@@ -312,8 +346,9 @@ class ShadowHub:
                     await self._resnapshot_all()
                 first = False
                 backoff = _BACKOFF_START
-                self.connected.set()
-                log.info("hub listening for shadow changes")
+                self._up.add(url)
+                self._update_connected()
+                log.info("hub listening for shadow changes on %s", url.split("@")[-1])
                 async for message in pubsub.listen():
                     if message["type"] == "pmessage":
                         self._on_message(message["channel"], message["data"])
@@ -326,10 +361,11 @@ class ShadowHub:
             except Exception:  # a bug must not end live updates for the process
                 log.exception("hub listener failed; reconnecting")
             finally:
-                if self.connected.is_set():
+                if url in self._up:
+                    self._up.discard(url)
                     self.reconnects += 1
                     HUB_RECONNECTS.inc()
-                self.connected.clear()
+                self._update_connected()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
                 with contextlib.suppress(Exception):
