@@ -16,9 +16,15 @@ from gateway.context import Info
 from gateway.errors import BadUserInput
 from gateway.stores.assets import ASSET_SORT_KEYS, AssetQuery
 from gateway.stores.pages import CREATED_ASC, Order
-from gateway.stores.predicates import All, Cmp, JsonCmp, Pred
+from gateway.stores.predicates import All, AnyOf, Cmp, JsonCmp, Not, Pred
 from gateway.stores.registry import like_pattern
 from gateway.stores.telemetry import EMPTY_SERIES
+from resolvers.device_query import (
+    TimeComparison,
+    check_filter_size,
+    prefix_pattern,
+    time_conditions,
+)
 from resolvers.devices import DeviceConnection, DeviceFilter, DeviceOrder, resolve_asset_devices
 from resolvers.execution.batch_fields import batched, one, settled
 from resolvers.node import Node
@@ -171,36 +177,72 @@ class AssetOrder:
     direction: OrderDirection = OrderDirection.ASC
 
 
-@strawberry.input
+@strawberry.input(description="Every field given must hold (and `and`, `or`, `not` nest "
+                  "filters).")
 class AssetFilter:
     kind: str | None = None
     parent_id: strawberry.ID | None = None
     roots: bool | None = strawberry.field(default=None, description="Only assets without a parent.")
-    search: str | None = None
+    search: str | None = strawberry.field(
+        default=None, description="Case-insensitive match on the name.")
     attributes: JSON | None = strawberry.field(
         default=None, description="JSONB containment on Asset.attributes."
     )
+    kinds: list[str] | None = strawberry.field(default=None, description="Kind is one of these.")
+    kinds_not_in: list[str] | None = strawberry.field(
+        default=None, description="Kind is none of these.")
+    name_prefix: str | None = strawberry.field(
+        default=None, description="Name starts with this, case-insensitively.")
+    created_at: TimeComparison | None = None
+    and_: list[AssetFilter] | None = strawberry.field(
+        name="and", default=None, description="All of these hold.")
+    or_: list[AssetFilter] | None = strawberry.field(
+        name="or", default=None, description="At least one of these holds.")
+    not_: AssetFilter | None = strawberry.field(
+        name="not", default=None, description="This does not hold.")
 
 
 def asset_predicate(f: AssetFilter | None, path: str = "filter") -> Pred | None:
+    """The filter as a predicate tree; LIMIT_EXCEEDED past MAX_FILTER_CONDITIONS."""
     if f is None:
         return None
+    pred = _asset_filter(f, path)
+    check_filter_size(pred, path)
+    return pred
+
+
+def _asset_filter(f: AssetFilter, path: str) -> Pred:
     parts: list[Pred] = []
     if f.kind is not None:
         parts.append(Cmp("kind", "eq", f.kind))
+    if f.kinds is not None:
+        parts.append(Cmp("kind", "in", tuple(f.kinds)))
+    if f.kinds_not_in is not None:
+        parts.append(Cmp("kind", "not_in", tuple(f.kinds_not_in)))
     if f.parent_id is not None:
         parts.append(Cmp("parent_id", "eq", parse_id(f.parent_id, f"{path}.parentId")))
     if f.roots is not None:
         parts.append(Cmp("parent_id", "is_null", f.roots))
     if f.search is not None:
         parts.append(Cmp("name", "ilike", like_pattern(f.search)))
+    if f.name_prefix is not None:
+        parts.append(Cmp("name_lower", "like", prefix_pattern(f.name_prefix.lower())))
+    if f.created_at is not None:
+        parts.extend(time_conditions("created_at", f.created_at))
     if f.attributes is not None:
         if not isinstance(f.attributes, dict):
             raise BadUserInput(f"{path}.attributes must be a JSON object",
                                argument=f"{path}.attributes")
         parts.append(JsonCmp("attributes", (), "eq",
                              json.dumps(f.attributes, sort_keys=True)))
-    return All(tuple(parts)) if parts else None
+    for n, sub in enumerate(f.and_ or ()):
+        parts.append(_asset_filter(sub, f"{path}.and[{n}]"))
+    if f.or_ is not None:
+        parts.append(AnyOf(tuple(_asset_filter(sub, f"{path}.or[{n}]")
+                                 for n, sub in enumerate(f.or_))))
+    if f.not_ is not None:
+        parts.append(Not(_asset_filter(f.not_, f"{path}.not")))
+    return parts[0] if len(parts) == 1 else All(tuple(parts))
 
 
 def asset_query(

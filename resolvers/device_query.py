@@ -148,12 +148,16 @@ def device_predicate(f: DeviceFilter | None, path: str = "filter") -> Pred | Non
     if f is None:
         return None
     pred = _filter(f, path)
+    check_filter_size(pred, path)
+    return pred
+
+
+def check_filter_size(pred: Pred, path: str) -> None:
     leaves = [p for p in walk(pred) if not isinstance(p, All | AnyOf | Not)]
     if len(leaves) > MAX_FILTER_CONDITIONS:
         raise LimitExceeded(
             f"{path} has more than {MAX_FILTER_CONDITIONS} conditions",
             limit="filterConditions", maximum=MAX_FILTER_CONDITIONS, argument=path)
-    return pred
 
 
 def _filter(f: DeviceFilter, path: str) -> Pred:
@@ -175,7 +179,7 @@ def _filter(f: DeviceFilter, path: str) -> Pred:
         parts.append(Cmp("name_lower", "like", prefix_pattern(f.name_prefix.lower())))
     for column, comparison in (("last_seen_at", f.last_seen_at), ("created_at", f.created_at)):
         if comparison is not None:
-            parts.extend(_time(column, comparison))
+            parts.extend(time_conditions(column, comparison))
     if f.asset_id is not None:
         parts.append(Subtree(parse_id(f.asset_id, f"{path}.assetId")))
     if f.metadata is not None:
@@ -195,7 +199,7 @@ def _filter(f: DeviceFilter, path: str) -> Pred:
     return parts[0] if len(parts) == 1 else All(tuple(parts))
 
 
-def _time(column: str, c: TimeComparison) -> list[Pred]:
+def time_conditions(column: str, c: TimeComparison) -> list[Pred]:
     parts: list[Pred] = [Cmp(column, op, getattr(c, op)) for op in _TIME_OPS
                          if getattr(c, op) is not None]
     if c.never is not None:
