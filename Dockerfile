@@ -20,8 +20,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     IOTSPHERE_DATA_DIR=/home/iotsphere/.iotsphere
 
-RUN groupadd --system iotsphere \
-    && useradd --system --gid iotsphere --create-home --home-dir /home/iotsphere iotsphere
+# A fixed uid/gid, so Kubernetes can check runAsNonRoot (docs/kubernetes/gateway.yaml).
+RUN groupadd --system --gid 10001 iotsphere \
+    && useradd --system --uid 10001 --gid iotsphere --create-home --home-dir /home/iotsphere iotsphere
 
 WORKDIR /src
 
