@@ -201,6 +201,9 @@ class Settings:
     allowed_origins: tuple[str, ...] = setting(
         (), "origins allowed to open WebSockets besides the gateway's own host, and answered "
         "with CORS headers", shown="none")
+    telemetry_events_per_second: float = setting(
+        20.0, "most telemetryChanged events a subscription receives per second; readings "
+        "arriving faster coalesce to each device's newest (docs/telemetry-and-ingest.md)")
     # Ingest (docs/telemetry-and-ingest.md).
     ingest_max_bytes: int = setting(
         256 * MiB, "largest `POST /ingest` body (413 beyond, nothing stored)", minimum=1,

@@ -1,5 +1,6 @@
-"""Subscriptions through the hub: a Schema whose ``stream`` serves ``shadowChanged`` from a
-shared cohort instead of running the subscription per connection.
+"""Subscriptions through the hub: a Schema whose ``stream`` serves ``shadowChanged`` and
+``telemetryChanged`` (``resolvers.live_telemetry``) from a shared cohort instead of
+running the subscription per connection.
 
 Strawberry's WebSocket handlers (both protocols) call ``schema.stream`` for every
 operation. For a subscription we validate the document, resolve its filter for the
@@ -46,6 +47,7 @@ from resolvers.execution.cost import CostLimits, check_cost
 from resolvers.execution.extensions import client_errors
 from resolvers.execution.fragments import SelectionWalk
 from resolvers.execution.limits import aliases_rule, depth_rule
+from resolvers.live_telemetry import TELEMETRY_FIELD, checked_devices, join_telemetry
 from resolvers.permissions import declared_rule
 from resolvers.scalars import parse_id
 from resolvers.shadows import Shadow, ShadowEvent, ShadowEventKind
@@ -161,19 +163,15 @@ class GatewaySchema(strawberry.Schema):
         if context.hub is None:
             raise GatewayError("Live updates are not available on this server")
         node = _root_field(executor.operation, document=_parse(query, self._max_tokens))
-        field = self._schema.subscription_type.fields[ROOT_FIELD]  # type: ignore[union-attr]
+        name = node.name.value
+        field = self._schema.subscription_type.fields[name]  # type: ignore[union-attr]
         args = get_argument_values(field, node, executor.variable_values)
         caller = context.caller
-        # The hub never calls the field's resolver: its declared rule is checked here.
-        _SHADOW_CHANGED_RULE.check(
-            caller, {"device_ids": args.get("deviceIds"), "asset_id": args.get("assetId")},
-            ROOT_FIELD)
-        devices, asset_id = await _filter(context, args)
         key = (caller.tenant_id, caller.role, caller.device_id, query, operation_name,
                json.dumps(variables or {}, sort_keys=True))
 
-        async def execute(change: ShadowChange, kind: str) -> ExecutionResult:
-            per_event = executor.build_per_event_executor(_payload(change, kind))
+        async def run(payload: object) -> ExecutionResult:
+            per_event = executor.build_per_event_executor(payload)
             # graphql-core 3.3 copies the executor shallowly, so the copy shared the
             # subscription's memo of collected sub-fields (keyed by list identity, the lists
             # kept alive): it grew by every event for the subscription's whole life (the
@@ -193,6 +191,17 @@ class GatewaySchema(strawberry.Schema):
                 errors=client_errors(result.errors) if result.errors else None,
             )
 
+        if name == TELEMETRY_FIELD:
+            return await join_telemetry(context, args, key, run)
+        # The hub never calls the field's resolver: its declared rule is checked here.
+        _SHADOW_CHANGED_RULE.check(
+            caller, {"device_ids": args.get("deviceIds"), "asset_id": args.get("assetId")},
+            ROOT_FIELD)
+        devices, asset_id = await _filter(context, args)
+
+        async def execute(change: ShadowChange, kind: str) -> ExecutionResult:
+            return await run(_payload(change, kind))
+
         return await context.hub.join(
             key, caller.tenant_id, devices=devices, asset_id=asset_id, execute=execute
         )
@@ -203,12 +212,7 @@ async def _filter(context: Context, args: dict[str, Any]) -> tuple[set[UUID] | N
     caller's tenant: an id of another tenant is NOT_FOUND."""
     stores = context.stores
     if args.get("deviceIds") is not None:
-        ids = {parse_id(d, "deviceIds") for d in args["deviceIds"]}
-        rows = await stores.registry.devices_by_ids(context.tenant_id, list(ids))
-        missing = [str(i) for i, row in zip(ids, rows, strict=True) if row is None]
-        if missing:
-            raise NotFound(f"No device {', '.join(sorted(missing))}", argument="deviceIds")
-        return ids, None
+        return await checked_devices(context, args["deviceIds"], "deviceIds"), None
     if args.get("assetId") is not None:
         asset_id = parse_id(args["assetId"], "assetId")
         if (await stores.assets.assets_by_ids(context.tenant_id, [asset_id]))[0] is None:

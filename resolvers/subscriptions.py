@@ -1,6 +1,7 @@
-"""The shadowChanged subscription field. Its events come from the subscription hub through
-``resolvers.live.GatewaySchema``, which serves every subscription of this field from a shared
-cohort; this resolver only runs if the schema is used without the hub."""
+"""The subscription fields (shadowChanged, telemetryChanged). Their events come from the
+subscription hub through ``resolvers.live.GatewaySchema``, which serves every subscription
+of these fields from a shared cohort; these resolvers only run if the schema is used
+without the hub."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import strawberry
 from gateway.errors import GatewayError
 from resolvers.permissions import TENANT_READERS, OwnDevice, allow
 from resolvers.shadows import ShadowEvent
+from resolvers.telemetry_events import TelemetryEvent
 
 
 @strawberry.type
@@ -25,4 +27,17 @@ class Subscription:
         self, device_ids: list[strawberry.ID] | None = None, asset_id: strawberry.ID | None = None
     ) -> AsyncGenerator[ShadowEvent, None]:
         raise GatewayError("shadowChanged is served over WebSocket by the gateway's hub")
+        yield  # pragma: no cover  (makes this an async generator)
+
+    @strawberry.subscription(
+        description="The newest readings of the given devices (of the given metrics, or of "
+        "all), as ingest batches commit (ingestTelemetry and POST /ingest): a SNAPSHOT of "
+        "each device's last values first, then UPDATED events, at most "
+        "TELEMETRY_EVENTS_PER_SECOND per subscription.",
+        extensions=[allow(*TENANT_READERS, device=OwnDevice("device_ids"))],
+    )
+    async def telemetry_changed(
+        self, device_ids: list[strawberry.ID], metrics: list[str] | None = None
+    ) -> AsyncGenerator[TelemetryEvent, None]:
+        raise GatewayError("telemetryChanged is served by the gateway's hub")
         yield  # pragma: no cover  (makes this an async generator)

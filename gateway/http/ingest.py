@@ -37,6 +37,7 @@ from gateway.settings import Settings
 from gateway.stores import Stores
 from gateway.stores.base import translate_errors
 from gateway.writes.bulk_ingest import Latest, Record, Writer
+from gateway.writes.reading_announcements import announce
 from gateway.writes.readings import LastSeen, ReadingCheck, device_problem
 from gateway.writes.telemetry import count_ingest
 
@@ -327,4 +328,5 @@ async def _ingest(
         telemetry.wrote(*writer.span)  # committed: TimescaleDB refreshes what lies behind
     count_ingest(outcome.accepted, outcome.valid - outcome.accepted, outcome.rejected_count)
     await batch.last_seen.record(stores, caller.tenant_id)
+    await announce(stores, caller.tenant_id, writer.latest)  # what was inserted, committed
     return outcome

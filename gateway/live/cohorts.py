@@ -8,7 +8,9 @@ Hasura's cohort idea. Execution is lazy: a change nobody consumes is never execu
 A member is one subscription. Its mailbox holds at most one pending change per device:
 a consumer that falls behind gets the newest state of each device, never a backlog, and
 the hub never waits for it. Per device, what a member receives only moves forward
-(``rank``), and the first thing it receives is always a SNAPSHOT.
+(``rank``), and the first thing it receives is always a SNAPSHOT. A member may be
+rate-bounded (``min_interval``): between two deliveries it waits, and what arrives
+meanwhile coalesces as above (telemetryChanged's per-subscriber bound).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 
 from gateway.stores.shadows import ShadowDoc
@@ -33,7 +35,8 @@ _RESULTS_KEPT = 1024  # per cohort at most; older results are recomputed if aske
 # instead, the finished tasks (with their results and contexts) of every cohort grew the
 # process for the whole 10-minute soak (bench/RESULTS.md, "Memory that levels off").
 RESULT_TTL = 10.0
-_clock = time.monotonic  # the tests' seam
+_clock = time.monotonic  # the tests' seams
+_sleep = asyncio.sleep
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,21 @@ class ShadowChange:
         return 2 * self.version + (1 if self.deleted else 0)
 
 
-Execute = Callable[[ShadowChange, str], Awaitable[Any]]
+class Change(Protocol):
+    """What a cohort executes and a member orders: a ShadowChange, or a telemetry
+    change (``gateway.live.telemetry_feed``)."""
+
+    @property
+    def seq(self) -> int: ...
+    @property
+    def device_id(self) -> UUID: ...
+    @property
+    def deleted(self) -> bool: ...
+    @property
+    def rank(self) -> int: ...
+
+
+Execute = Callable[[Any, str], Awaitable[Any]]
 
 
 class Cohort:
@@ -77,7 +94,7 @@ class Cohort:
     def watches(self, device_id: UUID) -> bool:
         return self.devices is None or device_id in self.devices
 
-    async def result(self, change: ShadowChange, kind: str) -> Any:
+    async def result(self, change: Change, kind: str) -> Any:
         """The execution result for ``change`` as ``kind``, computed once per cohort."""
         key = (change.seq, kind)
         entry = self._results.get(key)
@@ -112,14 +129,16 @@ class Cohort:
 
 
 class Member:
-    def __init__(self, cohort: Cohort) -> None:
+    def __init__(self, cohort: Cohort, *, min_interval: float = 0.0) -> None:
         self.cohort = cohort
-        self._pending: dict[UUID, tuple[ShadowChange, str]] = {}
+        self._min_interval = min_interval
+        self._next_at = 0.0  # monotonic time before which nothing more is delivered
+        self._pending: dict[UUID, tuple[Change, str]] = {}
         self._ranks: dict[UUID, int] = {}
         self._wake = asyncio.Event()
         self._closed = False
 
-    def offer(self, change: ShadowChange, *, snapshot: bool = False) -> None:
+    def offer(self, change: Change, *, snapshot: bool = False) -> None:
         """Queues ``change`` unless the member already has it or something newer; a newer
         change replaces a pending one of the same device. Never blocks."""
         if self._closed:
@@ -152,6 +171,13 @@ class Member:
                 raise StopAsyncIteration
             self._wake.clear()
             await self._wake.wait()
+        if self._min_interval:
+            wait = self._next_at - _clock()
+            if wait > 0:
+                await _sleep(wait)  # what arrives meanwhile coalesces
+                if self._closed:
+                    raise StopAsyncIteration
+            self._next_at = _clock() + self._min_interval
         device = next(iter(self._pending))
         change, kind = self._pending.pop(device)
         return await self.cohort.result(change, kind)

@@ -1,11 +1,13 @@
 """The subscription hub: one Redis pub/sub connection per process (per primary on a
 Redis Cluster, ``gateway.live.cluster_follow``), fanned out to cohorts.
 
-It pattern-subscribes to the keyspace notifications of every shadow key and to the
-topology channel the writes publish on. A notification marks its device dirty; a reader
-drains dirty devices in one pipelined read per tenant (a burst of writes to one device
-costs one read), and offers each change to the cohorts watching that device. Writes by
-any Redis client reach subscribers, since the notification comes from Redis itself.
+It pattern-subscribes to the keyspace notifications of every shadow key, to the
+topology channel the writes publish on, and to the readings channel both ingest paths
+announce committed batches on (handed to ``gateway.live.telemetry_feed``). A
+notification marks its device dirty; a reader drains dirty devices in one pipelined
+read per tenant (a burst of writes to one device costs one read), and offers each change
+to the cohorts watching that device. Writes by any Redis client reach subscribers, since
+the notification comes from Redis itself.
 
 Keyspace notifications are fire-and-forget: while the connection is down, changes are
 lost. So after every reconnect (capped exponential backoff) the hub re-reads every watched
@@ -34,6 +36,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from gateway.errors import StoreUnavailable
 from gateway.live.cluster_follow import follow_cluster
 from gateway.live.cohorts import Cohort, Execute, Member, ShadowChange
+from gateway.live.telemetry_feed import TelemetryCohort, TelemetryFeed
 from gateway.metrics import HUB_RECONNECTS, SUBSCRIPTIONS
 from gateway.stores import Stores
 from gateway.stores.redis_client import is_cluster_url
@@ -50,6 +53,7 @@ _KEY = re.compile(
 )
 _TOPOLOGY = re.compile(rf"^{KEY_PREFIX}:{{([0-9a-f-]{{36}})}}:topology$".encode())
 _REVOKED = re.compile(rf"^{KEY_PREFIX}:{{([0-9a-f-]{{36}})}}:revoked$".encode())
+_TELEMETRY = re.compile(rf"^{KEY_PREFIX}:{{([0-9a-f-]{{36}})}}:telemetry$".encode())
 
 # Called with (tenant, revoked key ids, device whose credentials all went or None,
 # revoked JWTs).
@@ -80,6 +84,7 @@ class ShadowHub:
         self._dirty_tenants: set[UUID] = set()
         self._wake = asyncio.Event()
         self._seq = itertools.count(1)
+        self.telemetry = TelemetryFeed(stores, self._seq)  # telemetryChanged's cohorts
         self._tasks: list[asyncio.Task[None]] = []
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -103,7 +108,7 @@ class ShadowHub:
             listener.result()  # raises HubConfigError
 
     async def aclose(self) -> None:
-        for cohort in list(self._cohorts.values()):
+        for cohort in [*self._cohorts.values(), *self.telemetry.cohorts]:
             for member in list(cohort.members):
                 member.close()
         for task in self._tasks:
@@ -137,6 +142,9 @@ class ShadowHub:
         return member
 
     def leave(self, member: Member) -> None:
+        if isinstance(member.cohort, TelemetryCohort):
+            self.telemetry.leave(member)
+            return
         member.close()
         cohort = member.cohort
         if member in cohort.members:
@@ -147,7 +155,8 @@ class ShadowHub:
 
     @property
     def subscriber_count(self) -> int:
-        return sum(len(c.members) for c in self._cohorts.values())
+        return (sum(len(c.members) for c in self._cohorts.values())
+                + self.telemetry.subscriber_count)
 
     def _index(self, cohort: Cohort) -> None:
         self._cohorts[cohort.key] = cohort
@@ -234,6 +243,8 @@ class ShadowHub:
             self._wake.set()
         elif match := _REVOKED.match(name):
             self._revoked(UUID(match[1].decode()), data)
+        elif match := _TELEMETRY.match(name):
+            self.telemetry.announced(UUID(match[1].decode()), data)
 
     def _revoked(self, tenant_id: UUID, data: bytes) -> None:
         """Forgets the revoked keys (cached and outage grace), refuses the revoked tokens,
@@ -341,6 +352,7 @@ class ShadowHub:
                     f"__keyspace@{db}__:{KEY_PREFIX}:*:shadow",
                     f"{KEY_PREFIX}:*:topology",
                     f"{KEY_PREFIX}:*:revoked",
+                    f"{KEY_PREFIX}:*:telemetry",
                 )
                 if not first:
                     await self._resnapshot_all()
@@ -399,6 +411,7 @@ class ShadowHub:
                  self.subscriber_count)
         for cohort in list(self._cohorts.values()):
             await self._snapshot(cohort, cohort.members, cohort.devices)
+        await self.telemetry.resnapshot()
 
 
 def _covers(flags: str) -> bool:

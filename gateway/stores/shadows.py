@@ -60,6 +60,10 @@ def revoked_channel(tenant_id: UUID) -> str:
     return f"{KEY_PREFIX}:{{{tenant_id}}}:revoked"
 
 
+def telemetry_channel(tenant_id: UUID) -> str:
+    return f"{KEY_PREFIX}:{{{tenant_id}}}:telemetry"
+
+
 # Atomic, so a concurrent update cannot slip between reading the version and deleting.
 _DELETE_KEEPING_VERSION = """
 local version = redis.call('HGET', KEYS[1], 'version')
@@ -281,6 +285,18 @@ class ShadowStore:
         record_round_trip(self.name)
         with self.guarded():
             await self.client.publish(topology_channel(tenant_id), b"1")
+
+    async def publish_readings(
+        self, tenant_id: UUID, latest: Mapping[tuple[UUID, str], tuple[datetime, float]]
+    ) -> None:
+        """Tells every gateway replica the newest committed reading of each (device,
+        metric) of one batch, for telemetryChanged (``gateway.live.telemetry_feed``): one
+        message per batch, ``[[device, metric, time (ISO 8601), value], ...]``."""
+        record_round_trip(self.name)
+        payload = orjson.dumps([[str(device), metric, at.isoformat(), value]
+                                for (device, metric), (at, value) in latest.items()])
+        with self.guarded():
+            await self.client.publish(telemetry_channel(tenant_id), payload)
 
     async def publish_revocation(self, tenant_id: UUID, key_ids: list[UUID],
                                  device_id: UUID | None = None,

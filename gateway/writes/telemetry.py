@@ -11,6 +11,7 @@ from uuid import UUID
 from gateway.errors import LimitExceeded
 from gateway.metrics import INGESTED
 from gateway.stores import Stores
+from gateway.writes.reading_announcements import announce, newest
 from gateway.writes.readings import UNKNOWN_DEVICE, LastSeen, ReadingCheck, as_utc, device_problem
 
 MAX_READINGS = 10_000
@@ -84,4 +85,8 @@ async def ingest(
     outcome.duplicates = len(devices) - inserted
     count_ingest(outcome.accepted, outcome.duplicates, len(outcome.rejected))
     await last_seen.record(stores, tenant_id)
+    if inserted:
+        # The batch's newest per series (a duplicate's value may differ from the stored
+        # one; the next SNAPSHOT reads the store).
+        await announce(stores, tenant_id, newest(devices, metrics, times, values))
     return outcome

@@ -355,3 +355,26 @@ async def test_bulk_ingest_answers_to_the_rule_declared_on_ingest_telemetry(
     assert await status(f"Bearer {fx.keys['operator']}") == 403
     assert await status(fx.basic) == 403
     assert await status(f"Bearer {fx.keys['admin']}") == 200
+
+
+TELEMETRY_SUB = """subscription($ids: [ID!]!) {
+  telemetryChanged(deviceIds: $ids) { kind deviceId } }"""
+
+
+async def test_telemetry_subscription_by_role(address: str, fx: Fixture) -> None:
+    """Readers watch any device of the tenant; a device only its own readings."""
+    for role, key in fx.keys.items():
+        async with TransportWS.connect(address, key) as ws:
+            assert (await ws.receive())["type"] == "connection_ack"
+            for ids in ([fx.other_device], [fx.device]):
+                op = await ws.subscribe(TELEMETRY_SUB, {"ids": ids})
+                message = await ws.receive()
+                assert message["id"] == op, message
+                if role in READERS or (role == "device" and ids == [fx.device]):
+                    assert message["type"] == "next", (role, ids, message)
+                    assert message["payload"]["data"]["telemetryChanged"] == {
+                        "kind": "SNAPSHOT", "deviceId": ids[0]}
+                else:
+                    assert message["type"] == "error", (role, ids, message)
+                    assert [e["extensions"]["code"] for e in message["payload"]] == [
+                        "FORBIDDEN"]

@@ -222,3 +222,31 @@ async def test_finished_results_are_shared_for_a_while_then_dropped(
     assert len(group._results) == 1
     await group.result(first, UPDATED)  # asked again: executed again
     assert [c[0] for c in recorder.calls] == [first.seq, first.seq + 1, first.seq]
+
+
+async def test_a_rate_bounded_member_delivers_once_per_interval_and_the_newest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gateway.live import cohorts as cohorts_module
+
+    now = [100.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    monkeypatch.setattr(cohorts_module, "_clock", lambda: now[0])
+    monkeypatch.setattr(cohorts_module, "_sleep", sleep)
+    member = Member(cohort(), min_interval=2.0)
+    d = uuid4()
+    member.offer(change(d, 1), snapshot=True)
+    assert await anext(member) == (d, 1, SNAPSHOT)  # the first delivery does not wait
+    for version in range(2, 52):  # 50 changes inside the interval
+        member.offer(change(d, version))
+    assert await anext(member) == (d, 51, UPDATED)  # one delivery: the newest
+    assert slept == [2.0] and member.backlog == 0
+    now[0] += 5.0  # a quiet spell: the next change goes at once
+    member.offer(change(d, 52))
+    assert await anext(member) == (d, 52, UPDATED)
+    assert slept == [2.0]
