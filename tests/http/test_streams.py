@@ -194,3 +194,26 @@ async def test_revoking_the_key_ends_its_streams(
         # The other key's stream of the same device lives on.
         await report(gateway, tenant, device, 1)
         assert _event(accept, await _next(kept))["kind"] == "UPDATED"
+
+
+WHOLE_TENANT = """subscription { shadowChanged { kind deviceId version } }"""
+
+
+async def test_a_whole_tenant_stream_sees_its_tenant_only(
+    address: str, gateway: Gateway, stores: Stores, tenant: Tenant, other_tenant: Tenant
+) -> None:
+    mine = await seed_fleet(stores, tenant.id, devices=2, hours=0.05, sites=1, lines=1,
+                            machines=1)
+    theirs = await seed_fleet(stores, other_tenant.id, devices=2, hours=0.05, sites=1,
+                              lines=1, machines=1)
+    watched = {str(d) for d in theirs.devices}  # every live device, shadow or not
+    async with _stream(address, other_tenant.key, SSE, WHOLE_TENANT) as (resp, results):
+        assert resp.status_code == 200
+        snapshots = [_event(SSE, await _next(results)) for _ in watched]
+        assert {e["deviceId"] for e in snapshots} == watched
+        assert {e["kind"] for e in snapshots} == {"SNAPSHOT"}
+        # Our device changes first: were it delivered there, it would come first.
+        await report(gateway, tenant, mine.active[0], 1)
+        await report(gateway, other_tenant, theirs.active[0], 1)
+        event = _event(SSE, await _next(results))
+        assert (event["kind"], event["deviceId"]) == ("UPDATED", str(theirs.active[0]))
