@@ -37,6 +37,12 @@ _MIN_UPTIME = 5.0
 def reuseport_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     """``count`` listening sockets on one address, each its own accept queue."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # SO_REUSEPORT would also let a second gateway (same user) join this port silently and
+    # take half its connections. A plain bind first fails while anyone holds the port.
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        port = probe.getsockname()[1]
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):

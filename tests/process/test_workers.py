@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 
 import httpx
+import pytest
 
 from gateway.runtime.demo import seed_fleet
 from gateway.settings import Settings
@@ -170,3 +171,17 @@ async def test_a_worker_that_dies_is_replaced(
             assert all([(await http.get("/healthz")).status_code == 200 for _ in range(10)])
         gateway.terminate()
         assert await gateway.wait() == 0, gateway.output
+
+
+def test_a_port_in_use_is_refused_before_any_worker_starts() -> None:
+    """SO_REUSEPORT alone would let a second gateway on the same port share it."""
+    from gateway.runtime.supervisor import reuseport_sockets
+
+    first = reuseport_sockets("127.0.0.1", 0, 2)
+    port = first[0].getsockname()[1]
+    try:
+        with pytest.raises(OSError, match="in use"):
+            reuseport_sockets("127.0.0.1", port, 2)
+    finally:
+        for sock in first:
+            sock.close()
