@@ -125,7 +125,7 @@ async def parse_only(devices: list[UUID], start: datetime, count: int, kind: str
         ingest_max_bytes = ingest_max_lines = 1 << 40
 
     outcome = ingest.Outcome()
-    batch = ingest.Batch(None, None, outcome)  # type: ignore[arg-type]
+    batch = ingest.Batch(None, None, None, outcome)  # type: ignore[arg-type]
     began = time.perf_counter()
     parsed = 0
     async for _ in ingest._parse(Request(), Limits(), kind, batch,  # type: ignore[arg-type]
@@ -190,6 +190,8 @@ async def bulk(http: httpx.AsyncClient, key: str, devices: list[UUID], start: da
 async def run(args: argparse.Namespace) -> str:
     rows: list[tuple[str, int, float, float]] = []
     loads = [os.getloadavg()]
+    if args.mutation_only:
+        args.bulk = [args.mutation_readings]
     sizes = sorted({args.mutation_readings, *args.bulk})
     with stack_up() as stack, tempfile.NamedTemporaryFile(suffix=".log") as log:
         tenant, key, devices = await tenant_with_devices(stack.settings, DEVICES)
@@ -199,29 +201,40 @@ async def run(args: argparse.Namespace) -> str:
         # Raw COPY before and after the gateway's runs: the reference is their mean, so a
         # change of the machine's load during the run weighs on both sides alike.
         before = {n: await raw_copy(dsn, tenant, devices, clock.span(n), n) for n in sizes}
-        with Server(stack, Path(log.name)) as server:
-            async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+        gateway_rates: list[tuple[str, int, float]] = []
+        n = args.mutation_readings
+        # The mutation through graphql-core's variable coercion (planning off: the
+        # reference path) beside the readings coerced in one loop, same run, interleaved.
+        with Server(stack, Path(f"{log.name}.core"),
+                    env={"IOTSPHERE_PLANNED_EXECUTION": "false"}) as core, \
+                Server(stack, Path(log.name)) as server:
+            async with httpx.AsyncClient(base_url=core.url, timeout=120) as old, \
+                    httpx.AsyncClient(base_url=server.url, timeout=120) as http:
                 idle_rss = server.rss_kib()
-                gateway_rates: list[tuple[str, int, float]] = []
-                n = args.mutation_readings
                 for batch in (1_000, 10_000):
-                    rate = await mutation(http, key, devices, clock.span(n), n, batch)
-                    gateway_rates.append((f"ingestTelemetry, batches of {batch:,}", n, rate))
-                for n in args.bulk:
+                    for _round in range(args.rounds):
+                        for name, client in (("graphql-core coercion", old),
+                                             ("readings coerced in one loop", http)):
+                            rate = await mutation(client, key, devices, clock.span(n), n, batch)
+                            gateway_rates.append(
+                                (f"ingestTelemetry, batches of {batch:,}, {name}", n, rate))
+                for n in [] if args.mutation_only else args.bulk:
                     for kind in ("ndjson", "csv"):
                         rate = await bulk(http, key, devices, clock.span(n), n, kind)
                         gateway_rates.append((f"POST /ingest {kind.upper()}", n, rate))
-                n = min(args.bulk)
-                again = clock.span(n)
-                await bulk(http, key, devices, again, n, "ndjson")
-                rate = await bulk(http, key, devices, again, n, "ndjson", duplicates=True)
-                gateway_rates.append(("POST /ingest NDJSON, a retry: all duplicates", n, rate))
+                if not args.mutation_only:
+                    n = min(args.bulk)
+                    again = clock.span(n)
+                    await bulk(http, key, devices, again, n, "ndjson")
+                    rate = await bulk(http, key, devices, again, n, "ndjson", duplicates=True)
+                    gateway_rates.append(
+                        ("POST /ingest NDJSON, a retry: all duplicates", n, rate))
                 peak = server.rss_kib("VmHWM")
         after = {n: await raw_copy(dsn, tenant, devices, clock.span(n), n) for n in sizes}
         reference = {n: (before[n] + after[n]) / 2 for n in sizes}
         rows = [(name, n, rate, reference[n]) for name, n, rate in gateway_rates]
         big = max(args.bulk)
-        phases = {
+        phases = {} if args.mutation_only else {
             "COPY into readings (rollup trigger on; the reference)": reference[big],
             "COPY into readings, rollup trigger off": await raw_copy(
                 dsn, tenant, devices, clock.span(big), big, rollup=False),
@@ -247,11 +260,14 @@ async def run(args: argparse.Namespace) -> str:
         "", "Raw COPY before / after the gateway's runs: "
         + ", ".join(f"{n:,}: {before[n]:,.0f} / {after[n]:,.0f}" for n in sizes) + ".",
         "", f"Gateway RSS: {idle_rss / 1024:.0f} MiB idle, peak {peak / 1024:.0f} MiB "
-        "over the whole run.", "",
-        f"Where POST /ingest's time goes, {big:,} readings, each step alone:", "",
-        "| step | readings/s | us per reading |", "| --- | ---: | ---: |",
-        *(f"| {name} | {rate:,.0f} | {1e6 / rate:.1f} |" for name, rate in phases.items()),
+        "over the whole run.",
     ]
+    if phases:
+        lines += [
+            "", f"Where POST /ingest's time goes, {big:,} readings, each step alone:", "",
+            "| step | readings/s | us per reading |", "| --- | ---: | ---: |",
+            *(f"| {name} | {rate:,.0f} | {1e6 / rate:.1f} |" for name, rate in phases.items()),
+        ]
     return "\n".join(lines)
 
 
@@ -262,6 +278,10 @@ def _load(avg: tuple[float, float, float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mutation-readings", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="interleaved rounds of the two mutation paths")
+    parser.add_argument("--mutation-only", action="store_true",
+                        help="skip POST /ingest and the step breakdown")
     parser.add_argument("--bulk", type=lambda s: [int(x) for x in s.split(",")],
                         default=[100_000, 1_000_000])
     parser.add_argument("--write", action="store_true", help="append to bench/RESULTS.md")

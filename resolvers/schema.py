@@ -23,13 +23,13 @@ from gateway.settings import Settings
 from resolvers.api_keys import ApiKeyQuery
 from resolvers.assets import Asset, AssetConnection, AssetFilter, AssetOrder, resolve_assets
 from resolvers.devices import Device, DeviceConnection, DeviceFilter, DeviceOrder, resolve_devices
-from resolvers.execution import fast_paths
+from resolvers.execution import fast_paths, reading_variables
 from resolvers.execution.cost import CostLimits, QueryCost
 from resolvers.execution.extensions import ErrorCodes, RequestLog, StoreCallTrace
 from resolvers.execution.flat_lists import FlatListExecutionContext
 from resolvers.execution.limits import OverlapBudget, aliases_rule, depth_rule
 from resolvers.execution.operation_name import OperationNameRequired
-from resolvers.execution.planned import PlannedExecutionContext
+from resolvers.execution.planned_writes import PlannedWritesExecutionContext
 from resolvers.live import GatewaySchema, SubscriptionLimits
 from resolvers.mutations import Mutation
 from resolvers.node import Node
@@ -162,7 +162,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         subscription=Subscription,
         extensions=extensions,
         execution_context_class=(
-            PlannedExecutionContext if settings.planned_execution else FlatListExecutionContext),
+            PlannedWritesExecutionContext if settings.planned_execution
+            else FlatListExecutionContext),
         config=StrawberryConfig(
             scalar_map={Interval: INTERVAL_SCALAR, datetime: DATETIME_SCALAR,
                         JSON: JSON_SCALAR},
@@ -181,6 +182,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         max_tokens=settings.max_tokens, max_depth=settings.max_depth,
         max_aliases=settings.max_aliases, cost=cost_limits)
     fast_paths.install(built)
+    if settings.planned_execution:
+        reading_variables.install(built._schema)
     return built
 
 

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import NamedTuple
 from uuid import UUID
 
 from gateway.errors import LimitExceeded
 from gateway.metrics import INGESTED
 from gateway.stores import Stores
 from gateway.writes.reading_announcements import announce, newest
-from gateway.writes.readings import UNKNOWN_DEVICE, LastSeen, ReadingCheck, as_utc, device_problem
+from gateway.writes.readings import UNKNOWN_DEVICE, LastSeen, ReadingCheck, device_problem
 
 MAX_READINGS = 10_000
 
 
-@dataclass(frozen=True)
-class RawReading:
+class RawReading(NamedTuple):
+    """A reading as a request gave it (a tuple: a 10,000-reading batch builds 10,000 of
+    them, and a frozen dataclass cost ~5 us each)."""
+
     device_id: str
     metric: str
     time: datetime
@@ -56,29 +59,38 @@ async def ingest(
         )
     outcome = IngestOutcome()
     check = ReadingCheck()
+    # Per device id text, not per reading: a batch names few devices many times (a UUID
+    # parse and UUID hashing per reading were a third of this loop's time).
     # A GraphQL ID that is not a UUID names no device: it reads like an unknown one.
-    ids = {r.device_id: _device_uuid(r.device_id) for r in readings}
-    known = [u for u in set(ids.values()) if u is not None]
+    ids = {text: _device_uuid(text) for text in {r.device_id for r in readings}}
+    known = list({u for u in ids.values() if u is not None})
     rows = await stores.registry.devices_by_ids(tenant_id, known) if known else []
-    why_not = {u: device_problem(row, u) for u, row in zip(known, rows, strict=True)}
+    why_not_by_uuid = {u: device_problem(row, u) for u, row in zip(known, rows, strict=True)}
+    why_not = {text: UNKNOWN_DEVICE if u is None else why_not_by_uuid[u]
+               for text, u in ids.items()}
     devices: list[UUID] = []
     metrics: list[str] = []
     times: list[datetime] = []
     values: list[float] = []
-    last_seen = LastSeen()
-    for index, r in enumerate(readings):
-        device = ids[r.device_id]
-        time = as_utc(r.time)
-        reason = check.problem(r.metric, time, r.value) or (
-            UNKNOWN_DEVICE if device is None else why_not[device])
+    seen_last: dict[str, datetime] = {}  # device id text -> its newest accepted time
+    for index, (text, metric, time, value) in enumerate(readings):
+        if time.tzinfo is None:  # as_utc, inline: once per reading
+            time = time.replace(tzinfo=UTC)
+        reason = check.problem(metric, time, value) or why_not[text]
         if reason:
             outcome.rejected.append((index, reason))
             continue
-        assert device is not None
-        devices.append(device)
-        metrics.append(r.metric)
+        devices.append(ids[text])  # type: ignore[arg-type]  # known: no reason given
+        metrics.append(metric)
         times.append(time)
-        values.append(r.value)
+        values.append(value)
+        seen = seen_last.get(text)
+        if seen is None or seen < time:
+            seen_last[text] = time
+    last_seen = LastSeen()
+    for text, time in seen_last.items():
+        device = ids[text]
+        assert device is not None
         last_seen.saw(device, time)
     inserted = await stores.telemetry.ingest(tenant_id, devices, metrics, times, values)
     outcome.accepted = inserted

@@ -59,13 +59,13 @@ from graphql.execution.values import (
     VariableValues,
     get_argument_values,
     get_directive_values,
-    get_variable_values,
 )
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
 from gateway.errors import LimitExceeded
 from resolvers.execution.fragments import SKIP, SelectionWalk, Skip
+from resolvers.execution.reading_variables import variable_values
 
 DEFAULT_PAGE = 50
 UNKNOWN_LIST = 10
@@ -221,8 +221,8 @@ def estimate_cost(
     root = _root(schema, operation) if operation else None
     if operation is None or root is None:
         return None
-    variables = get_variable_values(schema, operation.variable_definitions or (),
-                                    dict(raw_variables or {}))
+    # Readings variables coerced in one loop (resolvers.execution.reading_variables).
+    variables = variable_values(schema, operation, raw_variables)
     if isinstance(variables, list):
         return None
     walk = _Estimate(schema, document, variables, limits, now or datetime.now(UTC))
