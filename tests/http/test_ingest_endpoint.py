@@ -40,6 +40,12 @@ def _reading(device: UUID | str, minutes: float, value: Any = 1.0,
             "time": (NOW - timedelta(minutes=minutes)).isoformat(), "value": value}
 
 
+def _ahead(device: UUID, minutes: float) -> dict[str, Any]:
+    """A reading ahead of the clock now (NOW is taken at import: a slow run ages it)."""
+    return {"deviceId": str(device), "metric": "temperature", "value": 1.0,
+            "time": (datetime.now(UTC) + timedelta(minutes=minutes)).isoformat()}
+
+
 async def _post(http: httpx.AsyncClient, body: bytes, *, auth: str,
                 kind: str = "application/x-ndjson") -> httpx.Response:
     async def chunks() -> AsyncIterator[bytes]:  # streamed in small pieces, lines split
@@ -64,7 +70,7 @@ async def test_ndjson_accepts_good_lines_and_names_bad_ones(
     body = _ndjson(
         _reading(mine, 3, 20.5), _reading(mine, 2, 21.0), _reading(mine, 2, 21.0),  # dup
         b"{not json", _reading(theirs, 1), _reading(mine, 1, "NaN"),
-        _reading(mine, 1, metric="9lives"), _reading(mine, -10), _reading(retired, 1),
+        _reading(mine, 1, metric="9lives"), _ahead(mine, minutes=10), _reading(retired, 1),
         {"deviceId": "nope", "metric": "t", "time": NOW.isoformat(), "value": 1},
         _reading(mine, 1, "22.5"), _reading(mine, 4, 1e300),
     )
