@@ -14,6 +14,7 @@ from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import pytest
 from graphql import (
     GraphQLNonNull,
     GraphQLObjectType,
@@ -139,6 +140,9 @@ def _selectable(type_: GraphQLObjectType, name: str, depth: int) -> bool:
 _KNOWN_ARGS = frozenset({"id", "deviceId", "deviceIds", "metric", "bucket", "threshold"})
 
 
+# Hundreds of generated operations: minutes on a busy 2-core machine, past the suite's
+# 300 s default.
+@pytest.mark.timeout(900)
 async def test_random_documents_answer_the_same_on_both_paths(
     stores: Stores, settings: Settings,
 ) -> None:

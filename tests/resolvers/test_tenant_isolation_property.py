@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -158,6 +159,9 @@ def _b_ids_in(variables: dict[str, Any], b: TenantData) -> list[str]:
     return [i for i in b.devices + b.assets if i in text]
 
 
+# Hundreds of generated operations: minutes on a busy 2-core machine, past the suite's
+# 300 s default.
+@pytest.mark.timeout(900)
 async def test_tenant_a_never_sees_tenant_b(gateway: Gateway, stores: Stores) -> None:
     loop = asyncio.get_running_loop()
 
