@@ -100,6 +100,52 @@ async def test_subscriptions_see_changes_on_every_node(
             ("UPDATED", str(d), 2) for d in fleet.active}
 
 
+async def test_a_slot_moved_live_keeps_updates_flowing(
+        on_cluster: tuple[Settings, Stores], cluster: LocalCluster, tenant: Tenant) -> None:
+    """The slot of a watched device moves to another primary (IMPORTING/MIGRATING, MIGRATE,
+    SETSLOT NODE) between writes: the writes and the subscriber follow it."""
+    settings, stores = on_cluster
+    fleet = await _fleet(stores, tenant, cluster)
+    device = fleet.active[0]
+    key = shadow_key(tenant.id, device)
+    client = stores.shadows.client
+    slot = client.keyslot(key)  # type: ignore[union-attr]
+    source_name = client.get_node_from_key(key).name  # type: ignore[union-attr]
+    [source] = [n for n in cluster.primaries if f"127.0.0.1:{n.port}" == source_name]
+    target = next(n for n in cluster.primaries if n is not source)
+    async with serve(create_app(settings)) as address, \
+            TransportWS.connect(address, tenant.key) as ws:
+        assert (await ws.receive())["type"] == "connection_ack"
+        await ws.subscribe("subscription($ids: [ID!]) { shadowChanged(deviceIds: $ids) "
+                           "{ kind deviceId version } }", {"ids": [str(device)]})
+        assert (await ws.next_event())["version"] == 1
+        assert (await _update(address, tenant.key, device, 1))["data"]["updateShadow"][
+            "version"] == 2
+        assert (await ws.next_event())["version"] == 2
+
+        src, dst = source.client(), target.client()
+        dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source.node_id())
+        src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target.node_id())
+        keys = src.execute_command("CLUSTER GETKEYSINSLOT", slot, 100)
+        src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+        for node in cluster.primaries:
+            node.client().execute_command("CLUSTER SETSLOT", slot, "NODE", target.node_id())
+        assert dst.exists(key)
+
+        versions = []
+        for n in range(2, 5):
+            body = await _update(address, tenant.key, device, n)
+            assert "errors" not in body, body
+            versions.append(body["data"]["updateShadow"]["version"])
+        assert versions == [3, 4, 5]
+        seen = []
+        while not seen or seen[-1] != 5:
+            seen.append((await ws.next_event(timeout=30))["version"])
+        assert seen == sorted(seen) and seen[-1] == 5
+    [doc] = await stores.shadows.get_many(tenant.id, [device])
+    assert doc is not None and doc.version == 5
+
+
 async def test_a_primary_killed_under_load_fails_over_losing_no_version(
         on_doomed_cluster: tuple[Settings, Stores], doomed_cluster: LocalCluster,
         tenant: Tenant) -> None:
