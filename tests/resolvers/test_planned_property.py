@@ -70,8 +70,10 @@ class Pools:
 
 
 @st.composite
-def documents(draw: st.DrawFn, query_type: GraphQLObjectType, pools: Pools
-              ) -> tuple[str, dict[str, bool]]:
+def documents(draw: st.DrawFn, query_type: GraphQLObjectType, literals: dict[str, list[str]],
+              roots: tuple[str, ...] | None = ROOTS) -> tuple[str, dict[str, bool]]:
+    """A valid query over ``query_type`` (from ``roots``), argument values from
+    ``literals`` by argument name, and values for the Boolean variables it uses."""
     fragments: list[str] = []
 
     def selection(type_: GraphQLObjectType, depth: int, roots: tuple[str, ...] | None
@@ -102,7 +104,7 @@ def documents(draw: st.DrawFn, query_type: GraphQLObjectType, pools: Pools
         args = []
         for arg_name, arg in definition.args.items():
             required = isinstance(arg.type, GraphQLNonNull) and arg.default_value is Undefined
-            pool = pools.literals.get(arg_name)
+            pool = literals.get(arg_name)
             if pool is None:
                 continue
             if required or draw(st.booleans()):
@@ -116,7 +118,7 @@ def documents(draw: st.DrawFn, query_type: GraphQLObjectType, pools: Pools
             text += " { " + selection(named, depth + 1, None) + " }"
         return text
 
-    body = selection(query_type, 1, ROOTS)
+    body = selection(query_type, 1, roots)
     text = body + " ".join(fragments)
     used = [name for name in ("a", "b") if f"${name}" in text]
     variables = {name: draw(st.booleans()) for name in used}
@@ -186,7 +188,7 @@ async def test_random_documents_answer_the_same_on_both_paths(
 
     @hypothesis_settings(max_examples=120, deadline=None, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
-    @given(document=documents(query_type, pools), who=st.integers(0, 2),
+    @given(document=documents(query_type, pools.literals), who=st.integers(0, 2),
            outage=st.sampled_from(outages))
     def property_holds(document: tuple[str, dict[str, bool]], who: int,
                        outage: str | None) -> None:
