@@ -174,9 +174,11 @@ def _kill_children() -> None:
 
 
 def gateway(stack: Stack, run_dir: Path, profile: Path | None, gc_stats: bool,
-            gc_freeze: bool) -> Server:
-    """`iotsphere serve` for one configuration, under cProfile or the GC launcher if asked."""
-    server = Server(stack, run_dir / "server.log", log_level="INFO")
+            gc_freeze: bool, tree: Path | None = None) -> Server:
+    """`iotsphere serve` for one configuration, under cProfile or the GC launcher if asked;
+    from the source tree ``tree`` (first on its path) when given."""
+    server = Server(stack, run_dir / "server.log", log_level="INFO",
+                    env={"PYTHONPATH": str(tree)} if tree is not None else {})
     if profile is not None:  # cProfile writes its stats when serve returns
         server.launcher = [sys.executable, "-m", "cProfile", "-o", str(profile),
                            "-m", "gateway.runtime.cli"]
@@ -433,6 +435,7 @@ class Outcome:
     final_versions: dict[str, int] = field(default_factory=dict)
     writer: str = "redis"
     code: str = ""  # the commit the gateway started from (others commit meanwhile)
+    label: str = ""  # "baseline" for --baseline-tree's gateway, else ""
 
     def total(self, key: str) -> int:
         return sum(int(r.get(key, 0)) for r in self.reports)
@@ -471,22 +474,23 @@ def _delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
 
 
 async def run_config(cfg: Config, stack: Stack, seeded: Seeded, args: argparse.Namespace,
-                     log_dir: Path) -> Outcome:
+                     log_dir: Path, tree: Path | None = None) -> Outcome:
     procs = args.client_procs or (1 if cfg.subscribers <= 2500 else 2)
     procs = max(1, min(procs, cfg.subscribers))
     out = Outcome(cfg, procs, writer=args.writer)
-    tag = f"s{cfg.subscribers}-r{cfg.rate:g}"
+    tag = f"s{cfg.subscribers}-r{cfg.rate:g}" + ("-baseline" if tree is not None else "")
+    out.label = "baseline" if tree is not None else ""
     run_dir = log_dir / tag
     run_dir.mkdir(parents=True, exist_ok=True)
     profile = None
     if args.profile_server is not None:
         args.profile_server.mkdir(parents=True, exist_ok=True)
         profile = args.profile_server / f"gateway-{tag}.prof"
-    server = gateway(stack, run_dir, profile, args.gc_stats, args.gc_freeze)
+    server = gateway(stack, run_dir, profile, args.gc_stats, args.gc_freeze, tree)
     clients = [ClientProc(n, run_dir) for n in range(procs)]
     say = _say
     try:
-        out.code = _machine.code_version()
+        out.code = _machine.code_version() if tree is None else f"the tree at {tree}"
         await asyncio.to_thread(server.start)
         out.server_nofile = server.nofile()
         say(f"[{tag}] gateway pid {server.pid} on {server.url} (open files {out.server_nofile})")
@@ -642,7 +646,8 @@ def delivery_table(outcomes: list[Outcome]) -> str:
         ideal = _ideal(o)
         conv = o.convergence_ms
         rows.append("| " + " | ".join([
-            f"{o.config.subscribers:,}" + (f" ({o.connected:,} up)" if o.failed else ""),
+            (f"{o.label}: " if o.label else "") + f"{o.config.subscribers:,}"
+            + (f" ({o.connected:,} up)" if o.failed else ""),
             f"{o.config.rate:g}",
             f"{w.writes:,} ({w.writes / w.seconds:.0f})",
             f"{o.total('events'):,}",
@@ -677,7 +682,8 @@ def resource_table(outcomes: list[Outcome]) -> str:
         wall = max(1e-9, w.get("wall", 0.0))
         cores = os.cpu_count() or 1
         rows.append("| " + " | ".join([
-            f"{o.config.subscribers:,}", f"{o.config.rate:g}", f"{o.connect_s:.1f}",
+            (f"{o.label}: " if o.label else "") + f"{o.config.subscribers:,}",
+            f"{o.config.rate:g}", f"{o.connect_s:.1f}",
             f"{_ms(pct(setup, 50))} / {_ms(pct(setup, 99))} / "
             f"{_ms(setup[-1] if setup else math.nan)}",
             _mib(o.memory.get("idle", {}).get("VmRSS")),
@@ -701,7 +707,8 @@ def _others(cpu: dict[str, float]) -> float:
 
 
 def details(o: Outcome) -> list[str]:
-    tag = f"{o.config.subscribers:,} subscribers at {o.config.rate:g} updates/s"
+    tag = (f"{o.label}: " if o.label else "") + (
+        f"{o.config.subscribers:,} subscribers at {o.config.rate:g} updates/s")
     lines = [f"- **{tag}**: {o.procs} subscriber process(es); in the write window "
              f"({o.written.seconds:.1f} s) p50/p99 "
              f"{_ms(pct(o.latencies, 50))}/{_ms(pct(o.latencies, 99))} ms over {o.in_window:,} "
@@ -864,6 +871,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="experiment (implies --gc-stats): once every subscriber is "
                              "connected, the gateway runs gc.collect() and gc.freeze(), so "
                              "later full collections skip the objects alive then")
+    parser.add_argument("--baseline-tree", type=Path, default=None,
+                        help="also run each configuration against the gateway code of this "
+                             "source tree (e.g. a git worktree of the old commit), first")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the gateway and subscriber logs (always kept on failure)")
     parser.add_argument("--write", action="store_true",
@@ -876,9 +886,11 @@ async def run_all(configs: list[Config], stack: Stack, seeded: Seeded,
                   args: argparse.Namespace, log_dir: Path) -> list[Outcome]:
     outcomes = []
     for cfg in configs:
-        outcome = await run_config(cfg, stack, seeded, args, log_dir)
-        outcomes.append(outcome)
-        print(delivery_table([outcome]), file=sys.stderr, flush=True)
+        # The baseline tree's gateway first, then this tree's, per configuration.
+        for tree in ([args.baseline_tree] if args.baseline_tree else []) + [None]:
+            outcome = await run_config(cfg, stack, seeded, args, log_dir, tree)
+            outcomes.append(outcome)
+            print(delivery_table([outcome]), file=sys.stderr, flush=True)
     return outcomes
 
 

@@ -108,6 +108,10 @@ class Cohort:
             self._expire(now)
         else:
             future = entry[1]
+            if future.done() and not future.cancelled() and future.exception() is None:
+                # Most members of a cohort ask after the execution finished: no shield
+                # (a future and two callbacks per member and change) for them.
+                return future.result()
         return await asyncio.shield(future)
 
     def _expire(self, now: float) -> None:
