@@ -21,6 +21,7 @@ from starlette.websockets import WebSocketClose
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL, GRAPHQL_WS_PROTOCOL
 
 from gateway.errors import BadUserInput, GatewayError, LimitExceeded, StoreUnavailable
+from gateway.http import console_page
 from gateway.http import spec as http_spec
 from gateway.http.address_limit import AddressLimit, AuthFailuresLimited, authenticate_limited
 from gateway.http.cors import cors_middleware
@@ -337,6 +338,9 @@ def create_app(
             Route("/graphql", endpoint, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", endpoint),
             Mount(STATIC_PATH, static_app()),
+            Route(console_page.PATH, console_page.console_endpoint(
+                None if settings.production else dev_key), methods=["GET"]),
+            Mount(console_page.STATIC_PATH, console_page.static_app()),
             Route("/ingest", ingest_endpoint, methods=["POST"]),
             Route("/metrics", metrics_endpoint),
             Route("/healthz", healthz),

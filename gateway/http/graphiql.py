@@ -102,7 +102,7 @@ def static_app() -> StaticFiles:
     return StaticFiles(directory=_static_dir())
 
 
-def _script_json(value: object) -> str:
+def script_json(value: object) -> str:
     """JSON that is safe inside an HTML ``<script>`` element (and valid JavaScript).
 
     ``<``, ``>`` and ``&`` become ``\\u003c`` etc., so no value can close the element
@@ -145,7 +145,7 @@ def graphiql_html(
     return _TEMPLATE.format(
         stylesheets=stylesheets,
         scripts=scripts,
-        config=_script_json(config),
+        config=script_json(config),
         static_path=STATIC_PATH,
     )
 

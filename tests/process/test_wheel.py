@@ -122,3 +122,11 @@ async def test_installed_wheel_migrates_from_outside_the_repository(
     again = _run([str(venv / "bin" / "iotsphere"), "migrate"], cwd=elsewhere, env=env)
     for store in STORES:
         assert f"{store}: up to date" in again, again
+
+
+def test_the_wheel_carries_the_console(wheel: Path) -> None:
+    console = ROOT / "gateway" / "http" / "console"
+    expected = {f"gateway/http/console/{p.name}" for p in console.iterdir() if p.is_file()}
+    assert {"gateway/http/console/index.html", "gateway/http/console/console.js"} <= expected
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert expected <= names, f"missing from the wheel: {sorted(expected - names)}"
