@@ -77,6 +77,9 @@ QUERIES: dict[str, tuple[str, set[str], list[str]]] = {
     "telemetry": ('telemetry(deviceIds: ["{own}"], metric: "t") {{ deviceId }}',
                   READERS | {"device"}, []),
     "apiKeys": ("apiKeys {{ totalCount }}", {"admin"}, []),
+    "fleetOverview": ("fleetOverview {{ total }}", READERS, []),
+    "node": ('node(id: "{own}") {{ id }}', READERS, []),
+    "nodes": ('nodes(ids: ["{own}"]) {{ id }}', READERS, []),
 }
 
 
