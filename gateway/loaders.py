@@ -49,6 +49,17 @@ class Loaders:
         self._forecasts: dict[tuple[str, datetime, datetime], DataLoader] = {}
         self._rollups: dict[SeriesQuery, DataLoader] = {}
         self._asset_devices: dict[DeviceQuery, DataLoader] = {}
+        self._levels: dict[Any, DataLoader] = {}
+
+    def level(self, key: Any, batch: Callable[[list[Any]], Awaitable[list[Any]]]
+              ) -> DataLoader:
+        """Objects asking for the same field with the same arguments (``key``) in one loop
+        iteration, resolved by one call of the field's batch resolver: what the planned
+        executor does per level, for fields whose rule depends on the whole level (see
+        resolvers.devices.device_telemetry). Objects are the keys: nothing is cached."""
+        if key not in self._levels:
+            self._levels[key] = DataLoader(batch, cache=False)  # type: ignore[arg-type]
+        return self._levels[key]
 
     def latest(self, metrics: Sequence[str] | None) -> DataLoader:
         key = tuple(metrics) if metrics is not None else None

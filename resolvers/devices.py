@@ -115,9 +115,15 @@ class Device(Node):
             description="Raw points oldest first (default) or newest first; with `limit`, "
             "which end of the range the points come from.")] = TimeOrder.OLDEST_FIRST,
     ) -> TelemetrySeries | None:
-        return one(await device_telemetry([self], info, metric=metric, from_=from_, to=to,
-                                          bucket=bucket, aggregate=aggregate, limit=limit,
-                                          order=order))
+        # Through a loader, not one(...): whether a metric is unknown is decided over every
+        # device asking in the same iteration, as the planner decides it over the level.
+        args = dict(metric=metric, from_=from_, to=to, bucket=bucket, aggregate=aggregate,
+                    limit=limit, order=order)
+
+        async def level(devices: list[Device]) -> list[Any]:
+            return await device_telemetry(devices, info, **args)  # type: ignore[arg-type]
+        key = ("Device.telemetry", *args.values())
+        return await info.context.loaders.level(key, level).load(self)  # type: ignore[no-any-return]
 
     @strawberry.field(
         description="The newest reading of each metric (all metrics when `metrics` is omitted)."

@@ -107,8 +107,10 @@ def build(root_type: GraphQLObjectType, grouped: dict[str, list[FieldDetails]],
 
 def _selection(type_: GraphQLObjectType, grouped: dict[str, list[FieldDetails]],
                collect: Collect) -> Selection:
-    if type_.is_type_of is not None:
-        raise Unplannable(f"{type_.name} is checked with is_type_of")
+    if type_.is_type_of is not None and getattr(type_.is_type_of, "__name__", "") != "is_type_of":
+        # Strawberry's own check (types implementing an interface) ignores its info and is
+        # called per object by the run; any other may need the resolve info.
+        raise Unplannable(f"{type_.name} is checked with a custom is_type_of")
     selection = Selection(type_)
     for key, details in grouped.items():
         plan = _field(type_, key, details, collect)

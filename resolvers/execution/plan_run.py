@@ -341,6 +341,13 @@ class PlanRun:
                     return  # the list (or an ancestor) was nulled: the rest is dropped
             return
         assert kind == OBJECT and shape.selection is not None
+        is_type_of = shape.selection.type.is_type_of
+        if is_type_of is not None and not is_type_of(value, None):  # type: ignore[arg-type]
+            self._fail(plan, GraphQLError(
+                f"Expected value of type '{shape.selection.type.name}' but got:"
+                f" {inspect(value)}.", [d.node for d in plan.details]),
+                container, key, nullable, prev)
+            return
         obj: dict[str, Any] = {}
         container[key] = obj
         typename = plan.parent_type.name if isinstance(key, str) else None

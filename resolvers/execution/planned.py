@@ -93,7 +93,7 @@ class PlannedExecutionContext(FlatListExecutionContext):
         plan = self._operation_plan() if self.planned_execution else None
         if plan is None:
             return super().execute_operation(serially)
-        type(self).plans_run += 1
+        PlannedExecutionContext.plans_run += 1  # one count for every subclass
         return self._run(plan)
 
     async def _run(self, plan: plans.Selection) -> ExecutionResult:
