@@ -48,7 +48,7 @@ class Sample:
 
     total: float = 0.0
     cpu: float = 0.0  # process CPU time during the request
-    auth: float = 0.0  # gateway.auth.callers.authenticate, an api-key lookup in the registry
+    auth: float = 0.0  # the address limit + key check (a registry lookup unless the key is cached)
     parse: float = 0.0
     validate: float = 0.0
     execute: float = 0.0  # Strawberry's schema.execute, parse and validate included
@@ -142,7 +142,8 @@ def _instrumented() -> Iterator[Captured]:
     for name in ("fetch", "fetchrow"):
         patch(PgStore, name, capture_pg(getattr(PgStore, name)))
     patch(ShadowStore, "get_many", capture_shadows(ShadowStore.get_many))
-    patch(gateway_app, "authenticate", timed_async(gateway_app.authenticate, "auth"))
+    patch(gateway_app, "authenticate_limited",
+          timed_async(gateway_app.authenticate_limited, "auth"))
     patch(strawberry_schema.Schema, "execute",
           timed_async(strawberry_schema.Schema.execute, "execute"))
     patch(strawberry_schema, "parse", timed(strawberry_schema.parse, "parse"))
