@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 SSE = "text/event-stream"
 MULTIPART = "multipart/mixed"
 HEARTBEAT = 10.0
+# How long a stream waits for its first result before sending headers without it.
+FIRST_RESULT_WAIT = 1.0
 _BOUNDARY = "graphql"
 
 
@@ -97,12 +99,11 @@ class _Closed:
     """What ``_with_heartbeats`` yields when the stream's handle was closed."""
 
 
-async def _with_heartbeats(results: AsyncIterator[Any], closed: asyncio.Event
-                           ) -> AsyncIterator[Any]:
+async def _with_heartbeats(results: AsyncIterator[Any], closed: asyncio.Event,
+                           pending: asyncio.Future[Any] | None = None) -> AsyncIterator[Any]:
     """The results, None whenever HEARTBEAT seconds pass without one, and a ``_Closed``
-    (then nothing) once ``closed`` is set. The pending ``__anext__`` survives a heartbeat
-    (cancelling it would end the subscription)."""
-    pending: asyncio.Future[Any] | None = None
+    (then nothing) once ``closed`` is set. The pending ``__anext__`` (``pending``: one
+    already started) survives a heartbeat (cancelling it would end the subscription)."""
     closing = asyncio.ensure_future(closed.wait())
     try:
         while True:
@@ -138,14 +139,22 @@ async def _single(result: Any) -> AsyncIterator[Any]:
     yield result
 
 
-async def _encoded(kind: str, first: Any, rest: AsyncIterator[Any], handle: StreamHandle
-                   ) -> AsyncIterator[bytes]:
+async def _encoded(kind: str, first: asyncio.Future[Any], rest: AsyncIterator[Any],
+                   handle: StreamHandle) -> AsyncIterator[bytes]:
+    """The stream's bytes; ``first`` is the first result, done or still to come."""
     if kind == MULTIPART:
         yield f"\r\n--{_BOUNDARY}".encode()
-    yield _sse("next", _result_payload(first)) if kind == SSE else _part(
-        {"payload": _result_payload(first)})
+    pending: asyncio.Future[Any] | None = first
+    if first.done():
+        pending = None
+        yield _sse("next", _result_payload(first.result())) if kind == SSE else _part(
+            {"payload": _result_payload(first.result())})
+    else:
+        # Headers and the boundary go out now (a client must not wait for the first event:
+        # a whole-tenant stream over no live device has none); a heartbeat tells it so.
+        yield b":\n\n" if kind == SSE else _part({})
     try:
-        async for result in _with_heartbeats(rest, handle.closed):
+        async for result in _with_heartbeats(rest, handle.closed, pending):
             if isinstance(result, _Closed):
                 raise handle.error()
             if result is None:
@@ -195,12 +204,21 @@ async def serve_stream(view: GatewayGraphQL, request: Request, kind: str) -> Res
         operation_name=read.operation_name)
     results: AsyncIterator[Any] = (outcome if hasattr(outcome, "__anext__")
                                    else _single(outcome))
-    try:
-        first = await results.__anext__()
-    except StopAsyncIteration:
-        return http_spec.error_response(BadUserInput("The operation produced no result"),
-                                        400, media)
-    if isinstance(first, PreExecutionError) or (first.data is None and first.errors):
+    # A refusal (parse, validation, limits, auth) comes at once and is answered as a JSON
+    # error with its status; a first result that takes longer (no snapshot to send) starts
+    # the stream without it.
+    next_result = asyncio.ensure_future(results.__anext__())
+    await asyncio.wait({next_result}, timeout=FIRST_RESULT_WAIT)
+    if not next_result.done():
+        first: Any = None
+    else:
+        try:
+            first = next_result.result()
+        except StopAsyncIteration:
+            return http_spec.error_response(BadUserInput("The operation produced no result"),
+                                            400, media)
+    if first is not None and (isinstance(first, PreExecutionError)
+                              or (first.data is None and first.errors)):
         await _close(results)
         codes = [(e.extensions or {}).get("code", "") for e in first.errors or []]
         return http_spec.respond({"errors": [e.formatted for e in first.errors or []]},
@@ -212,7 +230,7 @@ async def serve_stream(view: GatewayGraphQL, request: Request, kind: str) -> Res
     sockets = getattr(state, "sockets", None)
     if sockets is not None and context.caller is not None:
         sockets.add(context.caller, handle)
-    return StreamingResponse(_encoded(kind, first, results, handle), headers=headers,
+    return StreamingResponse(_encoded(kind, next_result, results, handle), headers=headers,
                              media_type=content_type)
 
 

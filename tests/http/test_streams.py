@@ -217,3 +217,19 @@ async def test_a_whole_tenant_stream_sees_its_tenant_only(
         await report(gateway, other_tenant, theirs.active[0], 1)
         event = _event(SSE, await _next(results))
         assert (event["kind"], event["deviceId"]) == ("UPDATED", str(theirs.active[0]))
+
+
+@pytest.mark.parametrize("accept", [SSE, MULTIPART])
+async def test_a_stream_with_no_first_event_still_answers(
+    address: str, tenant: Tenant, accept: str
+) -> None:
+    """A whole-tenant stream over a tenant with no live device has no snapshot to send:
+    headers and a heartbeat go out anyway (the client waited forever before)."""
+    async with httpx.AsyncClient(base_url=f"http://{address}", timeout=10) as http, \
+            http.stream("POST", "/graphql", json={"query": WHOLE_TENANT},
+                        headers={"Accept": accept,
+                                 "Authorization": f"Bearer {tenant.key}"}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith(accept.split(";")[0])
+        chunk = await asyncio.wait_for(response.aiter_raw().__anext__(), 10)
+        assert chunk.startswith(b":\n\n" if accept == SSE else b"\r\n--graphql")
