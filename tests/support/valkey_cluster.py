@@ -1,8 +1,16 @@
 """A local Valkey Cluster for tests, from the same binary as the embedded stack.
 
 Three primaries (slots split in thirds, joined with CLUSTER MEET) on free ports in a
-temporary directory; ``replicas=True`` adds one replica per primary. Stopped (SIGTERM,
-then SIGKILL) when the context ends.
+temporary directory; ``replicas=True`` adds one replica per primary, and the cluster is
+handed over only once every replica has finished its first sync. Stopped (SIGTERM, then
+SIGKILL) when the context ends.
+
+Why the wait for the sync: a replica whose link to its primary never came up (its
+``master_link_down_since_seconds`` is -1) counts its data as infinitely old, so when the
+primary dies it never starts a failover (cluster-replica-validity-factor) and the primary's
+slots stay on a dead node for good. With the default diskless-sync delay of 5 s a test that
+killed a primary within seconds of the start depended on the machine being slow enough for
+the first sync to have finished.
 """
 
 from __future__ import annotations
@@ -66,6 +74,8 @@ class LocalCluster:
              "--cluster-port", str(bus_port),
              "--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "2000",
              "--dir", str(self.directory), "--save", "", "--appendonly", "no",
+             # The first sync starts at once instead of waiting 5 s for more replicas.
+             "--repl-diskless-sync-delay", "0",
              "--notify-keyspace-events", "Khgxe"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         node = Node(port, bus_port, process)
@@ -131,9 +141,17 @@ def local_cluster(*, primaries: int = 3, replicas: bool = False) -> Iterator[Loc
             for primary, replica in zip(cluster.primaries, cluster.replicas, strict=False):
                 primary_id = primary.node_id()
                 _wait(lambda r=replica, p=primary_id: _replicates(r, p), "a replica")
+            for replica in cluster.replicas:
+                _wait(lambda r=replica: _synced(r), "a replica's first sync")
             yield cluster
         finally:
             cluster.stop()
+
+
+def _synced(node: Node) -> bool:
+    with contextlib.suppress(redis.RedisError):
+        return node.client().info("replication").get("master_link_status") == "up"
+    return False
 
 
 def _replicates(node: Node, primary_id: str) -> bool:
