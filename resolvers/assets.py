@@ -15,7 +15,7 @@ from strawberry.scalars import JSON
 from gateway.context import Info
 from gateway.errors import BadUserInput
 from gateway.stores.assets import ASSET_SORT_KEYS, AssetQuery
-from gateway.stores.pages import CREATED_ASC, Order
+from gateway.stores.pages import CREATED_ASC, Order, SortKey
 from gateway.stores.predicates import All, AnyOf, Cmp, JsonCmp, Not, Pred
 from gateway.stores.registry import like_pattern
 from gateway.stores.telemetry import EMPTY_SERIES
@@ -33,7 +33,7 @@ from resolvers.pagination import (
     FirstArg,
     LastArg,
     PageInfo,
-    encode_position,
+    RowCursor,
     page_info_of,
     page_window,
 )
@@ -46,6 +46,8 @@ from resolvers.telemetry import (
     series_query,
     series_stats,
 )
+
+_new = object.__new__
 
 
 @strawberry.type
@@ -77,12 +79,15 @@ class Asset(Node):
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Asset:
-        return cls(
-            id=strawberry.ID(str(row["id"])), name=row["name"], kind=row["kind"],
-            attributes=row["attributes"], created_at=row["created_at"],
-            updated_at=row["updated_at"], uuid=row["id"], parent_id=row["parent_id"],
-            path=list(row["path"]),
-        )
+        # Attributes set at once, without the dataclass __init__ (as Device.from_row).
+        asset = _new(cls)
+        asset.__dict__ = {
+            "id": str(row["id"]), "name": row["name"], "kind": row["kind"],
+            "attributes": row["attributes"], "created_at": row["created_at"],
+            "updated_at": row["updated_at"], "uuid": row["id"], "parent_id": row["parent_id"],
+            "path": list(row["path"]),
+        }
+        return asset
 
     @strawberry.field
     async def parent(self, info: Info) -> Asset | None:
@@ -154,6 +159,19 @@ async def asset_children(assets: list[Asset], info: Info) -> list[Any]:
 class AssetEdge:
     cursor: str
     node: Asset
+
+
+class _PageAssetEdge(AssetEdge):
+    """An AssetEdge of an asset-store page: its cursor is encoded from the row when read."""
+
+    cursor = RowCursor()  # type: ignore[assignment]
+
+    def __init__(self, row: Any, order: Order, key: SortKey) -> None:  # noqa: D107
+        # The dataclass __init__ is not called: it would need the cursor now.
+        self.node = Asset.from_row(row)
+        self.row = row
+        self.order = order
+        self.key = key
 
 
 @strawberry.type
@@ -265,11 +283,8 @@ async def resolve_assets(
     ctx = info.context
     q = asset_query(ctx.settings.max_page_size, first, after, last, before, order_by, filter)
     page = await ctx.stores.assets.page_assets(ctx.tenant_id, q)
-    key = ASSET_SORT_KEYS[q.order.key]
-    edges = [
-        AssetEdge(cursor=encode_position(q.order, key, (r[key.column], r["id"])),
-                  node=Asset.from_row(r))
-        for r in page.rows
-    ]
+    order = q.order
+    key = ASSET_SORT_KEYS[order.key]
+    edges: list[AssetEdge] = [_PageAssetEdge(r, order, key) for r in page.rows]
     return AssetConnection(edges=edges, total_count=page.total,
-                           page_info=page_info_of(page, [e.cursor for e in edges]))
+                           page_info=page_info_of(page, order, key))
