@@ -4,7 +4,11 @@
 
 Starts an embedded devstack (bench/_stack.py), seeds one tenant with ``--devices`` devices
 (registry, by COPY) and their profiles (asset DB: 10 sites x 10 lines, metadata with a
-maker and a numeric rating), ANALYZEs, serves the gateway in its own process and times each
+maker, a numeric rating, the same numbers again as an undeclared ``level``, and an
+``installedAt`` time), ANALYZEs, serves the gateway in its own process (``rating`` and
+``installedAt`` declared in IOTSPHERE_METADATA_RANGE_PATHS, so their ranges have an
+index; ``level`` not), prints the asset DB's plan for the declared and the undeclared
+range (EXPLAIN ANALYZE of the statement AssetStore sends) and times each
 query shape sequentially (one client): p50/p95 and the ratio to the unfiltered default
 page measured in the same run. Every response must be 200 with no errors and 100 edges
 (or the filter's whole match when smaller). Prints a Markdown table; --write appends it to
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import statistics
@@ -64,19 +69,28 @@ SHAPES: list[tuple[str, dict[str, Any]]] = [
     ("type in + statusNotIn, last 100 backward", {
         "last": 100, "orderBy": {"field": "TYPE"},
         "filter": {"types": ["pump", "valve"], "statusNotIn": ["DECOMMISSIONED"]}}),
-    ("metadata rating >= 95 (asset DB, ~5%), name", {
+    ("metadata rating >= 95 (asset DB, ~5%, declared path), name", {
         "first": 100, "orderBy": {"field": "NAME"},
         "filter": {"metadataPath": [{"path": ["rating"], "gte": 95}]}}),
+    ("metadata level >= 95 (same values, undeclared path), name", {
+        "first": 100, "orderBy": {"field": "NAME"},
+        "filter": {"metadataPath": [{"path": ["level"], "gte": 95}]}}),
+    ("metadata installedAt timeLt (~5%, declared path), name", {
+        "first": 100, "orderBy": {"field": "NAME"},
+        "filter": {"metadataPath": [{"path": ["installedAt"], "timeLt": "@installed"}]}}),
     ("assetId (1 line, 1%) and status, lastSeenAt", {
         "first": 100, "orderBy": {"field": "LAST_SEEN_AT"},
         "filter": {"assetId": "@line", "status": ["ACTIVE", "SUSPENDED"]}}),
 ]
+DECLARED = "rating:number,installedAt:time"
+INSTALLED_FROM = datetime(2020, 1, 1, tzinfo=UTC)
+INSTALLED_CUT = (INSTALLED_FROM + timedelta(days=50)).isoformat()  # 5% of 1,000 days
 TYPES = ["pump", "valve", "meter", "sensor"]
 STATUSES = ["ACTIVE"] * 6 + ["SUSPENDED", "PROVISIONED", "DECOMMISSIONED"]
 
 
-async def seed(dsns: dict[str, str], devices: int) -> tuple[str, str]:
-    """The tenant's admin key and one line's asset id."""
+async def seed(dsns: dict[str, str], devices: int) -> tuple[str, str, uuid.UUID]:
+    """The tenant's admin key, one line's asset id and the tenant's id."""
     from bench._stack import Stack
     from gateway.auth.callers import create_tenant_with_admin_key
     from gateway.stores import open_stores
@@ -110,19 +124,52 @@ async def seed(dsns: dict[str, str], devices: int) -> tuple[str, str]:
                for n, (s, line) in enumerate(lines)])
         await assets.copy_records_to_table(
             "device_profiles", columns=["tenant_id", "device_id", "asset_id", "metadata"],
-            records=[(tenant_id, i, lines[n % len(lines)][1],
-                      f'{{"maker": "m{n % 5}", "rating": {rnd.randrange(100)}}}')
+            records=[(tenant_id, i, lines[n % len(lines)][1], _metadata(n, rnd))
                      for n, i in enumerate(ids)])
         await assets.execute("ANALYZE")
     finally:
         await assets.close()
-    return key, str(lines[0][1])
+    return key, str(lines[0][1]), tenant_id
+
+
+def _metadata(n: int, rnd: random.Random) -> str:
+    rating = rnd.randrange(100)
+    installed = INSTALLED_FROM + timedelta(minutes=rnd.randrange(1000 * 24 * 60))
+    return json.dumps({"maker": f"m{n % 5}", "rating": rating, "level": rating,
+                       "installedAt": installed.isoformat()})
 
 
 def _with_line(value: Any, line: str) -> Any:
     if isinstance(value, dict):
         return {k: _with_line(v, line) for k, v in value.items()}
-    return line if value == "@line" else value
+    if isinstance(value, list):
+        return [_with_line(v, line) for v in value]
+    return {"@line": line, "@installed": INSTALLED_CUT}.get(value, value) \
+        if isinstance(value, str) else value
+
+
+async def explain_ranges(dsn: str, tenant_id: uuid.UUID) -> list[str]:
+    """The asset DB's plans (EXPLAIN ANALYZE) for the declared and the undeclared range,
+    compiled as AssetStore compiles them for a gateway started with DECLARED."""
+    from decimal import Decimal
+
+    from gateway.stores.assets import AssetStore
+    from gateway.stores.metadata_indexes import parse
+    from gateway.stores.predicates import JsonCmp, Params, compile_pred
+    store = AssetStore(dsn, range_paths=parse(DECLARED))
+    out = []
+    conn = await asyncpg.connect(dsn)
+    try:
+        for key in ("rating", "level"):
+            params = Params([tenant_id])
+            where = compile_pred(JsonCmp("metadata", (key,), "gte", Decimal(95)),
+                                 store.profile_columns, "p", params)
+            sql = store.sql["devices_matching_condition"].format(leaf=0, where=where)
+            plan = await conn.fetch(f"EXPLAIN (ANALYZE, COSTS OFF) {sql}", *params.values)
+            out.append(f"{key} >= 95:\n" + "\n".join("    " + r[0] for r in plan))
+    finally:
+        await conn.close()
+    return out
 
 
 async def run(url: str, key: str, line: str, requests: int) -> list[tuple[str, float, float,
@@ -161,9 +208,12 @@ def main() -> None:
     args = parser.parse_args()
     load_before = os.getloadavg()
     with stack_up() as stack:
-        key, line = asyncio.run(seed(stack.dsns, args.devices))
+        key, line, tenant_id = asyncio.run(seed(stack.dsns, args.devices))
         log = Path(tempfile.mkdtemp(prefix="iotsphere-bench-log-")) / "gateway.log"
-        with Server(stack, log) as server:
+        # The gateway creates the declared paths' indexes (and ANALYZEs) before serving.
+        with Server(stack, log, env={"IOTSPHERE_METADATA_RANGE_PATHS": DECLARED}) as server:
+            plans = asyncio.run(explain_ranges(stack.dsns["assets"], tenant_id))
+            print("\n".join(plans))
             results = asyncio.run(run(server.url, key, line, args.requests))
     load_after = os.getloadavg()
     base = results[0][1]
@@ -180,8 +230,10 @@ def main() -> None:
     if args.write:
         append_results(dated_section(
             "Filtered, ordered device pages (bench/filtered_page.py)",
-            {"machine": machine(), "load": load, "requests": f"{args.requests} per shape, c1"},
-            table))
+            {"machine": machine(), "load": load, "requests": f"{args.requests} per shape, c1",
+             "declared": f"IOTSPHERE_METADATA_RANGE_PATHS={DECLARED}"},
+            table + "\n\nAsset DB plans (EXPLAIN ANALYZE, COSTS OFF):\n\n```\n"
+            + "\n".join(plans) + "\n```"))
 
 
 if __name__ == "__main__":

@@ -14,10 +14,13 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import Field, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.auth import jwt_keys
 from gateway.errors import SettingsError
+
+if TYPE_CHECKING:
+    from gateway.stores.metadata_indexes import RangePath
 
 PREFIX = "IOTSPHERE_"
 
@@ -109,6 +112,16 @@ def _public_key(env: Mapping[str, str]) -> str | None:
         raise SettingsError(f"{PREFIX}JWT_PUBLIC_KEY_FILE cannot be read: {exc}") from None
 
 
+def _metadata_range_paths(env: Mapping[str, str]) -> tuple[RangePath, ...]:
+    # Imported here: gateway.stores imports this module.
+    from gateway.stores.metadata_indexes import parse
+    raw = _raw(env, "METADATA_RANGE_PATHS")
+    try:
+        return parse(raw) if raw else ()
+    except ValueError as exc:
+        raise SettingsError(f"{PREFIX}METADATA_RANGE_PATHS: {exc}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     # Stores. A DSN left unset is served by the embedded stack (gateway.runtime.devstack).
@@ -152,6 +165,11 @@ class Settings:
     telemetry_retention_days: int = setting(
         0, "readings older than this many days are dropped by whole days (chunks on "
         "TimescaleDB); `0` keeps them forever", minimum=0)
+    metadata_range_paths: tuple[RangePath, ...] = setting(
+        (), "Device.metadata paths whose `metadataPath` number or time ranges get an index "
+        "in the asset DB, created at start, e.g. `rating:number,specs.installed:time` "
+        "(dot-separated keys; docs/connections.md); a range on another path reads every "
+        "profile of the tenant", shown="none", read=_metadata_range_paths)
     # Limits on a GraphQL request (docs/api-and-errors.md).
     max_page_size: int = setting(
         500, "largest `first` a connection accepts (`LIMIT_EXCEEDED` `maxPageSize`, refused "

@@ -12,6 +12,7 @@ import asyncpg
 
 from gateway.errors import BadUserInput, NotFound
 from gateway.stores.base import PgStore, align, group
+from gateway.stores.metadata_indexes import RangePath, compiled_paths, ensure_indexes
 from gateway.stores.pages import CREATED_ASC, Order, Page, PageSql, SortKey, Window, relay_page
 from gateway.stores.predicates import Field, Params, Pred, compile_pred
 from gateway.writes.merge_patch import merge_patch
@@ -36,8 +37,6 @@ ASSET_COLUMNS: dict[str, Field] = {
     "attributes": Field("{t}.attributes", "jsonb"),
     "created_at": Field("{t}.created_at", "timestamptz"),
 }
-# What an asset-side device condition (Subtree, JsonCmp on metadata) may name.
-PROFILE_COLUMNS: dict[str, Field] = {"metadata": Field("{t}.metadata", "jsonb")}
 ASSET_SORT_KEYS: dict[str, SortKey] = {
     "created_at": SortKey("{t}.created_at", "timestamptz", "created_at"),
     "name": SortKey("{t}.name", "text", "name"),
@@ -57,7 +56,20 @@ def asset_row(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 class AssetStore(PgStore):
+    """``range_paths``: the declared metadata paths whose ranges an index serves
+    (gateway/stores/metadata_indexes.py); their indexes are created after migrating."""
+
     name = "assets"
+
+    def __init__(self, dsn: str, *, range_paths: Sequence[RangePath] = (),
+                 **pool: Any) -> None:
+        super().__init__(dsn, **pool)
+        self.range_paths = tuple(range_paths)
+        self.profile_columns: dict[str, Field] = {"metadata": Field(
+            "{t}.metadata", "jsonb", indexed=compiled_paths(self.range_paths))}
+
+    async def migrated(self, conn: asyncpg.Connection) -> None:
+        await ensure_indexes(conn, self.range_paths)
 
     async def assets_by_ids(
         self, tenant_id: UUID, ids: Sequence[UUID]
@@ -112,7 +124,7 @@ class AssetStore(PgStore):
     ) -> tuple[list[dict[str, Any]], list[tuple[UUID, UUID]], list[set[UUID]]]:
         for n, condition in enumerate(conditions):
             parts.append(self.sql["devices_matching_condition"].format(
-                leaf=n, where=compile_pred(condition, PROFILE_COLUMNS, "p", params)))
+                leaf=n, where=compile_pred(condition, self.profile_columns, "p", params)))
         if not parts:
             return [], [], []
         rows = await self.fetch(" UNION ALL ".join(f"({part})" for part in parts),

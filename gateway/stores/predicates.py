@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -82,6 +82,10 @@ class Field:
 
     sql: str
     pgtype: str
+    # JSONB columns: (path, kind) -> the path as an SQL constant, for the ranges an
+    # expression index serves (gateway/stores/metadata_indexes.py): the statement must
+    # spell the index's expression, so the path cannot travel as a parameter.
+    indexed: Mapping[tuple[tuple[str, ...], str], str] = field(default_factory=dict)
 
 
 Columns = Mapping[str, Field]
@@ -102,6 +106,8 @@ _OPS: dict[str, tuple[str, str]] = {
     "is_null": ("", ""),
 }
 JSON_RANGE_OPS = {"lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+# The SQL function reading a JSON value of each kind (NULL for another type).
+VALUE_FUNCTIONS = {"number": "iotsphere_jsonb_number", "time": "iotsphere_jsonb_instant"}
 
 
 class Params:
@@ -150,23 +156,25 @@ def compile_pred(pred: Pred | None, columns: Columns, alias: str, params: Params
 
 
 def _compile_json(pred: JsonCmp, columns: Columns, alias: str, params: Params) -> str:
-    column = columns[pred.column].sql.format(t=alias)
+    json_field = columns[pred.column]
+    column = json_field.sql.format(t=alias)
     if pred.op == "eq":
         # Containment of {"a": {"b": value}}: served by the column's jsonb_path_ops index.
         doc: Any = json.loads(pred.value)
         for key in reversed(pred.path):
             doc = {key: doc}
         return f"({column} @> {params.add(doc, 'jsonb')})"
-    path = params.add(list(pred.path), "text[]")
     if pred.op == "exists":
+        path = params.add(list(pred.path), "text[]")
         return f"(({column} #> {path}) IS {'NOT ' if pred.value else ''}NULL)"
     operator = JSON_RANGE_OPS[pred.op]
-    if isinstance(pred.value, datetime):
-        # iotsphere_jsonb_time: the string as a time, NULL when it is not one (migration).
-        return (f"(iotsphere_jsonb_time({column} #> {path}) {operator} "
-                f"{params.add(pred.value, 'timestamptz')})")
-    return (f"(iotsphere_jsonb_number({column} #> {path}) {operator} "
-            f"{params.add(pred.value, 'numeric')})")
+    kind = "time" if isinstance(pred.value, datetime) else "number"
+    # The value as a number or a time, NULL when it is not one (sql/assets/004, 005). A
+    # declared path's expression, with its path as a constant, is its index's expression.
+    path = json_field.indexed.get((pred.path, kind)) or params.add(list(pred.path), "text[]")
+    value_sql = f"{VALUE_FUNCTIONS[kind]}({column} #> {path})"
+    pgtype = "timestamptz" if kind == "time" else "numeric"
+    return f"({value_sql} {operator} {params.add(pred.value, pgtype)})"
 
 
 def replace_leaves(pred: Pred, found: dict[Pred, Pred]) -> Pred:

@@ -1,19 +1,24 @@
 """Device filters: and/or/not, time comparisons and "never", in/notIn, name prefix and
 search, metadata JSON-path comparisons, mixed across the registry and the asset DB; each
 answer checked against the same condition evaluated in Python over the fleet, in the
-tenant only, in a constant number of round trips."""
+tenant only, in a constant number of round trips. Every test runs twice: with no
+metadata path declared, and with the compared paths declared
+(IOTSPHERE_METADATA_RANGE_PATHS: expression indexes, paths as constants), which must
+change nothing in the answers."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 
+from gateway.settings import Settings
 from gateway.stores import Stores
+from gateway.stores.metadata_indexes import parse
 from tests.conftest import Gateway, Tenant
 
 PAGE = """query($filter: DeviceFilter, $first: Int, $last: Int) {
@@ -21,6 +26,21 @@ PAGE = """query($filter: DeviceFilter, $first: Int, $last: Int) {
     totalCount edges { node { id name } } } }"""
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 HOUR = timedelta(hours=1)
+DECLARED = "specs.maxTemp:number,specs.installed:time,rating:number"
+
+
+@pytest.fixture(params=["undeclared", "declared"])
+async def settings(settings: Settings, request: pytest.FixtureRequest) -> Settings:
+    if request.param == "undeclared":
+        return settings
+    return replace(settings, metadata_range_paths=parse(DECLARED))
+
+
+@pytest.fixture(autouse=True)
+async def _range_indexes(stores: Stores) -> None:
+    """The declared paths' indexes, as the gateway creates them after migrating."""
+    async with stores.assets.pool.acquire() as conn:
+        await stores.assets.migrated(conn)
 
 
 @dataclass
@@ -44,7 +64,8 @@ SPECS = [
     ("Press_7", "P-7", "vibration", "SUSPENDED", None, "line2",
      {"maker": "Globex", "specs": {"maxTemp": "hot", "installed": "soon"}}),
     ("Press 8", "P-8", "vibration", "ACTIVE", 30, "line2",
-     {"maker": "Globex", "specs": {"maxTemp": 60}}),
+     # no offset: not a comparable time (it would depend on the session's time zone)
+     {"maker": "Globex", "specs": {"maxTemp": 60, "installed": "2024-01-01T00:00:00"}}),
     ("Meter 100%", "M-1", "power", "PROVISIONED", None, None, {}),
     ("meter 2", "x'; DROP TABLE devices; --", "power", "DECOMMISSIONED", 0.5, "site2",
      {"maker": "Initech", "tags": ["a"]}),
@@ -90,9 +111,10 @@ def _num(d: D, *path: str) -> float | None:
 def _time(d: D, *path: str) -> datetime | None:
     value = _at(d, *path)
     try:
-        return datetime.fromisoformat(value) if isinstance(value, str) else None
+        at = datetime.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:
         return None
+    return at if at is not None and at.tzinfo is not None else None
 
 
 ISO = (NOW - HOUR).isoformat()
@@ -125,6 +147,9 @@ CASES: list[Case] = [
      lambda d: 60 <= (_num(d, "specs", "maxTemp") or -1) <= 85),
     ({"metadataPath": [{"path": ["specs", "installed"], "timeLt": "2025-01-01T00:00:00Z"}]},
      lambda d: (_time(d, "specs", "installed") or NOW) < datetime(2025, 1, 1, tzinfo=UTC)),
+    ({"metadataPath": [{"path": ["specs", "installed"], "timeGte": "2024-01-01T00:00:00Z"}]},
+     lambda d: (_time(d, "specs", "installed") or datetime.min.replace(tzinfo=UTC))
+     >= datetime(2024, 1, 1, tzinfo=UTC)),
     ({"metadataPath": [{"path": ["specs", "maxTemp"], "exists": True}]},
      lambda d: _at(d, "specs", "maxTemp") is not None),
     ({"metadataPath": [{"path": ["tags"], "exists": False}]}, lambda d: _at(d, "tags") is None),
