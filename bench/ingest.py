@@ -86,8 +86,9 @@ async def raw_copy(dsn: str, tenant: UUID, devices: list[UUID], start: datetime,
 
 async def staged_insert(dsn: str, tenant: UUID, devices: list[UUID], start: datetime,
                         count: int) -> float:
-    """The duplicate path alone: COPY into a temporary staging table, then INSERT .. ON
-    CONFLICT DO NOTHING into readings (fresh readings, so every one is inserted)."""
+    """The staged path alone (a body of several batches, or a batch with a duplicate):
+    COPY into a temporary staging table, then INSERT .. ORDER BY .. ON CONFLICT DO NOTHING
+    into readings (fresh readings, so every one is inserted)."""
     from gateway.stores.sqlfiles import queries
     from gateway.writes.bulk_ingest import STAGING
 
@@ -102,7 +103,7 @@ async def staged_insert(dsn: str, tenant: UUID, devices: list[UUID], start: date
             began = time.perf_counter()
             await conn.copy_records_to_table("ingest_staging", records=records,
                                              columns=COLUMNS)
-            await conn.execute(queries("telemetry")["insert_staged_returning"])
+            await conn.execute(queries("telemetry")["insert_staged_in_order"])
             return count / (time.perf_counter() - began)
     finally:
         await conn.close()

@@ -224,6 +224,9 @@ WITH input AS (
 ), inserted AS (
     INSERT INTO readings (tenant_id, device_id, metric, time, value)
     SELECT tenant_id, device_id, metric, time, value FROM input
+    -- The canonical lock order of readings (gateway/writes/bulk_ingest.py): two calls
+    -- writing the same readings in opposite orders cannot deadlock.
+    ORDER BY device_id, metric COLLATE "C", time
     ON CONFLICT (device_id, metric, time) DO NOTHING
     RETURNING tenant_id, device_id, metric, time, value
 ), latest AS (
@@ -288,13 +291,22 @@ LEFT JOIN (
     FROM buckets GROUP BY root
 ) b USING (root);
 
--- name: insert_staged_returning
--- POST /ingest, for a batch that holds a duplicate: the batch, COPY'd into the staging
--- table, is stored skipping duplicates; the new readings come back for the last values.
-INSERT INTO readings (tenant_id, device_id, metric, time, value)
-SELECT tenant_id, device_id, metric, time, value FROM ingest_staging
-ON CONFLICT (device_id, metric, time) DO NOTHING
-RETURNING device_id, metric, time, value;
+-- name: insert_staged_in_order
+-- POST /ingest (gateway/writes/bulk_ingest.py): every staged reading into readings in one
+-- statement, in the canonical lock order (device, metric in byte order, time; as the
+-- ingest statement), duplicates skipped; back come the newest inserted reading of each
+-- series and how many were inserted (no row: none).
+WITH inserted AS (
+    INSERT INTO readings (tenant_id, device_id, metric, time, value)
+    SELECT tenant_id, device_id, metric, time, value FROM ingest_staging
+    ORDER BY device_id, metric COLLATE "C", time
+    ON CONFLICT (device_id, metric, time) DO NOTHING
+    RETURNING device_id, metric, time, value
+)
+SELECT DISTINCT ON (device_id, metric) device_id, metric, time, value,
+       count(*) OVER () AS inserted
+FROM inserted
+ORDER BY device_id, metric, time DESC;
 
 -- name: upsert_latest_many
 -- POST /ingest's last values, one row per (device, metric) written by the request; the
