@@ -1,6 +1,7 @@
 """Frontend clients from npm against a live gateway (tests/js/clients.mjs): graphql-sse and
-Apollo Client's multipart subscriptions, Apollo's cache updated by a mutation's result,
-and urql paging an ordered, filtered connection forward and back. Installed on first use;
+Apollo Client's multipart subscriptions, Apollo's cache updated by a mutation's result and
+by shadowChanged events (a watched query follows them through the normalized cache), and
+urql paging an ordered, filtered connection forward and back. Installed on first use;
 under CI=true a missing node/npm fails instead of skipping."""
 
 from __future__ import annotations
@@ -109,3 +110,32 @@ async def test_urql_pages_an_ordered_filtered_connection_both_ways(
     expected = [e["node"]["name"] for e in body["data"]["devices"]["edges"]]
     assert len(expected) >= 3
     assert pages == {"forward": expected, "backward": expected}
+
+
+async def test_apollo_watched_query_follows_shadow_changed_through_the_cache(
+    address: str, gateway: Gateway, fleet: Fleet, tenant: Tenant
+) -> None:
+    """Apollo Client 4 watches `device { shadow { id version } }` and subscribes to
+    shadowChanged (multipart over HttpLink). An update made elsewhere reaches the watched
+    query through Apollo's normalized cache (the event's Shadow, keyed by its id, is the
+    object Device:<id>.shadow points to): each new version shows there, and the query was
+    sent once (no refetch)."""
+    device = str(fleet.active[0])
+    node = await _node("apollo-live-cache", f"http://{address}/graphql", tenant.key, device,
+                       "3")
+    try:
+        first = await _line(node)
+        assert await _line(node) == {"ready": True}
+        versions = [first["watched"]["version"]]
+        seen = [first]
+        for n in range(2):
+            versions.append(await report(gateway, tenant, device, f"live-{n}"))
+            seen.append(await _line(node))
+    finally:
+        await _finish(node)
+    assert [s["watched"]["version"] for s in seen] == versions
+    assert versions == list(range(versions[0], versions[0] + 3))
+    assert seen[-1]["watched"]["reported"]["n"] == "live-1"
+    assert {s["watched"]["id"] for s in seen} == {first["watched"]["id"]}
+    # Sent once, the subscription once; nothing refetched the watched query.
+    assert seen[-1]["sent"] == {"DeviceShadow": 1, "ShadowLive": 1}

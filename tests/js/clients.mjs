@@ -5,6 +5,9 @@
 //   node clients.mjs multipart <http-url> <key> <deviceId> [count] Apollo Client 4, multipart subscription
 //   node clients.mjs apollo-cache <http-url> <key> <deviceId>      Apollo Client 4: a mutation's result updates the cache
 //   node clients.mjs urql-pages <http-url> <key>                   urql: an ordered, filtered page forward, then back
+//   node clients.mjs apollo-live-cache <http-url> <key> <deviceId> [count]
+//                                          Apollo Client 4: shadowChanged events update a watched query
+//                                          through the normalized cache (leaves after `count` versions)
 //
 // Subscription modes print one line per event ({kind, deviceId, version}) and leave after
 // `count`; the test makes the changes between events.
@@ -49,9 +52,9 @@ async function sse() {
   });
 }
 
-function apollo() {
+function apollo(fetchImpl = fetch) {
   return new ApolloClient({
-    link: new HttpLink({ uri: url, headers }),
+    link: new HttpLink({ uri: url, headers, fetch: fetchImpl }),
     cache: new InMemoryCache(),
   });
 }
@@ -83,6 +86,49 @@ async function apolloCache() {
   const cached = client.readQuery({ query: READ, variables: { id: deviceId } });
   print({ cached: cached.device.shadow });
   done();
+}
+
+async function apolloLiveCache() {
+  // Every request the client sends, by operation name: the watched query must be fetched
+  // once; what follows reaches it through the cache only.
+  const sent = {};
+  const counting = (input, init) => {
+    const name = JSON.parse(init.body).operationName ?? '(anonymous)';
+    sent[name] = (sent[name] ?? 0) + 1;
+    return fetch(input, init);
+  };
+  const client = apollo(counting);
+  const READ = gql`query DeviceShadow($id: ID!) {
+    device(id: $id) { id name shadow { id version reported } } }`;
+  // The event carries the Shadow with its id: Apollo writes it to Shadow:<id>, which the
+  // watched query's Device:<id>.shadow points to (multipart subscription over HttpLink).
+  const LIVE = gql`subscription ShadowLive($ids: [ID!]) {
+    shadowChanged(deviceIds: $ids) { kind deviceId version shadow { id version reported } } }`;
+  let last = null;
+  let versions = 0; // distinct versions the watched query showed; `count` ends the run
+  let subscribed = false;
+  client.watchQuery({ query: READ, variables: { id: deviceId }, fetchPolicy: 'cache-first' })
+    .subscribe({
+      next: ({ data, dataState }) => {
+        if (dataState !== 'complete') return;
+        const shadow = data.device.shadow;
+        if (last !== null && shadow.version === last) return;
+        last = shadow.version;
+        print({ watched: shadow, sent: { ...sent } });
+        if (++versions === count) done();
+        if (!subscribed) {
+          subscribed = true;
+          client.subscribe({ query: LIVE, variables: { ids: [deviceId] } }).subscribe({
+            next: ({ data: event, error }) => {
+              if (error) fail(error);
+              if (event.shadowChanged.kind === 'SNAPSHOT') print({ ready: true });
+            },
+            error: fail,
+          });
+        }
+      },
+      error: fail,
+    });
 }
 
 async function urqlPages() {
@@ -117,7 +163,10 @@ async function urqlPages() {
   done();
 }
 
-const modes = { sse, multipart, 'apollo-cache': apolloCache, 'urql-pages': urqlPages };
+const modes = {
+  sse, multipart, 'apollo-cache': apolloCache, 'urql-pages': urqlPages,
+  'apollo-live-cache': apolloLiveCache,
+};
 if (!modes[mode] || !url) {
   console.error('usage: node clients.mjs <sse|multipart|apollo-cache|urql-pages> <url> <key> [deviceId] [count]');
   process.exit(2);
