@@ -41,7 +41,8 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from gateway.context import Context
 from gateway.errors import GatewayError, NotFound, Unauthenticated
-from gateway.live.cohorts import ShadowChange
+from gateway.live.cohorts import Mailbox, Member, ShadowChange
+from gateway.live.frames import FrameSink
 from gateway.loaders import Loaders
 from gateway.stores.base import StoreCalls
 from resolvers.execution.cost import CostLimits, check_cost
@@ -90,12 +91,13 @@ class GatewaySchema(strawberry.Schema):
     ) -> Any:
         operation = _operation(query, operation_name, self._max_tokens)
         if operation is None or operation.operation is not OperationType.SUBSCRIPTION:
-            if isinstance(context_value, Context):
-                context_value = _fresh(context_value)
-            return await super().stream(
-                query, variable_values=variable_values, context_value=context_value,
+            fresh = _fresh(context_value) if isinstance(context_value, Context) else None
+            source = await super().stream(
+                query, variable_values=variable_values,
+                context_value=context_value if fresh is None else fresh,
                 root_value=root_value, operation_name=operation_name, **kwargs,
             )
+            return source if fresh is None else _releasing(source, fresh.loaders)
         assert query is not None and isinstance(context_value, Context)
         return self._live(query, variable_values, context_value, operation_name)
 
@@ -103,19 +105,7 @@ class GatewaySchema(strawberry.Schema):
         self, query: str, variables: dict[str, Any] | None, context: Context,
         operation_name: str | None,
     ) -> AsyncGenerator[Any, None]:
-        limits = self.subscription_limits
-        executor = None
-        document = _parse(query, self._max_tokens)  # stream() parsed it with the same limit
-        errors = self._validate(query, document)
-        if not errors:
-            built = Executor.build(self._schema, document, context_value=context,
-                                   raw_variable_values=variables, operation_name=operation_name)
-            errors, executor = (built, None) if isinstance(built, list) else ([], built)
-        if executor is not None and limits is not None:
-            try:
-                check_cost(self._schema, document, operation_name, variables, limits.cost)
-            except GatewayError as error:
-                errors, executor = [error], None
+        executor, errors = self._prepare(query, variables, context, operation_name)
         if executor is None:
             yield PreExecutionError(data=None, errors=client_errors(errors))
             return
@@ -125,12 +115,58 @@ class GatewaySchema(strawberry.Schema):
             yield PreExecutionError(data=None, errors=client_errors([error]))
             return
         hub = context.hub
-        assert hub is not None
+        assert hub is not None and isinstance(member, Member)
         try:
             async for result in member:
                 yield result
         finally:
             hub.leave(member)
+
+    async def subscribe_frames(
+        self, query: str, variables: dict[str, Any] | None, context: Any,
+        operation_name: str | None, sink: FrameSink,
+    ) -> Mailbox | list[GraphQLError] | None:
+        """For the WebSocket handlers: a ``shadowChanged`` subscription joined with
+        ``sink``, whose frames the hub then writes (no task per subscriber); the errors
+        that refuse it; or None for any other operation, which the handler runs through
+        Strawberry as usual (queries, mutations, telemetryChanged, unparsable documents)."""
+        operation = _operation(query, operation_name, self._max_tokens)
+        if (operation is None or operation.operation is not OperationType.SUBSCRIPTION
+                or not isinstance(context, Context)):
+            return None
+        executor, errors = self._prepare(query, variables, context, operation_name)
+        if executor is None:
+            return client_errors(errors)
+        node = _root_field(executor.operation, document=_parse(query, self._max_tokens))
+        if node.name.value != ROOT_FIELD:
+            return None
+        try:
+            return await self._join(executor, query, variables, context, operation_name,
+                                    sink)
+        except GatewayError as error:
+            return client_errors([error])
+
+    def _prepare(
+        self, query: str, variables: dict[str, Any] | None, context: Context,
+        operation_name: str | None,
+    ) -> tuple[Executor | None, list[GraphQLError]]:
+        """The subscription's executor, or the errors that refuse it (validation, the
+        query limits, variables)."""
+        limits = self.subscription_limits
+        document = _parse(query, self._max_tokens)  # stream() parsed it with the same limit
+        errors = self._validate(query, document)
+        if errors:
+            return None, errors
+        built = Executor.build(self._schema, document, context_value=context,
+                               raw_variable_values=variables, operation_name=operation_name)
+        if isinstance(built, list):
+            return None, built
+        if limits is not None:
+            try:
+                check_cost(self._schema, document, operation_name, variables, limits.cost)
+            except GatewayError as error:
+                return None, [error]
+        return built, []
 
     def _validate(self, query: str, document: DocumentNode) -> list[GraphQLError]:
         """Validation once per document: it measured half the CPU of a subscribe, and
@@ -157,8 +193,8 @@ class GatewaySchema(strawberry.Schema):
 
     async def _join(
         self, executor: Executor, query: str, variables: dict[str, Any] | None,
-        context: Context, operation_name: str | None,
-    ) -> Any:
+        context: Context, operation_name: str | None, sink: FrameSink | None = None,
+    ) -> Mailbox:
         if context.caller is None:
             raise Unauthenticated("Send Authorization in the connection_init payload")
         if context.hub is None:
@@ -210,7 +246,8 @@ class GatewaySchema(strawberry.Schema):
             return await run(_payload(change, kind))
 
         return await context.hub.join(
-            key, caller.tenant_id, devices=devices, asset_id=asset_id, execute=execute
+            key, caller.tenant_id, devices=devices, asset_id=asset_id, execute=execute,
+            sink=sink,
         )
 
 
@@ -235,6 +272,20 @@ def _payload(change: ShadowChange, kind: str) -> ShadowEvent:
         shadow=Shadow.from_doc(change.doc) if change.doc is not None else None,
         at=change.at,
     )
+
+
+async def _releasing(source: AsyncGenerator[Any, None],
+                     loaders: Loaders) -> AsyncGenerator[Any, None]:
+    """A query or mutation over a WebSocket drops its loaded rows once answered, as an
+    HTTP request does (``gateway.http.graphql``), instead of leaving them to the cyclic
+    collector with graphql-core's execution context."""
+    try:
+        async for result in source:
+            loaders.release()  # the result is built: nothing reads the loaders any more
+            yield result
+    finally:
+        loaders.release()
+        await source.aclose()
 
 
 def _fresh(context: Context) -> Context:

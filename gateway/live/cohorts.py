@@ -85,7 +85,7 @@ class Cohort:
         self.tenant_id = tenant_id
         self.devices = devices  # None: every device of the tenant
         self.asset_id = asset_id
-        self.members: set[Member] = set()
+        self.members: set[Mailbox] = set()
         self._execute = execute
         # (change seq, kind) -> (when it was started, its execution), oldest first.
         self._results: OrderedDict[tuple[int, str], tuple[float, asyncio.Future[Any]]] = (
@@ -94,24 +94,29 @@ class Cohort:
     def watches(self, device_id: UUID) -> bool:
         return self.devices is None or device_id in self.devices
 
-    async def result(self, change: Change, kind: str) -> Any:
-        """The execution result for ``change`` as ``kind``, computed once per cohort."""
+    def started(self, change: Change, kind: str) -> asyncio.Future[Any]:
+        """The execution of ``change`` as ``kind``, started by the first member to ask and
+        shared by every later one."""
         key = (change.seq, kind)
         entry = self._results.get(key)
-        if entry is None:
-            # A task of its own: a member that goes away mid-execution (shield) does not
-            # cancel the execution the other members wait for.
-            future: asyncio.Future[Any] = asyncio.ensure_future(self._execute(change, kind))
-            future.add_done_callback(partial(self._forget_failed, key))
-            now = _clock()
-            self._results[key] = (now, future)
-            self._expire(now)
-        else:
-            future = entry[1]
-            if future.done() and not future.cancelled() and future.exception() is None:
-                # Most members of a cohort ask after the execution finished: no shield
-                # (a future and two callbacks per member and change) for them.
-                return future.result()
+        if entry is not None:
+            return entry[1]
+        # A task of its own: a member that goes away mid-execution (shield) does not
+        # cancel the execution the other members wait for.
+        future: asyncio.Future[Any] = asyncio.ensure_future(self._execute(change, kind))
+        future.add_done_callback(partial(self._forget_failed, key))
+        now = _clock()
+        self._results[key] = (now, future)
+        self._expire(now)
+        return future
+
+    async def result(self, change: Change, kind: str) -> Any:
+        """The execution result for ``change`` as ``kind``, computed once per cohort."""
+        future = self.started(change, kind)
+        if future.done() and not future.cancelled() and future.exception() is None:
+            # Most members of a cohort ask after the execution finished: no shield
+            # (a future and two callbacks per member and change) for them.
+            return future.result()
         return await asyncio.shield(future)
 
     def _expire(self, now: float) -> None:
@@ -132,14 +137,16 @@ class Cohort:
             del self._results[key]
 
 
-class Member:
-    def __init__(self, cohort: Cohort, *, min_interval: float = 0.0) -> None:
+class Mailbox:
+    """What a member has not received yet: at most one change per device, each newer than
+    what it received before. How the changes leave is the subclass's business:
+    ``Member`` is iterated by a consumer task, ``gateway.live.frames.SocketMember`` is
+    written by the hub's frame writer."""
+
+    def __init__(self, cohort: Cohort) -> None:
         self.cohort = cohort
-        self._min_interval = min_interval
-        self._next_at = 0.0  # monotonic time before which nothing more is delivered
         self._pending: dict[UUID, tuple[Change, str]] = {}
         self._ranks: dict[UUID, int] = {}
-        self._wake = asyncio.Event()
         self._closed = False
 
     def offer(self, change: Change, *, snapshot: bool = False) -> None:
@@ -156,15 +163,42 @@ class Member:
             kind = SNAPSHOT  # the device's first delivery stays a SNAPSHOT when coalesced
         self._pending[change.device_id] = (change, kind)
         self._ranks[change.device_id] = change.rank
-        self._wake.set()
+        self._woken()
+
+    def _woken(self) -> None:
+        """Something is pending now."""
 
     def close(self) -> None:
         self._closed = True
-        self._wake.set()
+
+    def end(self) -> None:
+        """The server ends the subscription (shutdown): closed, and the client told so."""
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def backlog(self) -> int:
         return len(self._pending)
+
+
+class Member(Mailbox):
+    """A member its consumer iterates (Strawberry's operation task, an HTTP stream)."""
+
+    def __init__(self, cohort: Cohort, *, min_interval: float = 0.0) -> None:
+        super().__init__(cohort)
+        self._min_interval = min_interval
+        self._next_at = 0.0  # monotonic time before which nothing more is delivered
+        self._wake = asyncio.Event()
+
+    def _woken(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        super().close()
+        self._wake.set()
 
     def __aiter__(self) -> Member:
         return self

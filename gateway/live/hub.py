@@ -1,23 +1,23 @@
-"""The subscription hub: one Redis pub/sub connection per process (per primary on a
-Redis Cluster, ``gateway.live.cluster_follow``), fanned out to cohorts.
+"""The subscription hub: what its Redis connection (``gateway.live.keyspace``) hears,
+fanned out to cohorts; their WebSocket members' frames written by one writer task
+(``gateway.live.frames``).
 
-It pattern-subscribes to the keyspace notifications of every shadow key, to the
-topology channel the writes publish on, and to the readings channel both ingest paths
+The connection hears the keyspace notifications of every shadow key, the topology
+channel the writes publish on, revocations, and the readings channel both ingest paths
 announce committed batches on (handed to ``gateway.live.telemetry_feed``). A
 notification marks its device dirty; a reader drains dirty devices in one pipelined
 read per tenant (a burst of writes to one device costs one read), and offers each change
 to the cohorts watching that device. Writes by any Redis client reach subscribers, since
 the notification comes from Redis itself.
 
-Keyspace notifications are fire-and-forget: while the connection is down, changes are
-lost. So after every reconnect (capped exponential backoff) the hub re-reads every watched
-device and offers it to every member as a SNAPSHOT: no dashboard stays silently stale.
+Keyspace notifications are fire-and-forget: after every reconnect the hub re-reads every
+watched device and offers it to every member as a SNAPSHOT: no dashboard stays silently
+stale.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import re
@@ -26,28 +26,21 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from uuid import UUID
 
-import orjson
-import redis.asyncio as redis
-from redis.connection import parse_url
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from gateway.errors import StoreUnavailable
-from gateway.live.cluster_follow import follow_cluster
-from gateway.live.cohorts import Cohort, Execute, Member, ShadowChange
+from gateway.live.cohorts import Cohort, Execute, Mailbox, Member, ShadowChange
+from gateway.live.frames import FrameSink, FrameWriter, SocketMember
+from gateway.live.keyspace import HubConfigError, KeyspaceListener
+from gateway.live.sockets import heard_revocation
 from gateway.live.telemetry_feed import TelemetryCohort, TelemetryFeed
-from gateway.metrics import HUB_RECONNECTS, SUBSCRIPTIONS
+from gateway.metrics import SUBSCRIPTIONS
 from gateway.stores import Stores
-from gateway.stores.redis_client import is_cluster_url
 from gateway.stores.revoked_tokens import TokenRevocation
 from gateway.stores.shadows import KEY_PREFIX
 
+__all__ = ["HubConfigError", "ShadowHub"]
+
 log = logging.getLogger("gateway.live.hub")
 
-# K: keyspace channel; h: hash commands (HSET); g: generic (DEL, RENAME, EXPIRE);
-# x/e: expired/evicted keys.
-REQUIRED_FLAGS = "Khgxe"
 _KEY = re.compile(
     rf"^{KEY_PREFIX}:{{([0-9a-f-]{{36}}):([0-9a-f-]{{36}})}}:shadow$".encode()
 )
@@ -58,12 +51,7 @@ _TELEMETRY = re.compile(rf"^{KEY_PREFIX}:{{([0-9a-f-]{{36}})}}:telemetry$".encod
 # Called with (tenant, revoked key ids, device whose credentials all went or None,
 # revoked JWTs).
 OnRevoked = Callable[[UUID, list[UUID], UUID | None, list[TokenRevocation]], Awaitable[object]]
-_BACKOFF_START, _BACKOFF_MAX = 0.1, 5.0
 ASSET_REFRESH_INTERVAL = 60.0  # fallback for topology messages lost while disconnected
-
-
-class HubConfigError(RuntimeError):
-    """Redis will not deliver keyspace notifications and the hub may not turn them on."""
 
 
 class ShadowHub:
@@ -72,10 +60,8 @@ class ShadowHub:
         self._stores = stores
         self._on_revoked = on_revoked
         self._revocations: set[asyncio.Task[object]] = set()
-        self._url = redis_url
-        # The nodes to listen on (one, or a cluster's primaries) and those listening now.
-        self._expected: set[str] = set() if is_cluster_url(redis_url) else {redis_url}
-        self._up: set[str] = set()
+        self._listener = KeyspaceListener(redis_url, self._on_message, self._resnapshot_all)
+        self.frames = FrameWriter()  # writes the frames of WebSocket members
         self._cohorts: dict[tuple[object, ...], Cohort] = {}
         self._by_device: dict[tuple[UUID, UUID], set[Cohort]] = defaultdict(set)
         self._tenant_wide: dict[UUID, set[Cohort]] = defaultdict(set)
@@ -86,8 +72,14 @@ class ShadowHub:
         self._seq = itertools.count(1)
         self.telemetry = TelemetryFeed(stores, self._seq)  # telemetryChanged's cohorts
         self._tasks: list[asyncio.Task[None]] = []
-        self.connected = asyncio.Event()
-        self.reconnects = 0
+
+    @property
+    def connected(self) -> asyncio.Event:
+        return self._listener.connected
+
+    @property
+    def reconnects(self) -> int:
+        return self._listener.reconnects
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -95,9 +87,10 @@ class ShadowHub:
         """Starts listening; waits up to ``wait`` s for the first connection. A Redis that
         refuses keyspace notifications fails here; an unreachable one is retried."""
         self._tasks = [
-            asyncio.create_task(self._listen(), name="hub-listen"),
+            asyncio.create_task(self._listener.listen(), name="hub-listen"),
             asyncio.create_task(self._read_dirty(), name="hub-read"),
             asyncio.create_task(self._refresh_periodically(), name="hub-refresh"),
+            asyncio.create_task(self.frames.run(), name="hub-frames"),
         ]
         listener = self._tasks[0]
         connected = asyncio.create_task(self.connected.wait())
@@ -110,19 +103,22 @@ class ShadowHub:
     async def aclose(self) -> None:
         for cohort in [*self._cohorts.values(), *self.telemetry.cohorts]:
             for member in list(cohort.members):
-                member.close()
+                member.end()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.frames.aclose()
 
     # -- subscribers -------------------------------------------------------------------
 
     async def join(
         self, key: tuple[object, ...], tenant_id: UUID, *, devices: set[UUID] | None,
-        asset_id: UUID | None, execute: Execute,
-    ) -> Member:
+        asset_id: UUID | None, execute: Execute, sink: FrameSink | None = None,
+    ) -> Mailbox:
         """A new member of the cohort ``key``: registered first, then sent a SNAPSHOT of
-        every device it watches, so no change between the two is missed."""
+        every device it watches, so no change between the two is missed. With ``sink``
+        (a WebSocket operation) the hub writes its frames; without, the caller iterates
+        the returned ``Member``."""
         cohort = self._cohorts.get(key)
         if cohort is None and asset_id is not None:
             devices = await self._asset_devices(tenant_id, asset_id)
@@ -131,7 +127,8 @@ class ShadowHub:
             cohort = Cohort(key, tenant_id, devices=devices, asset_id=asset_id,
                             execute=execute)
             self._index(cohort)
-        member = Member(cohort)
+        member: Mailbox = (Member(cohort) if sink is None
+                           else SocketMember(cohort, sink, self.frames))
         cohort.members.add(member)
         SUBSCRIPTIONS.inc()
         try:
@@ -141,7 +138,7 @@ class ShadowHub:
             raise
         return member
 
-    def leave(self, member: Member) -> None:
+    def leave(self, member: Mailbox) -> None:
         if isinstance(member.cohort, TelemetryCohort):
             self.telemetry.leave(member)
             return
@@ -186,7 +183,7 @@ class ShadowHub:
     # -- changes -----------------------------------------------------------------------
 
     async def _snapshot(
-        self, cohort: Cohort, members: Iterable[Member], devices: Iterable[UUID] | None
+        self, cohort: Cohort, members: Iterable[Mailbox], devices: Iterable[UUID] | None
     ) -> None:
         ids = list(devices) if devices is not None else (
             await self._stores.registry.live_device_ids(cohort.tenant_id))
@@ -247,26 +244,10 @@ class ShadowHub:
             self.telemetry.announced(UUID(match[1].decode()), data)
 
     def _revoked(self, tenant_id: UUID, data: bytes) -> None:
-        """Forgets the revoked keys (cached and outage grace), refuses the revoked tokens,
-        and hands them all to ``on_revoked``."""
-        try:
-            payload = orjson.loads(data)
-            key_ids = [UUID(k) for k in payload["keyIds"]]
-            device_id = UUID(payload["deviceId"]) if payload["deviceId"] else None
-            tokens = [TokenRevocation.from_json(tenant_id, t)
-                      for t in payload.get("tokens") or []]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            log.warning("ignored a malformed revocation on tenant %s", tenant_id)
-            return
-        registry = self._stores.registry
-        registry.verified_keys.forget_ids(key_ids)
-        if device_id is not None:
-            registry.forget_device(tenant_id, device_id)
-        for token in tokens:
-            registry.revoked_tokens.add(token)
-        if self._on_revoked is not None:
-            task = asyncio.ensure_future(
-                self._on_revoked(tenant_id, key_ids, device_id, tokens))
+        """Forgets the revoked credentials locally and hands them to ``on_revoked``."""
+        heard = heard_revocation(self._stores.registry, tenant_id, data)
+        if heard is not None and self._on_revoked is not None:
+            task = asyncio.ensure_future(self._on_revoked(tenant_id, *heard))
             self._revocations.add(task)
             task.add_done_callback(self._revocations.discard)
 
@@ -308,104 +289,6 @@ class ShadowHub:
             self._dirty_tenants.update(self._by_asset)
             self._wake.set()
 
-    # -- the connection ----------------------------------------------------------------
-
-    async def _listen(self) -> None:
-        if is_cluster_url(self._url):
-            await follow_cluster(self._url, listen=self._listen_node,
-                                 primaries_now=self._primaries_now,
-                                 changed=self._topology_changed)
-        else:
-            await self._listen_node(self._url)
-
-    def _primaries_now(self, urls: set[str]) -> None:
-        self._expected = urls
-        self._up &= urls
-        self._update_connected()
-
-    def _update_connected(self) -> None:
-        if self._expected and self._expected <= self._up:
-            self.connected.set()
-        else:
-            self.connected.clear()
-
-    async def _topology_changed(self) -> None:
-        """Keys may have moved between nodes while no listener heard them: once every
-        primary is listened to, every member gets a fresh SNAPSHOT."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.connected.wait(), 10.0)
-        await self._resnapshot_all()
-
-    async def _listen_node(self, url: str) -> None:
-        """Listens on one server (a cluster's primary, or the only server) until cancelled,
-        reconnecting with capped backoff; re-sends SNAPSHOTs after each reconnect."""
-        db = int(parse_url(url).get("db", 0))
-        backoff = _BACKOFF_START
-        first = True
-        while True:
-            client = redis.Redis.from_url(url, health_check_interval=5,
-                                          socket_keepalive=True)
-            pubsub = client.pubsub()
-            try:
-                await self._enable_notifications(client)
-                await pubsub.psubscribe(
-                    f"__keyspace@{db}__:{KEY_PREFIX}:*:shadow",
-                    f"{KEY_PREFIX}:*:topology",
-                    f"{KEY_PREFIX}:*:revoked",
-                    f"{KEY_PREFIX}:*:telemetry",
-                )
-                if not first:
-                    await self._resnapshot_all()
-                first = False
-                backoff = _BACKOFF_START
-                self._up.add(url)
-                self._update_connected()
-                log.info("hub listening for shadow changes on %s", url.split("@")[-1])
-                async for message in pubsub.listen():
-                    if message["type"] == "pmessage":
-                        self._on_message(message["channel"], message["data"])
-            except HubConfigError:
-                if first:
-                    raise
-                log.exception("hub cannot enable keyspace notifications; retrying")
-            except (RedisConnectionError, RedisTimeoutError, OSError, StoreUnavailable) as exc:
-                log.warning("hub lost Redis (%s); reconnecting in %.1fs", exc, backoff)
-            except Exception:  # a bug must not end live updates for the process
-                log.exception("hub listener failed; reconnecting")
-            finally:
-                if url in self._up:
-                    self._up.discard(url)
-                    self.reconnects += 1
-                    HUB_RECONNECTS.inc()
-                self._update_connected()
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-                with contextlib.suppress(Exception):
-                    await client.aclose()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _BACKOFF_MAX)
-
-    async def _enable_notifications(self, client: redis.Redis) -> None:
-        """Turns on the keyspace events the hub needs (a restarted Redis forgets them)."""
-        try:
-            current = (await client.config_get("notify-keyspace-events")).get(
-                "notify-keyspace-events", "")
-        except ResponseError:
-            current = None
-        if isinstance(current, bytes):
-            current = current.decode()
-        if current is not None and _covers(current):
-            return
-        wanted = "".join(dict.fromkeys((current or "") + REQUIRED_FLAGS))
-        try:
-            await client.config_set("notify-keyspace-events", wanted)
-        except ResponseError as exc:
-            raise HubConfigError(
-                "Redis keyspace notifications are off and CONFIG SET is not allowed here "
-                f"({exc}). Set notify-keyspace-events to include '{REQUIRED_FLAGS}' (or "
-                "'KA') on the server, e.g. in the managed Redis parameter group."
-            ) from exc
-
     async def _resnapshot_all(self) -> None:
         log.info("hub reconnected: re-sending snapshots to %d subscribers",
                  self.subscriber_count)
@@ -413,9 +296,3 @@ class ShadowHub:
             await self._snapshot(cohort, cohort.members, cohort.devices)
         await self.telemetry.resnapshot()
 
-
-def _covers(flags: str) -> bool:
-    if "K" not in flags:
-        return False
-    classes = set(flags) - {"K", "E"}
-    return "A" in classes or {"h", "g"} <= classes

@@ -25,8 +25,11 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol
 from uuid import UUID
 
+import orjson
+
 from gateway.auth.callers import Caller
 from gateway.errors import StoreUnavailable
+from gateway.stores.registry import RegistryStore
 from gateway.stores.revoked_tokens import TokenRevocation
 from gateway.stores.shadows import ShadowStore
 
@@ -113,6 +116,29 @@ class OpenSockets:
 async def _close(websocket: Closable, code: int, reason: str) -> None:
     with contextlib.suppress(Exception):  # already closing: nothing left to do
         await websocket.close(code=code, reason=reason)
+
+
+def heard_revocation(
+    registry: RegistryStore, tenant_id: UUID, data: bytes
+) -> tuple[list[UUID], UUID | None, list[TokenRevocation]] | None:
+    """A revocation announced on the tenant's channel, heard by the hub: the revoked keys
+    are forgotten (cached and outage grace) and the revoked tokens refused from now on.
+    Returns (key ids, device, tokens) for closing the sockets; None if malformed."""
+    try:
+        payload = orjson.loads(data)
+        key_ids = [UUID(k) for k in payload["keyIds"]]
+        device_id = UUID(payload["deviceId"]) if payload["deviceId"] else None
+        tokens = [TokenRevocation.from_json(tenant_id, t)
+                  for t in payload.get("tokens") or []]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        log.warning("ignored a malformed revocation on tenant %s", tenant_id)
+        return None
+    registry.verified_keys.forget_ids(key_ids)
+    if device_id is not None:
+        registry.forget_device(tenant_id, device_id)
+    for token in tokens:
+        registry.revoked_tokens.add(token)
+    return key_ids, device_id, tokens
 
 
 async def announce_revocation(shadows: ShadowStore, tenant_id: UUID, key_ids: list[UUID],

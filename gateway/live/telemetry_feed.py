@@ -26,7 +26,7 @@ from uuid import UUID
 
 import orjson
 
-from gateway.live.cohorts import Cohort, Execute, Member
+from gateway.live.cohorts import Cohort, Execute, Mailbox, Member
 from gateway.metrics import SUBSCRIPTIONS
 from gateway.stores import Stores
 
@@ -94,7 +94,7 @@ class TelemetryFeed:
             raise
         return member
 
-    def leave(self, member: Member) -> None:
+    def leave(self, member: Mailbox) -> None:
         member.close()
         cohort = member.cohort
         if member in cohort.members:
@@ -119,7 +119,7 @@ class TelemetryFeed:
     def subscriber_count(self) -> int:
         return sum(len(c.members) for c in self._cohorts.values())
 
-    async def _snapshot(self, cohort: TelemetryCohort, members: list[Member]) -> None:
+    async def _snapshot(self, cohort: TelemetryCohort, members: list[Mailbox]) -> None:
         devices = sorted(cohort.devices or ())
         rows = await self._stores.telemetry.latest(
             cohort.tenant_id, devices, sorted(cohort.metrics) if cohort.metrics else None)

@@ -1,0 +1,224 @@
+"""The hub's frame writer: subscription results written straight to the WebSockets of a
+cohort's members, without a task (or a consumer of any kind) per subscriber.
+
+A WebSocket subscription the gateway serves from a cohort (``shadowChanged``) joins as a
+``SocketMember`` carrying a ``FrameSink``: the socket and the operation's frame head,
+built by the protocol handler (``gateway.http.websocket``). When a member has something
+pending it is marked ready; one task per hub drains the ready members in rounds:
+
+1. each ready member's pending changes are grouped by (cohort, change, kind), and every
+   group's execution is started (``Cohort.started``: once per cohort and change);
+2. per group, the result's payload (``{"data": ..., "errors": ...}``) is encoded once to
+   text, and each member's frame is its head and that payload, spliced;
+3. each frame's send is started in place: the ASGI send of a socket whose buffer has
+   room finishes without suspending, so most frames cost no task and no loop round;
+   a socket whose buffer is full (a slow reader) finishes that one frame in a task of
+   its own and is left out of the rounds until it has: what arrives meanwhile coalesces
+   in its mailbox to the newest state per device. Nothing queues without bound and no
+   slow socket holds up the others.
+
+The writer yields to the event loop every ``_YIELD_EVERY`` frames, so a large round does
+not stall the sockets' readers, the hub's listener or a health check.
+
+Measured (bench/RESULTS.md, "Subscription fan-out: frames written by the hub"): the
+per-subscriber path (Strawberry's operation task, message dict, JSON encoding and send
+per member) cost ~200 us a delivered message at 2,000 subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import types
+from collections.abc import Coroutine, Generator
+from typing import Any, Protocol
+
+import orjson
+
+from gateway.live.cohorts import SNAPSHOT, Change, Cohort, Mailbox
+
+log = logging.getLogger("gateway.live.frames")
+
+_YIELD_EVERY = 256  # frames written between two yields to the event loop
+
+
+class FrameSink(Protocol):
+    """Where one subscription's frames go: built by the WebSocket protocol handler."""
+
+    def send(self, payload: str) -> Coroutine[Any, Any, None]:
+        """Sends the protocol's result message (``next`` / ``data``) with ``payload``."""
+        ...
+
+    def ended(self) -> None:
+        """The server ended the subscription (shutdown, a failed execution): the handler
+        tells the client (``complete``) and forgets the operation."""
+        ...
+
+
+class SocketMember(Mailbox):
+    """A member whose frames the hub's ``FrameWriter`` writes."""
+
+    def __init__(self, cohort: Cohort, sink: FrameSink, writer: FrameWriter) -> None:
+        super().__init__(cohort)
+        self.sink = sink
+        self._writer = writer
+        self.ready = False  # in the writer's next round
+        self.sending = False  # a frame's send waits for the socket's buffer to drain
+
+    def _woken(self) -> None:
+        if not self.ready and not self.sending:
+            self._writer.mark_ready(self)
+
+    def take(self) -> list[tuple[Change, str]]:
+        """Everything pending, oldest first; the mailbox is left empty."""
+        taken = list(self._pending.values())
+        self._pending.clear()
+        return taken
+
+    def put_back(self, change: Change, kind: str) -> None:
+        """Returns a taken change that could not be sent yet, unless a newer one of its
+        device arrived since (which then keeps a SNAPSHOT's kind: still the first)."""
+        newer = self._pending.get(change.device_id)
+        if newer is None:
+            self._pending[change.device_id] = (change, kind)
+        elif kind == SNAPSHOT:
+            self._pending[change.device_id] = (newer[0], SNAPSHOT)
+
+    def end(self) -> None:
+        if not self._closed:
+            self.close()
+            self.sink.ended()
+
+
+def encode_payload(result: Any) -> str:
+    """A result's message payload, as both protocols (and Strawberry) build it."""
+    payload: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        payload["errors"] = [error.formatted for error in result.errors]
+    if result.extensions:
+        payload["extensions"] = result.extensions
+    return orjson.dumps(payload).decode()
+
+
+class FrameWriter:
+    """One task per hub that writes every ``SocketMember``'s frames."""
+
+    def __init__(self) -> None:
+        self._ready: list[SocketMember] = []
+        self._wake = asyncio.Event()
+        self._sending: set[asyncio.Task[None]] = set()
+        self.frames = 0  # written (or started) since the start: tests and metrics
+
+    def mark_ready(self, member: SocketMember) -> None:
+        member.ready = True
+        self._ready.append(member)
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._ready:
+                members, self._ready = self._ready, []
+                await self._round(members)
+
+    async def aclose(self) -> None:
+        for task in list(self._sending):
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
+
+    async def _round(self, members: list[SocketMember]) -> None:
+        groups: dict[tuple[Cohort, int, str], _Group] = {}
+        for member in members:
+            member.ready = False
+            if member.closed or member.sending:
+                continue
+            for change, kind in member.take():
+                key = (member.cohort, change.seq, kind)
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = _Group(change, kind,
+                                                 member.cohort.started(change, kind))
+                group.members.append(member)
+        written = 0
+        for group in groups.values():
+            future = group.execution
+            try:
+                # Not shielded: this task is cancelled only when the hub closes.
+                result = future.result() if future.done() else await future
+            except Exception:
+                log.exception("a subscription execution failed; ending %d subscription(s)",
+                              len(group.members))
+                for member in group.members:
+                    member.end()
+                continue
+            payload = encode_payload(result)
+            for member in group.members:
+                if member.closed:
+                    continue
+                if member.sending:  # an earlier frame of this round still waits: later
+                    member.put_back(group.change, group.kind)
+                    continue
+                self._send(member, payload)
+                written += 1
+                if written % _YIELD_EVERY == 0:
+                    await asyncio.sleep(0)
+        self.frames += written
+
+    def _send(self, member: SocketMember, payload: str) -> None:
+        coroutine = member.sink.send(payload)
+        try:
+            suspended = coroutine.send(None)
+        except StopIteration:
+            return  # written: the common case
+        except Exception as exc:  # the socket is gone; its handler cleans up
+            log.debug("frame not written: %r", exc)
+            member.close()
+            return
+        member.sending = True
+        task = asyncio.ensure_future(_finish(coroutine, suspended))
+        self._sending.add(task)
+        task.add_done_callback(lambda done: self._sent(member, done))
+
+    def _sent(self, member: SocketMember, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        member.sending = False
+        if task.cancelled() or task.exception() is not None:
+            member.close()
+        elif member.backlog and not member.closed:
+            self.mark_ready(member)
+
+
+class _Group:
+    """The members of one round that receive the same (cohort, change, kind)."""
+
+    __slots__ = ("change", "execution", "kind", "members")
+
+    def __init__(self, change: Change, kind: str, execution: asyncio.Future[Any]) -> None:
+        self.change = change
+        self.kind = kind
+        self.execution = execution
+        self.members: list[SocketMember] = []
+
+
+async def _finish(coroutine: Coroutine[Any, Any, None], suspended: Any) -> None:
+    await _resume(coroutine, suspended)
+
+
+@types.coroutine
+def _resume(coroutine: Coroutine[Any, Any, None], suspended: Any) -> Generator[Any, Any, None]:
+    """Drives a coroutine that was started by hand (``coroutine.send(None)``) and
+    suspended on ``suspended`` to its end, as the task it now runs in."""
+    while True:
+        try:
+            sent = yield suspended
+        except BaseException as exc:  # cancellation included: handed to the coroutine
+            try:
+                suspended = coroutine.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                suspended = coroutine.send(sent)
+            except StopIteration:
+                return
