@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from gateway.app import create_app
 from gateway.live.cohorts import Cohort, ShadowChange
 from gateway.live.hub import ShadowHub
+from gateway.loaders import Loaders
 from gateway.runtime.demo import Fleet, seed_fleet
 from gateway.settings import Settings
 from gateway.stores import Stores
@@ -210,3 +211,27 @@ async def test_concurrent_first_subscribers_of_an_asset_share_one_cohort(
         assert hub.subscriber_count == 2
         assert sum(len(c) for c in hub._by_device.values()) == 2  # Site 1's two devices
     await wait_until(lambda: empty(hub))
+
+
+async def test_a_query_over_a_websocket_releases_its_loaders_once_answered(
+    served: Served, tenant: Tenant, fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As an HTTP request does: the rows a query loaded are dropped when it is answered,
+    not left with graphql-core's cyclic execution context for a full collection."""
+    released: list[Loaders] = []
+    release = Loaders.release
+
+    def counted(self: Loaders) -> None:
+        released.append(self)
+        release(self)
+
+    monkeypatch.setattr(Loaders, "release", counted)
+    async with TransportWS.connect(served.address, tenant.key) as ws:
+        assert (await ws.receive())["type"] == "connection_ack"
+        assert not released
+        op = await ws.subscribe("{ devices(first: 2) { edges { node { name asset { name } } } } }")
+        answer = await ws.receive()
+        assert answer["type"] == "next" and answer["id"] == op, answer
+        assert len(answer["payload"]["data"]["devices"]["edges"]) == 2
+        assert (await ws.receive()) == {"id": op, "type": "complete"}
+    assert released, "the query's loaders were never released"
