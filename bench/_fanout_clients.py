@@ -5,6 +5,7 @@
 Talks to its parent in JSON lines. The first line on stdin is the job::
 
     {"url": "ws://127.0.0.1:P/graphql", "key": "...", "query": "subscription ...",
+     "field": "shadowChanged" | "telemetryChanged",
      "devices": ["<id>", ...],   # subscriber i watches devices[i % len(devices)]
      "first": 0, "count": 5000, "parallel": 100, "step_timeout": 30.0,
      "compression": "deflate" | null, "samples": "/tmp/.../clients-0.bin"}
@@ -12,10 +13,12 @@ Talks to its parent in JSON lines. The first line on stdin is the job::
 It opens ``count`` sockets (``parallel`` handshakes in flight at most), each one
 connection_init -> connection_ack -> subscribe -> the first SNAPSHOT, and prints
 ``{"event": "ready", ...}`` with the setup times. Then it only receives: every UPDATED
-event's latency (receipt wall clock minus ``reported.writtenAtMs``, which the writer put in
-the shadow) and receipt time go into ``samples`` (float64 pairs), and per subscriber it
-tracks the last version, the versions skipped (coalesced), versions that went backwards,
-errors and unexpected closes. Then the parent sends::
+event's latency (receipt wall clock minus the write's time: ``reported.writtenAtMs``,
+which the writer put in the shadow, or for ``telemetryChanged`` the time of the reading
+the writer sent) and receipt time go into ``samples`` (float64 pairs), and per subscriber
+it tracks the last version (a shadow's version, or the value of the reading, which the
+telemetry writer numbers 1, 2, ... per device), the versions skipped (coalesced),
+versions that went backwards, errors and unexpected closes. Then the parent sends::
 
     {"cmd": "final", "versions": {"<device>": <version>}, "stopped_at": <unix s>, "timeout": s}
 
@@ -32,6 +35,7 @@ import contextlib
 import resource
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -139,11 +143,11 @@ class Clients:
             "payload": {"query": self.job["query"], "variables": {"ids": [sub.device]}},
         }).decode())
         first = orjson.loads(await ws.recv())
-        event = _event(first)
+        event = _event(first, self.job["field"])
         if event is None or event.get("kind") != "SNAPSHOT":
             raise RuntimeError(f"expected a SNAPSHOT first, got {str(first)[:300]}")
         sub.setup_ms = (time.perf_counter() - t0) * 1e3
-        sub.first_version = sub.last = event.get("version")
+        sub.first_version = sub.last = _version_written(event)[0]
         sub.last_at = time.time()
         sub.snapshots = 1
         sub.ready = True
@@ -185,17 +189,15 @@ class Clients:
             sub.errors += 1
             self._sample(f"subscriber {sub.index}: errors {str(payload['errors'])[:300]}")
             return
-        event = (payload.get("data") or {}).get("shadowChanged") or {}
-        version = event.get("version")
+        event = (payload.get("data") or {}).get(self.job["field"]) or {}
+        version, written = _version_written(event)
         kind = event.get("kind")
         last = sub.last
         if kind == "SNAPSHOT":
             sub.snapshots += 1
         else:
             sub.events += 1
-            shadow = event.get("shadow") or {}
-            written = (shadow.get("reported") or {}).get("writtenAtMs")
-            if isinstance(written, int | float):
+            if written is not None:
                 samples.append(now)
                 samples.append(now * 1e3 - written)
         if version is not None:
@@ -295,14 +297,29 @@ class Clients:
             await asyncio.wait_for(asyncio.gather(*(one(s) for s in self.subs)), CLOSE_TIMEOUT)
 
 
-def _event(message: dict[str, Any]) -> dict[str, Any] | None:
+def _event(message: dict[str, Any], field: str) -> dict[str, Any] | None:
     if message.get("type") != "next":
         return None
     payload = message.get("payload") or {}
     if payload.get("errors"):
         return None
-    event: dict[str, Any] | None = (payload.get("data") or {}).get("shadowChanged")
+    event: dict[str, Any] | None = (payload.get("data") or {}).get(field)
     return event
+
+
+def _version_written(event: dict[str, Any]) -> tuple[int | None, float | None]:
+    """An event's version and the write's time (unix ms), either None when absent: a
+    shadowChanged event's version and ``reported.writtenAtMs``, or a telemetryChanged
+    event's reading (its value numbers the device's readings, its time is the write's)."""
+    if "readings" in event:
+        readings = event["readings"]
+        if not readings:
+            return None, None  # a SNAPSHOT of a device without readings of the metric
+        reading = readings[0]
+        at = datetime.fromisoformat(reading["time"]).timestamp() * 1e3
+        return int(reading["value"]), at
+    written = ((event.get("shadow") or {}).get("reported") or {}).get("writtenAtMs")
+    return event.get("version"), written if isinstance(written, int | float) else None
 
 
 async def _stdin() -> asyncio.StreamReader:

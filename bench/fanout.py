@@ -1,7 +1,9 @@
-"""Fanout benchmark: N WebSocket subscribers to `shadowChanged` while shadows change at a rate.
+"""Fanout benchmark: N WebSocket subscribers to `shadowChanged` while shadows change at a rate
+(or, with `--subscription telemetry`, to `telemetryChanged` while readings are ingested).
 
     .venv/bin/python bench/fanout.py [--subscribers 1000,10000] [--rate 100,1000]
-        [--seconds 30] [--writer redis|mutation] [--client-procs N] [--no-compression]
+        [--seconds 30] [--writer redis|mutation] [--subscription shadow|telemetry]
+        [--client-procs N] [--no-compression]
         [--converge-timeout 30] [--gc-stats] [--gc-freeze] [--profile-server DIR] [--write]
 
 Starts an embedded devstack in a temp dir (or uses the stores named by IOTSPHERE_REGISTRY_DSN,
@@ -23,6 +25,15 @@ on a fresh gateway process
    mutation over HTTP (`writtenAtMs` is then the client's clock when it sent the mutation);
 3. after the writer stops, the final version of every device is read from Redis and every
    subscriber is awaited (at most `--converge-timeout` s) until its last version equals it.
+
+`--subscription telemetry` (issue 15's bar: 1,000 subscribers, 1,000 readings/s, p99
+delivery): subscriber i watches `telemetryChanged(deviceIds: [device i mod 120], metrics:
+["bench"])`; the writer POSTs NDJSON to the gateway's `/ingest` every 50 ms with the
+readings due (round-robin over the devices, metric `bench`, time = the writer's clock at
+the send, value = 1, 2, ... per device, so a value is a version), one request at a time
+(a slow gateway makes the next body larger, never a queue of requests). Latency is the
+receipt minus the reading's time: the ingest request, its commit, the announcement through
+Redis and the fan-out. Final versions are the writer's last value per device.
 
 Reported per configuration: UPDATED events delivered (and per second during the write window,
 against the ideal of every write reaching every subscriber of its device), latency from the
@@ -60,7 +71,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -102,6 +113,11 @@ QUERY = (
     "subscription Watch($ids: [ID!]) { shadowChanged(deviceIds: $ids) "
     "{ kind deviceId version shadow { reported } } }"
 )
+TELEMETRY_QUERY = (
+    'subscription Watch($ids: [ID!]!) { telemetryChanged(deviceIds: $ids, metrics: ["bench"]) '
+    "{ kind deviceId readings { metric time value } } }"
+)
+TELEMETRY_TICK = 0.05  # the telemetry writer's interval between /ingest bodies
 MUTATION = (
     "mutation Report($id: ID!, $reported: JSON!) "
     "{ updateShadow(deviceId: $id, reported: $reported) { version } }"
@@ -383,6 +399,45 @@ async def write_mutations(url: str, key: str, devices: list[str], rate: float,
     return out
 
 
+async def write_readings(url: str, key: str, devices: list[str], rate: float,
+                         seconds: float) -> tuple[Written, dict[str, int]]:
+    """Readings through POST /ingest at ``rate`` a second, a body every TELEMETRY_TICK;
+    returns what was written and the last value (version) per device."""
+    out = Written()
+    finals: dict[str, int] = {}
+    async with httpx.AsyncClient(base_url=url, timeout=60.0, trust_env=False, headers={
+            "Authorization": f"Bearer {key}", "Content-Type": "application/x-ndjson"}) as client:
+        out.started = time.time()
+        start = time.monotonic()
+        deadline = start + seconds
+        while time.monotonic() < deadline:
+            due = _due(start, rate, out.writes)
+            out.behind_max = max(out.behind_max, due)
+            if due > 0:
+                now = datetime.now(UTC)
+                lines = []
+                for k, n in enumerate(range(out.writes, out.writes + due)):
+                    device = devices[n % len(devices)]
+                    finals[device] = n // len(devices) + 1
+                    # A device twice in one body (a writer behind): 1 ms apart, not duplicates.
+                    stamp = (now + timedelta(milliseconds=k // len(devices))).isoformat(
+                        timespec="milliseconds")
+                    lines.append(orjson.dumps({"deviceId": device, "metric": "bench",
+                                               "time": stamp, "value": finals[device]}))
+                try:
+                    response = await client.post("/ingest", content=b"\n".join(lines))
+                    if response.status_code != 200 or response.json()["accepted"] != due:
+                        raise BenchError(f"HTTP {response.status_code}: {response.text[:300]}")
+                except Exception as exc:  # counted and reported
+                    out.errors += 1
+                    if len(out.error_samples) < 5:
+                        out.error_samples.append(f"{type(exc).__name__}: {exc}")
+                out.writes += due
+            await asyncio.sleep(TELEMETRY_TICK)
+        out.stopped = time.time()
+    return out, finals
+
+
 async def final_versions(redis_url: str, tenant_id: str, devices: list[str]) -> dict[str, int]:
     import redis.asyncio as redis
 
@@ -477,7 +532,8 @@ async def run_config(cfg: Config, stack: Stack, seeded: Seeded, args: argparse.N
                      log_dir: Path, tree: Path | None = None) -> Outcome:
     procs = args.client_procs or (1 if cfg.subscribers <= 2500 else 2)
     procs = max(1, min(procs, cfg.subscribers))
-    out = Outcome(cfg, procs, writer=args.writer)
+    telemetry = args.subscription == "telemetry"
+    out = Outcome(cfg, procs, writer="ingest" if telemetry else args.writer)
     tag = f"s{cfg.subscribers}-r{cfg.rate:g}" + ("-baseline" if tree is not None else "")
     out.label = "baseline" if tree is not None else ""
     run_dir = log_dir / tag
@@ -505,7 +561,9 @@ async def run_config(cfg: Config, stack: Stack, seeded: Seeded, args: argparse.N
         for n, client in enumerate(clients):
             first = n * share
             await client.start({
-                "url": url, "key": seeded.key, "query": QUERY, "devices": seeded.devices,
+                "url": url, "key": seeded.key, "devices": seeded.devices,
+                "query": TELEMETRY_QUERY if telemetry else QUERY,
+                "field": "telemetryChanged" if telemetry else "shadowChanged",
                 "first": first, "count": max(0, min(share, cfg.subscribers - first)),
                 "parallel": args.connect_parallel, "step_timeout": args.step_timeout,
                 "compression": None if args.no_compression else "deflate",
@@ -537,19 +595,23 @@ async def run_config(cfg: Config, stack: Stack, seeded: Seeded, args: argparse.N
 
         # -- write
         say(f"[{tag}] writing {cfg.rate:g} updates/s for {args.seconds:g}s "
-            f"({args.writer})...")
+            f"({out.writer})...")
         sampler = asyncio.gather(_sample_rss(server, out.rss_series),
                                  _probe(server.url, out.probe_ms))
         try:
-            if args.writer == "redis":
+            if telemetry:
+                out.written, out.final_versions = await write_readings(
+                    server.url, seeded.key, seeded.devices, cfg.rate, args.seconds)
+            elif args.writer == "redis":
                 out.written = await write_redis(stack.dsns["redis"], seeded.tenant_id,
                                                 seeded.devices, cfg.rate, args.seconds)
             else:
                 out.written = await write_mutations(server.url, seeded.key, seeded.devices,
                                                     cfg.rate, args.seconds)
             cpu2 = meter.snapshot()
-            out.final_versions = await final_versions(stack.dsns["redis"], seeded.tenant_id,
-                                                      seeded.devices)
+            if not telemetry:
+                out.final_versions = await final_versions(
+                    stack.dsns["redis"], seeded.tenant_id, seeded.devices)
             say(f"[{tag}] {out.written.writes} writes in {out.written.seconds:.1f}s; "
                 f"waiting (at most {args.converge_timeout:g}s) for every subscriber to reach "
                 f"its device's final version...")
@@ -768,20 +830,30 @@ def report(args: argparse.Namespace, stack: Stack, seeded: Seeded,
               "`writtenAtMs` is Redis TIME at the write)" if args.writer == "redis" else
               "`updateShadow` mutations over HTTP, 32 in flight (`writtenAtMs` is the "
               "writer's clock when it sent each)")
+    subscription = (f"- Subscription: `{QUERY}` with `ids: [device i mod "
+                    f"{len(seeded.devices)}]`; {len(seeded.devices)} demo devices "
+                    f"({len(seeded.active)} ACTIVE with a seeded shadow; the writer's first "
+                    f"update gives the others one), so {len(seeded.devices)} cohorts.")
+    if args.subscription == "telemetry":
+        writer = (f"NDJSON bodies POSTed to `/ingest` every {TELEMETRY_TICK * 1e3:.0f} ms "
+                  "with the readings due, one request at a time (the reading's time is the "
+                  "writer's clock at the send; its value numbers the device's readings)")
+        subscription = (f"- Subscription: `{TELEMETRY_QUERY}` with `ids: [device i mod "
+                        f"{len(seeded.devices)}]`, {len(seeded.devices)} demo devices; a "
+                        "version is a reading's value, the final version the writer's last "
+                        "value per device; latency = receipt minus the reading's time. "
+                        "Updates/s below are readings/s.")
     lines = [
-        delivery_table(outcomes), "", resource_table(outcomes), "",
-        f"- Subscription: `{QUERY}` with `ids: [device i mod {len(seeded.devices)}]`; "
-        f"{len(seeded.devices)} demo devices ({len(seeded.active)} ACTIVE with a seeded "
-        f"shadow; the writer's first update gives the others one), so "
-        f"{len(seeded.devices)} cohorts.",
+        delivery_table(outcomes), "", resource_table(outcomes), "", subscription,
         f"- Writer: {writer}, round-robin over the devices, {args.seconds:g} s per "
         f"configuration. Latency: receipt wall clock in the subscriber process minus "
-        f"`writtenAtMs`, for every UPDATED event (all columns) or only those received while "
-        f"the writer ran (the details).",
+        f"the write's time (`writtenAtMs`, or the reading's time), for every UPDATED "
+        f"event (all columns) or only those received while the writer ran (the details).",
         "- Events: UPDATED events received; share of ideal = events / (versions a subscriber "
         "could have seen: its device's final version minus its SNAPSHOT's). Coalesced = "
         "versions skipped between consecutive events of a subscriber. Converged = "
-        "subscribers whose last version equals the device's final version in Redis after "
+        "subscribers whose last version equals the device's final version (in Redis, or the "
+        "telemetry writer's last value) after "
         f"the writer stopped (waited at most {args.converge_timeout:g} s); convergence = "
         "receipt of that final version minus the writer's stop.",
         f"- Clients: `websockets` {_version('websockets')} asyncio clients on uvloop, "
@@ -847,6 +919,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="how long the writer runs per configuration (default 30)")
     parser.add_argument("--writer", choices=("redis", "mutation"), default="redis",
                         help="write straight into Redis (default) or via updateShadow")
+    parser.add_argument("--subscription", choices=("shadow", "telemetry"), default="shadow",
+                        help="shadowChanged (default) or telemetryChanged; telemetry "
+                             "writes readings through POST /ingest (--writer is ignored)")
     parser.add_argument("--devices", type=positive(int), default=120,
                         help="devices to seed (default 120, the demo's)")
     parser.add_argument("--client-procs", type=int, default=0,
@@ -922,6 +997,8 @@ def main(argv: list[str] | None = None) -> int:
             if ended_on != started_on:  # others commit while it runs
                 info["Code"] = f"{started_on} at the start, {ended_on} at the end"
             title = ", ".join(f"{c.subscribers:,} subs @ {c.rate:g}/s" for c in configs)
+            if args.subscription == "telemetry":
+                title = f"telemetryChanged, {title} readings"
             body = report(args, stack, seeded, outcomes)
             print("\n".join(f"{k}: {v}" for k, v in info.items()))
             print()
