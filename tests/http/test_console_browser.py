@@ -7,8 +7,6 @@ writes console.png, device.png and conflict.png there (docs/ holds the committed
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,16 +18,12 @@ from gateway.runtime.demo import Fleet, seed_fleet
 from gateway.settings import Settings
 from gateway.stores import Stores
 from tests.conftest import Tenant
-from tests.support.browser import ensure_chromium
-from tests.support.js import JS, npm_ready
-from tests.support.live_server import serve
+from tests.support.browser import chromium_with_puppeteer, dev_origin, run_page_script
 
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    path = ensure_chromium()
-    npm_ready("puppeteer-core")
-    return path
+    return chromium_with_puppeteer()
 
 
 @pytest.fixture
@@ -40,26 +34,14 @@ async def fleet(stores: Stores, tenant: Tenant) -> Fleet:
 
 @pytest.fixture
 async def origin(settings: Settings, stores: Stores, tenant: Tenant) -> AsyncIterator[str]:
-    async with serve(create_app(settings, stores=stores, dev_key=tenant.key)) as address:
-        yield f"http://{address}"
+    async with dev_origin(settings, stores, tenant.key) as url:
+        yield url
 
 
 async def drive(chromium: str, origin: str, key: str, device: str) -> dict[str, Any]:
-    args = [str(JS / "console.mjs"), chromium, origin, key, device]
-    if os.environ.get("CONSOLE_SCREENSHOTS"):
-        args.append(os.environ["CONSOLE_SCREENSHOTS"])
-    node = await asyncio.create_subprocess_exec(
-        "node", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(node.communicate(), 200)
-    finally:
-        if node.returncode is None:
-            node.kill()
-            await node.wait()
-    assert node.returncode == 0, err.decode()
-    report: dict[str, Any] = json.loads(out)
-    print(json.dumps(report, indent=1))  # shown when the test fails
-    return report
+    shots = [os.environ["CONSOLE_SCREENSHOTS"]] if os.environ.get("CONSOLE_SCREENSHOTS") else []
+    return await run_page_script("console.mjs", chromium, origin, key, device, *shots,
+                                 limit=200)
 
 
 async def test_console_live_table_chart_and_conflict(

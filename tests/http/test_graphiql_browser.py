@@ -7,30 +7,24 @@ connection_ack)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from gateway.app import create_app
 from gateway.runtime.demo import Fleet, seed_fleet
 from gateway.settings import Settings
 from gateway.stores import Stores
 from tests.conftest import Tenant
-from tests.support.browser import ensure_chromium
-from tests.support.js import JS, npm_ready
-from tests.support.live_server import serve
+from tests.support.browser import chromium_with_puppeteer, dev_origin, run_page_script
 
 QUERY = "{ devices(first: 3) { edges { node { name } } } }"
 
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    path = ensure_chromium()
-    npm_ready("puppeteer-core")
-    return path
+    return chromium_with_puppeteer()
 
 
 @pytest.fixture
@@ -42,24 +36,13 @@ async def fleet(stores: Stores, tenant: Tenant) -> Fleet:
 @pytest.fixture
 async def origin(settings: Settings, stores: Stores, tenant: Tenant) -> AsyncIterator[str]:
     # The dev key of embedded mode: prefilled for this loopback browser.
-    async with serve(create_app(settings, stores=stores, dev_key=tenant.key)) as address:
-        yield f"http://{address}"
+    async with dev_origin(settings, stores, tenant.key) as url:
+        yield url
 
 
 async def drive(chromium: str, origin: str, key: str, device: str) -> dict[str, Any]:
-    node = await asyncio.create_subprocess_exec(
-        "node", str(JS / "graphiql.mjs"), chromium, origin, key, device, QUERY,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(node.communicate(), 180)
-    finally:
-        if node.returncode is None:
-            node.kill()
-            await node.wait()
-    assert node.returncode == 0, err.decode()
-    report: dict[str, Any] = json.loads(out)
-    print(json.dumps(report, indent=1))  # shown when the test fails
-    return report
+    return await run_page_script("graphiql.mjs", chromium, origin, key, device, QUERY,
+                                 limit=180)
 
 
 async def test_graphiql_in_chromium_runs_queries_and_subscriptions_offline(
