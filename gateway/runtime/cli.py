@@ -53,7 +53,7 @@ def _migrate(settings: Settings) -> dict[str, list[str]]:
     return asyncio.run(migrate_all({
         "registry": settings.registry_dsn, "assets": settings.assets_dsn,
         "telemetry": settings.telemetry_dsn,
-    }))
+    }, settings.metadata_range_paths))
 
 
 async def _move_shadow_keys(settings: Settings) -> int:

@@ -14,6 +14,7 @@ import asyncpg
 
 from gateway.errors import StoreUnavailable
 from gateway.stores.base import PgStore, translate_errors
+from gateway.stores.metadata_indexes import RangePath, ensure_indexes
 from gateway.stores.sqlfiles import migrations
 
 log = logging.getLogger("gateway.stores.migrations")
@@ -104,13 +105,17 @@ async def _telemetry_mode_logged(conn: asyncpg.Connection) -> str:
     return mode
 
 
-async def migrate_all(dsns: dict[str, str]) -> dict[str, list[str]]:
-    """Migrates each store given as ``{store: dsn}``."""
+async def migrate_all(dsns: dict[str, str],
+                      range_paths: Sequence[RangePath] = ()) -> dict[str, list[str]]:
+    """Migrates each store given as ``{store: dsn}``; the asset DB also gets the indexes of
+    the declared metadata range paths (as a serving gateway creates them after migrating)."""
     result: dict[str, list[str]] = {}
     for store, dsn in dsns.items():
         conn = await asyncpg.connect(dsn)
         try:
             result[store] = await migrate(conn, store)
+            if store == "assets":
+                await ensure_indexes(conn, range_paths)
         finally:
             await conn.close()
     return result

@@ -13,12 +13,14 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
 
+import asyncpg
 import pytest
 
 from gateway.errors import SettingsError
 from gateway.settings import Settings
 from gateway.stores import Stores, open_stores
 from gateway.stores.metadata_indexes import RangePath, parse
+from gateway.stores.migrations import migrate_all
 from gateway.stores.predicates import JsonCmp, Params, compile_pred
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -95,3 +97,17 @@ async def test_declared_ranges_use_their_index_in_the_tenant(declared: Stores) -
                                                     Decimal(990)))
     assert number_index not in plan and "Seq Scan" in plan, plan
     assert 10 < count < 80
+
+
+async def test_iotsphere_migrate_creates_the_declared_indexes(settings: Settings) -> None:
+    """`iotsphere migrate` (migrate_all) builds them too, e.g. in a job before the rollout."""
+    declared = parse("site.floor:number")
+    assert settings.assets_dsn is not None
+    await migrate_all({"assets": settings.assets_dsn}, declared)
+    conn = await asyncpg.connect(settings.assets_dsn)
+    try:
+        found = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL",
+                                    declared[0].index_name)
+    finally:
+        await conn.close()
+    assert found
