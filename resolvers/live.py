@@ -18,7 +18,7 @@ import json
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import orjson
@@ -55,6 +55,9 @@ from resolvers.scalars import parse_id
 from resolvers.shadows import Shadow, ShadowEvent, ShadowEventKind
 from resolvers.subscriptions import Subscription
 
+if TYPE_CHECKING:
+    from resolvers.execution.prepared import PreparedQueries
+
 ROOT_FIELD = "shadowChanged"
 _SHADOW_CHANGED_RULE = declared_rule(Subscription, "shadow_changed")
 
@@ -83,6 +86,8 @@ def _parse(query: str, max_tokens: int | None = None) -> DocumentNode:
 class GatewaySchema(strawberry.Schema):
     # Set by build_schema; None (no limits beyond graphql-core's own) for a bare schema.
     subscription_limits: SubscriptionLimits | None = None
+    # Set by build_schema: the queries run again without the extension pipeline.
+    prepared: PreparedQueries | None = None
 
     async def stream(  # type: ignore[override]
         self, query: str | None, variable_values: dict[str, Any] | None = None,

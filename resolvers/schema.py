@@ -30,6 +30,7 @@ from resolvers.execution.flat_lists import FlatListExecutionContext
 from resolvers.execution.limits import OverlapBudget, aliases_rule, depth_rule
 from resolvers.execution.operation_name import OperationNameRequired
 from resolvers.execution.planned_writes import PlannedWritesExecutionContext
+from resolvers.execution.prepared import PreparedCapture, PreparedQueries
 from resolvers.live import GatewaySchema, SubscriptionLimits
 from resolvers.mutations import Mutation
 from resolvers.node import Node
@@ -156,6 +157,9 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     ]
     if settings.production:
         extensions.append(DisableIntrospection)
+    if settings.planned_execution:
+        # Remembers a query once every check above passed (resolvers.execution.prepared).
+        extensions.append(PreparedCapture)
     built = GatewaySchema(
         query=Query,
         mutation=Mutation,
@@ -182,6 +186,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         max_tokens=settings.max_tokens, max_depth=settings.max_depth,
         max_aliases=settings.max_aliases, cost=cost_limits)
     fast_paths.install(built)
+    built.prepared = PreparedQueries(built, cost_limits)
     if settings.planned_execution:
         reading_variables.install(built._schema)
     return built

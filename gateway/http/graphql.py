@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types.execution import ExecutionResult
 from strawberry.types.graphql import OperationType
 
 from gateway.errors import BadUserInput, GatewayError
@@ -77,6 +78,13 @@ async def _execute(view: GatewayGraphQL, request: Request, operation: Operation,
     if query is None:
         return _refused(400, BadUserInput("The request has no `query` parameter"))
     get = request.method == "GET"
+    # A query Strawberry accepted before runs from its prepared entry (a query is served
+    # over GET and POST alike); None: Strawberry answers (resolvers.execution.prepared).
+    prepared = getattr(view.schema, "prepared", None)
+    result = None if prepared is None else await prepared.execute(
+        query, operation.operation_name, operation.variables, context, operation.extensions)
+    if result is not None:
+        return _answer(result, media)
     try:
         result = await view.schema.execute(
             query, variable_values=operation.variables, context_value=context,
@@ -95,6 +103,10 @@ async def _execute(view: GatewayGraphQL, request: Request, operation: Operation,
         return _request_error([BadUserInput(exc.as_http_error_reason())], media)
     except MissingQueryError:
         return _refused(400, BadUserInput("The request has no `query` parameter"))
+    return _answer(result, media)
+
+
+def _answer(result: ExecutionResult, media: str) -> _Answer:
     errors = list(result.errors or [])
     if http_spec.is_request_error(result.data, errors):
         answer = _request_error(errors, media)

@@ -99,6 +99,9 @@ class _Estimate:
         self.variables = variables
         self.limits = limits
         self.now = now
+        # Whether the estimate read the clock (a range ending or starting "now"): such an
+        # estimate holds for this request only, not for the next one with equal variables.
+        self.used_now = False
         # A fragment's target type is its type condition, so its cost depends on the page
         # only: memoised per (fragment, page).
         self.walk: SelectionWalk[_Where, int] = SelectionWalk(
@@ -178,6 +181,8 @@ class _Estimate:
         bucket, limit = args.get("bucket"), args.get("limit")
         if not isinstance(bucket, timedelta):
             return min(limit, maximum) if isinstance(limit, int) and limit > 0 else maximum
+        if not args.get("to"):
+            self.used_now = True
         try:
             end = _utc(args.get("to") or self.now)
             start = _utc(args.get("from") or end - DEFAULT_RANGE)
@@ -217,16 +222,26 @@ def estimate_cost(
     """The estimated cost of a validated operation; None when there is no such operation
     or its variables do not coerce (execution reports either). Raises LimitExceeded
     (maxPageSize) for a ``first`` over the page size maximum."""
+    return estimate(schema, document, operation_name, raw_variables, limits, now)[0]
+
+
+def estimate(
+    schema: GraphQLSchema, document: DocumentNode, operation_name: str | None,
+    raw_variables: Mapping[str, Any] | None, limits: CostLimits, now: datetime | None = None,
+) -> tuple[int | None, bool]:
+    """``estimate_cost``, and whether the same document and variables always give that
+    estimate (False when it read the clock: a series range relative to now)."""
     operation = get_operation_ast(document, operation_name)
     root = _root(schema, operation) if operation else None
     if operation is None or root is None:
-        return None
+        return None, True
     # Readings variables coerced in one loop (resolvers.execution.reading_variables).
     variables = variable_values(schema, operation, raw_variables)
     if isinstance(variables, list):
-        return None
+        return None, True
     walk = _Estimate(schema, document, variables, limits, now or datetime.now(UTC))
-    return min(walk.walk.selections(operation.selection_set, (root, None)), COST_CAP)
+    cost = min(walk.walk.selections(operation.selection_set, (root, None)), COST_CAP)
+    return cost, not walk.used_now
 
 
 def check_cost(
@@ -236,13 +251,18 @@ def check_cost(
     """The estimate when within the limits; raises LimitExceeded (maxPageSize or maxCost)
     otherwise."""
     cost = estimate_cost(schema, document, operation_name, raw_variables, limits)
+    check_maximum(cost, limits)
+    return cost
+
+
+def check_maximum(cost: int | None, limits: CostLimits) -> None:
+    """Raises LimitExceeded (maxCost) for an estimate over the maximum."""
     if cost is not None and cost > limits.max_cost:
         raise LimitExceeded(
             f"The query's estimated cost {cost} exceeds the maximum of {limits.max_cost}; "
             "ask for smaller pages, fewer points or less nesting",
             limit="maxCost", cost=cost, maximum=limits.max_cost,
         )
-    return cost
 
 
 class QueryCost(SchemaExtension):

@@ -101,28 +101,35 @@ class RequestLog(SchemaExtension):
         started = time.perf_counter()
         span = tracing.start_operation()  # None unless tracing is on (gateway/tracing.py)
         yield
-        elapsed = time.perf_counter() - started
         execution = self.execution_context
-        context = execution.context
-        result = execution.result
-        codes = [(e.extensions or {}).get("code", "INTERNAL")
-                 for e in (getattr(result, "errors", None) or [])]
-        name = _metric_name(execution.operation_name)
-        REQUESTS.labels(name, "error" if codes else "ok").inc()
-        REQUEST_SECONDS.labels(name).observe(elapsed)
-        for code in codes:
-            ERRORS.labels(code).inc()
-        caller = getattr(context, "caller", None)
-        calls = getattr(context, "calls", None)
-        requests_log.info(json.dumps({
-            "requestId": getattr(context, "request_id", None), "operation": name,
-            "tenant": str(caller.tenant_id) if caller else None,
-            "durationMs": round(elapsed * 1000, 2),
-            "storeCalls": calls.as_dict() if calls else None, "errors": codes,
-        }))
-        if span is not None:
-            tracing.end_operation(span, name, str(caller.tenant_id) if caller else None,
-                                  getattr(context, "request_id", None), codes)
+        record_operation(execution.context, execution.operation_name,
+                         getattr(execution.result, "errors", None), started, span)
+
+
+def record_operation(context: Any, operation_name: str | None,
+                     errors: list[GraphQLError] | None, started: float,
+                     span: tuple[Any, object] | None) -> None:
+    """The request log line, the metrics and the end of the span of one operation that
+    started at ``started`` (perf_counter); ``errors`` as the client sees them (masked).
+    Shared by RequestLog and the prepared queries (resolvers.execution.prepared)."""
+    elapsed = time.perf_counter() - started
+    codes = [(e.extensions or {}).get("code", "INTERNAL") for e in (errors or [])]
+    name = _metric_name(operation_name)
+    REQUESTS.labels(name, "error" if codes else "ok").inc()
+    REQUEST_SECONDS.labels(name).observe(elapsed)
+    for code in codes:
+        ERRORS.labels(code).inc()
+    caller = getattr(context, "caller", None)
+    calls = getattr(context, "calls", None)
+    requests_log.info(json.dumps({
+        "requestId": getattr(context, "request_id", None), "operation": name,
+        "tenant": str(caller.tenant_id) if caller else None,
+        "durationMs": round(elapsed * 1000, 2),
+        "storeCalls": calls.as_dict() if calls else None, "errors": codes,
+    }))
+    if span is not None:
+        tracing.end_operation(span, name, str(caller.tenant_id) if caller else None,
+                              getattr(context, "request_id", None), codes)
 
 
 class StoreCallTrace(SchemaExtension):

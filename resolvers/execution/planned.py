@@ -13,6 +13,7 @@ graphql-core, as does everything when planning is switched off
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from graphql import (
@@ -90,9 +91,29 @@ class PlannedExecutionContext(FlatListExecutionContext):
     plans_run = 0  # planned executions in this process (tests read it)
 
     def execute_operation(self, serially: bool | None = None) -> Any:
-        plan = self._operation_plan() if self.planned_execution else None
+        plan = self.operation_plan()
         if plan is None:
             return super().execute_operation(serially)
+        return self.run_plan(plan)
+
+    def operation_plan(self) -> plans.Selection | None:
+        """The plan of this request's operation (with its @skip/@include values); None when
+        graphql-core executes it."""
+        return self._operation_plan() if self.planned_execution else None
+
+    def plan_refused_for_every_request(self) -> bool:
+        """After ``operation_plan`` answered None: whether it answers None to every request
+        of this document (no variable decides @skip/@include, or planning is off)."""
+        if not self.planned_execution or self.operation.operation is not OperationType.QUERY:
+            return True
+        loc = self.operation.loc
+        if loc is None:
+            return True
+        switches, _ = _PLANS.entry(
+            self, loc.source.body, self.operation.name.value if self.operation.name else None)
+        return not switches
+
+    def run_plan(self, plan: plans.Selection) -> Awaitable[ExecutionResult]:
         PlannedExecutionContext.plans_run += 1  # one count for every subclass
         return self._run(plan)
 

@@ -145,6 +145,8 @@ async def test_every_suite_document_answers_the_same_on_both_paths(
                                              f"{where} as {who.role}: {text}")
                 planned += answer.planned
     assert planned >= len(CORPUS), planned  # most of the corpus runs planned
+    # ... and runs again from its prepared entry (no planned run is left to Strawberry).
+    assert paths.prepared_runs >= planned, (paths.prepared_runs, planned)
 
 
 async def test_ids_of_another_tenant_answer_the_same(

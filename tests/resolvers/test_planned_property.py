@@ -198,3 +198,5 @@ async def test_random_documents_answer_the_same_on_both_paths(
     assert len(planned) >= 100, len(planned)
     assert len(invalid) <= len(planned) * 0.3, invalid  # refused before execution
     assert sum(planned) >= len(planned) * 0.6, (sum(planned), len(planned))
+    # Every planned answer was given again from its prepared entry, the same.
+    assert paths.prepared_runs >= sum(planned), (paths.prepared_runs, sum(planned))

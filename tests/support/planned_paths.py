@@ -1,6 +1,9 @@
 """Both execution paths side by side, for the differential and property tests: one
 schema that plans queries, one that leaves every field to graphql-core, run over the same
-seeded stores with the same caller and the same "now"."""
+seeded stores with the same caller and the same "now". The planning schema answers each
+document twice: through Strawberry's pipeline, then (when that accepted it as a planned
+query) from its prepared entry (resolvers.execution.prepared), as a repeated request
+would be served."""
 
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ class Paths:
     planned: strawberry.Schema
     reference: strawberry.Schema
     settings: Settings
+    prepared_runs: int = 0  # answers that came from a prepared entry
 
     @classmethod
     def over(cls, stores: Stores, settings: Settings) -> Paths:
@@ -58,6 +62,23 @@ class Paths:
         context.now = NOW
         before = PlannedExecutionContext.plans_run
         result = await schema.execute(query, variable_values=variables, context_value=context)
+        return Answer(result.data, [e.formatted for e in result.errors or []], calls,
+                      PlannedExecutionContext.plans_run > before)
+
+    async def from_prepared(self, caller: Caller, query: str,
+                            variables: dict[str, Any] | None) -> Answer | None:
+        """The planning schema's answer from its prepared entry; None when it leaves the
+        request to Strawberry's pipeline."""
+        prepared = getattr(self.planned, "prepared", None)
+        assert prepared is not None and prepared.enabled
+        calls = begin_counting()
+        context = new_context(self.stores, self.settings, caller, calls=calls)
+        context.now = NOW
+        before = PlannedExecutionContext.plans_run
+        result = await prepared.execute(query, None, variables, context)
+        if result is None:
+            return None
+        self.prepared_runs += 1
         return Answer(result.data, [e.formatted for e in result.errors or []], calls,
                       PlannedExecutionContext.plans_run > before)
 
@@ -81,8 +102,13 @@ class Paths:
         for _ in range(4):
             reference, planned = await self.both(caller, query, variables)
             assert_same(reference, planned, what)
+            prepared = await self.from_prepared(caller, query, variables)
+            if prepared is not None:
+                assert prepared.planned, "a prepared query runs its plan"
+                assert_same(reference, prepared, f"(prepared) {what}")
             over = {store: (count, getattr(reference.calls, store))
-                    for store, count in planned.calls.as_dict().items()
+                    for answer in (planned, prepared) if answer is not None
+                    for store, count in answer.calls.as_dict().items()
                     if count > getattr(reference.calls, store)}
             if not over:
                 return planned
