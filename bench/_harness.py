@@ -92,9 +92,11 @@ def _instrumented() -> Iterator[Captured]:
     from strawberry.http.async_base_view import AsyncBaseHTTPView
 
     import gateway.app as gateway_app
+    from gateway.http import spec as http_spec
     from gateway.http.view import GatewayGraphQL
     from gateway.stores.base import PgStore
     from gateway.stores.shadows import ShadowStore
+    from resolvers.execution.prepared import PreparedQueries
 
     captured: Captured = {}
     originals: list[tuple[Any, str, Any]] = []
@@ -146,11 +148,15 @@ def _instrumented() -> Iterator[Captured]:
           timed_async(gateway_app.authenticate_limited, "auth"))
     patch(strawberry_schema.Schema, "execute",
           timed_async(strawberry_schema.Schema.execute, "execute"))
+    # A repeated planned query runs from its prepared entry instead (one of the two runs).
+    patch(PreparedQueries, "execute", timed_async(PreparedQueries.execute, "execute"))
     patch(strawberry_schema, "parse", timed(strawberry_schema.parse, "parse"))
     patch(strawberry_schema, "validate_document",
           timed(strawberry_schema.validate_document, "validate"))
     encode = GatewayGraphQL.__dict__.get("encode_json", AsyncBaseHTTPView.encode_json)
     patch(GatewayGraphQL, "encode_json", timed(encode, "encode"))
+    # HTTP answers are encoded by gateway.http.spec.respond (encode_json: WebSockets).
+    patch(http_spec, "respond", timed(http_spec.respond, "encode"))
 
     selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
     original_select = selector.select

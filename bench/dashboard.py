@@ -261,13 +261,13 @@ def profile_section(profile: Any) -> str:
     phases = [
         ("whole request", total),
         ("authentication (api-key lookup in the registry)", med("auth")),
-        ("Strawberry `schema.execute`", med("execute")),
+        ("execution: Strawberry `schema.execute`, or a prepared query's run", med("execute")),
         ("&nbsp;&nbsp;parse the query", med("parse")),
         ("&nbsp;&nbsp;validate the query", med("validate")),
         ("&nbsp;&nbsp;event loop idle, waiting on the stores", med("idle_in_execute")),
         ("&nbsp;&nbsp;CPU: resolvers, dataloaders, driver decoding, graphql-core completion",
          med("execute_cpu")),
-        ("JSON encoding of the response (`encode_json`)", med("encode")),
+        ("JSON encoding of the response (`spec.respond`, `encode_json`)", med("encode")),
         ("the rest (Starlette, request parsing, context, response)", med("rest")),
         ("process CPU time during the request (all of the above but idle)", med("cpu")),
     ]

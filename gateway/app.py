@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -129,10 +129,8 @@ class GraphQLEndpoint:
         timeout cancels the request's store work with it."""
         limit = settings.max_body_bytes
         declared = Headers(scope=scope).get("content-length", "")
-        too_large = LimitExceeded(f"Request body exceeds {limit} bytes",
-                                  limit="maxBodyBytes", maximum=limit)
         if declared.isdigit() and int(declared) > limit:
-            await _error_response(too_large, 413, scope)(scope, receive, send)
+            await _error_response(_too_large(limit), 413, scope)(scope, receive, send)
             return
         received = 0
         started = False
@@ -142,7 +140,7 @@ class GraphQLEndpoint:
             message = await receive()
             received += len(message.get("body", b""))
             if received > limit:
-                raise too_large
+                raise _too_large(limit)
             return message
 
         async def tracked_send(message: Message) -> None:
@@ -189,13 +187,19 @@ class GraphQLEndpoint:
         )
 
 
+def _too_large(limit: int) -> LimitExceeded:
+    return LimitExceeded(f"Request body exceeds {limit} bytes", limit="maxBodyBytes",
+                         maximum=limit)
+
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 def _request_id(headers: Headers) -> str:
-    """The caller's X-Request-Id when it is a sane token (it goes into logs), else new."""
+    """The caller's X-Request-Id when it is a sane token (it goes into logs), else new:
+    32 random hex digits (as uuid4().hex, at less than half its cost)."""
     given = headers.get("x-request-id", "")
-    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    return given if _REQUEST_ID.match(given) else secrets.token_hex(16)
 
 
 def _with_header(send: Send, name: bytes, value: bytes) -> Send:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from graphql import GraphQLError
 from strawberry.extensions import MaskErrors, SchemaExtension
 
@@ -113,23 +113,39 @@ def record_operation(context: Any, operation_name: str | None,
     started at ``started`` (perf_counter); ``errors`` as the client sees them (masked).
     Shared by RequestLog and the prepared queries (resolvers.execution.prepared)."""
     elapsed = time.perf_counter() - started
-    codes = [(e.extensions or {}).get("code", "INTERNAL") for e in (errors or [])]
+    codes = [(e.extensions or {}).get("code", "INTERNAL") for e in errors] if errors else []
     name = _metric_name(operation_name)
-    REQUESTS.labels(name, "error" if codes else "ok").inc()
-    REQUEST_SECONDS.labels(name).observe(elapsed)
+    ok, failed, seconds = _series(name)
+    (failed if codes else ok).inc()
+    seconds.observe(elapsed)
     for code in codes:
         ERRORS.labels(code).inc()
     caller = getattr(context, "caller", None)
-    calls = getattr(context, "calls", None)
-    requests_log.info(json.dumps({
-        "requestId": getattr(context, "request_id", None), "operation": name,
-        "tenant": str(caller.tenant_id) if caller else None,
-        "durationMs": round(elapsed * 1000, 2),
-        "storeCalls": calls.as_dict() if calls else None, "errors": codes,
-    }))
+    if requests_log.isEnabledFor(logging.INFO):
+        calls = getattr(context, "calls", None)
+        # orjson: ~1.5 us a line where json.dumps took ~15; the same JSON, compact.
+        requests_log.info(orjson.dumps({
+            "requestId": getattr(context, "request_id", None), "operation": name,
+            "tenant": str(caller.tenant_id) if caller else None,
+            "durationMs": round(elapsed * 1000, 2),
+            "storeCalls": calls.as_dict() if calls else None, "errors": codes,
+        }).decode())
     if span is not None:
         tracing.end_operation(span, name, str(caller.tenant_id) if caller else None,
                               getattr(context, "request_id", None), codes)
+
+
+# The metric series of each operation name (at most _MAX_NAMES + 2 of them): a labels()
+# lookup takes a lock and builds its key on every call.
+_SERIES: dict[str, tuple[Any, Any, Any]] = {}
+
+
+def _series(name: str) -> tuple[Any, Any, Any]:
+    found = _SERIES.get(name)
+    if found is None:
+        found = _SERIES[name] = (REQUESTS.labels(name, "ok"), REQUESTS.labels(name, "error"),
+                                 REQUEST_SECONDS.labels(name))
+    return found
 
 
 class StoreCallTrace(SchemaExtension):
