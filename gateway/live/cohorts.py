@@ -86,10 +86,48 @@ class Cohort:
         self.devices = devices  # None: every device of the tenant
         self.asset_id = asset_id
         self.members: set[Mailbox] = set()
+        # Members a consumer iterates get each change queued (Member.offer); the others
+        # (WebSocket members, gateway.live.frames) take the cohort's newest change per
+        # device when the writer comes round: a change costs them nothing per member.
+        self._queued: set[Mailbox] = set()
+        self.shared: set[Mailbox] = set()
+        self._newest: dict[UUID, Change] = {}
+        self.on_newest: Callable[[Cohort], None] | None = None  # the hub's frame writer
+        self.frames_ready = False  # in the frame writer's next round
         self._execute = execute
         # (change seq, kind) -> (when it was started, its execution), oldest first.
         self._results: OrderedDict[tuple[int, str], tuple[float, asyncio.Future[Any]]] = (
             OrderedDict())
+
+    def add(self, member: Mailbox) -> None:
+        self.members.add(member)
+        (self.shared if member.takes_newest else self._queued).add(member)
+
+    def discard(self, member: Mailbox) -> bool:
+        """Removes ``member``; whether it was one."""
+        present = member in self.members
+        self.members.discard(member)
+        self.shared.discard(member)
+        self._queued.discard(member)
+        return present
+
+    def offer(self, change: Change) -> None:
+        """A change of a watched device: queued for each iterated member, kept once (the
+        newest per device) for the members the frame writer serves."""
+        for member in self._queued:
+            member.offer(change)
+        if self.shared:
+            held = self._newest.get(change.device_id)
+            if held is None or change.rank > held.rank:
+                self._newest[change.device_id] = change
+                if self.on_newest is not None:
+                    self.on_newest(self)
+
+    def take_newest(self) -> list[Change]:
+        """The newest change per device since the last take."""
+        taken = list(self._newest.values())
+        self._newest.clear()
+        return taken
 
     def watches(self, device_id: UUID) -> bool:
         return self.devices is None or device_id in self.devices
@@ -149,21 +187,36 @@ class Mailbox:
         self._ranks: dict[UUID, int] = {}
         self._closed = False
 
+    takes_newest = False  # True: served from the cohort's newest changes (Cohort.offer)
+
     def offer(self, change: Change, *, snapshot: bool = False) -> None:
         """Queues ``change`` unless the member already has it or something newer; a newer
         change replaces a pending one of the same device. Never blocks."""
         if self._closed:
             return
-        last = self._ranks.get(change.device_id)
-        if last is not None and (change.rank < last or (change.rank == last and not snapshot)):
+        kind = self._kind(change, snapshot)
+        if kind is None:
             return
-        kind = SNAPSHOT if snapshot or last is None else DELETED if change.deleted else UPDATED
         queued = self._pending.pop(change.device_id, None)
         if queued is not None and queued[1] == SNAPSHOT:
             kind = SNAPSHOT  # the device's first delivery stays a SNAPSHOT when coalesced
         self._pending[change.device_id] = (change, kind)
         self._ranks[change.device_id] = change.rank
         self._woken()
+
+    def accept(self, change: Change) -> str | None:
+        """For a change delivered at once (nothing of its device pending): its kind, the
+        member now having it; None when the member has it or something newer already."""
+        kind = self._kind(change, False)
+        if kind is not None:
+            self._ranks[change.device_id] = change.rank
+        return kind
+
+    def _kind(self, change: Change, snapshot: bool) -> str | None:
+        last = self._ranks.get(change.device_id)
+        if last is not None and (change.rank < last or (change.rank == last and not snapshot)):
+            return None
+        return SNAPSHOT if snapshot or last is None else DELETED if change.deleted else UPDATED
 
     def _woken(self) -> None:
         """Something is pending now."""

@@ -3,11 +3,15 @@ cohort's members, without a task (or a consumer of any kind) per subscriber.
 
 A WebSocket subscription the gateway serves from a cohort (``shadowChanged``) joins as a
 ``SocketMember`` carrying a ``FrameSink``: the socket and the operation's frame head,
-built by the protocol handler (``gateway.http.websocket``). When a member has something
-pending it is marked ready; one task per hub drains the ready members in rounds:
+built by the protocol handler (``gateway.http.websocket``). A change reaches such members
+through their cohort alone (``Cohort.offer`` keeps the newest change per device and marks
+the cohort ready: nothing per member per change); a member's own changes (its
+SNAPSHOTs, what coalesced while its socket was full) mark the member ready. One task per
+hub drains the ready cohorts and members in rounds:
 
-1. each ready member's pending changes are grouped by (cohort, change, kind), and every
-   group's execution is started (``Cohort.started``: once per cohort and change);
+1. each ready member's pending changes, and each ready cohort's newest changes for every
+   member not already served in this round, are grouped by (cohort, change, kind), and
+   every group's execution is started (``Cohort.started``: once per cohort and change);
 2. per group, the result's payload (``{"data": ..., "errors": ...}``) is encoded once to
    text, and each member's frame is its head and that payload, spliced;
 3. each frame's send is started in place: the ASGI send of a socket whose buffer has
@@ -31,7 +35,7 @@ import asyncio
 import logging
 import types
 from collections.abc import Coroutine, Generator
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import orjson
 
@@ -64,6 +68,9 @@ class SocketMember(Mailbox):
         self._writer = writer
         self.ready = False  # in the writer's next round
         self.sending = False  # a frame's send waits for the socket's buffer to drain
+        self.round = 0  # the writer's round that last took its pending changes
+
+    takes_newest = True
 
     def _woken(self) -> None:
         if not self.ready and not self.sending:
@@ -105,41 +112,76 @@ class FrameWriter:
 
     def __init__(self) -> None:
         self._ready: list[SocketMember] = []
+        self._cohorts: list[Cohort] = []
+        self._rounds = 0
         self._wake = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
         self.frames = 0  # written (or started) since the start: tests and metrics
 
     def mark_ready(self, member: SocketMember) -> None:
+        """``member`` has changes of its own pending (a SNAPSHOT, a coalesced backlog)."""
         member.ready = True
         self._ready.append(member)
         self._wake.set()
+
+    def mark_cohort(self, cohort: Cohort) -> None:
+        """``cohort`` has new changes for its members (``Cohort.offer``)."""
+        if not cohort.frames_ready:
+            cohort.frames_ready = True
+            self._cohorts.append(cohort)
+            self._wake.set()
 
     async def run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._ready:
+            while self._ready or self._cohorts:
                 members, self._ready = self._ready, []
-                await self._round(members)
+                cohorts, self._cohorts = self._cohorts, []
+                await self._round(members, cohorts)
 
     async def aclose(self) -> None:
         for task in list(self._sending):
             task.cancel()
         await asyncio.gather(*self._sending, return_exceptions=True)
 
-    async def _round(self, members: list[SocketMember]) -> None:
+    async def _round(self, members: list[SocketMember], cohorts: list[Cohort]) -> None:
+        self._rounds += 1
+        this_round = self._rounds
         groups: dict[tuple[Cohort, int, str], _Group] = {}
+
+        def add(member: SocketMember, change: Change, kind: str) -> None:
+            key = (member.cohort, change.seq, kind)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(change, kind, member.cohort.started(change, kind))
+            group.members.append(member)
+
         for member in members:
             member.ready = False
             if member.closed or member.sending:
                 continue
+            member.round = this_round
             for change, kind in member.take():
-                key = (member.cohort, change.seq, kind)
-                group = groups.get(key)
-                if group is None:
-                    group = groups[key] = _Group(change, kind,
-                                                 member.cohort.started(change, kind))
-                group.members.append(member)
+                add(member, change, kind)
+        for cohort in cohorts:
+            cohort.frames_ready = False
+            changes = cohort.take_newest()
+            for shared in cohort.shared:
+                member = cast(SocketMember, shared)
+                if member.closed:
+                    continue
+                if (member.ready or member.sending or member.backlog
+                        or member.round == this_round):
+                    # Its own changes go first (a frame per device and round): these
+                    # join them, coalesced, for its next round.
+                    for change in changes:
+                        member.offer(change)
+                    continue
+                for change in changes:
+                    accepted = member.accept(change)
+                    if accepted is not None:
+                        add(member, change, accepted)
         written = 0
         for group in groups.values():
             future = group.execution

@@ -126,10 +126,11 @@ class ShadowHub:
         if cohort is None:
             cohort = Cohort(key, tenant_id, devices=devices, asset_id=asset_id,
                             execute=execute)
+            cohort.on_newest = self.frames.mark_cohort
             self._index(cohort)
         member: Mailbox = (Member(cohort) if sink is None
                            else SocketMember(cohort, sink, self.frames))
-        cohort.members.add(member)
+        cohort.add(member)
         SUBSCRIPTIONS.inc()
         try:
             await self._snapshot(cohort, [member], cohort.devices)
@@ -144,8 +145,7 @@ class ShadowHub:
             return
         member.close()
         cohort = member.cohort
-        if member in cohort.members:
-            cohort.members.discard(member)
+        if cohort.discard(member):
             SUBSCRIPTIONS.dec()
         if not cohort.members and self._cohorts.get(cohort.key) is cohort:
             self._unindex(cohort)
@@ -225,8 +225,7 @@ class ShadowHub:
                     continue
                 for change in changes:
                     for cohort in self._watchers(tenant_id, change.device_id):
-                        for member in list(cohort.members):
-                            member.offer(change)
+                        cohort.offer(change)
 
     def _on_message(self, channel: bytes, data: bytes = b"") -> None:
         name = channel.split(b":", 1)[1] if channel.startswith(b"__keyspace@") else channel

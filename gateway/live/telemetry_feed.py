@@ -85,7 +85,7 @@ class TelemetryFeed:
             for device in devices:
                 self._by_device[(tenant_id, device)].add(cohort)
         member = Member(cohort, min_interval=min_interval)
-        cohort.members.add(member)
+        cohort.add(member)
         SUBSCRIPTIONS.inc()
         try:
             await self._snapshot(cohort, [member])
@@ -97,8 +97,7 @@ class TelemetryFeed:
     def leave(self, member: Mailbox) -> None:
         member.close()
         cohort = member.cohort
-        if member in cohort.members:
-            cohort.members.discard(member)
+        if cohort.discard(member):
             SUBSCRIPTIONS.dec()
         if cohort.members or self._cohorts.get(cohort.key) is not cohort:
             return

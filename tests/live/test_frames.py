@@ -82,7 +82,8 @@ async def writer() -> AsyncIterator[FrameWriter]:
 def join(cohort: Cohort, writer: FrameWriter, name: str) -> tuple[SocketMember, Sink]:
     sink = Sink(name)
     member = SocketMember(cohort, sink, writer)
-    cohort.members.add(member)
+    cohort.on_newest = writer.mark_cohort  # as the hub's join does
+    cohort.add(member)
     return member, sink
 
 
@@ -108,7 +109,9 @@ async def test_members_get_one_execution_and_identical_frames_from_one_task(
     offer(members, change(device, 1), snapshot=True)
     await settle(writer)
     update = change(device, 2)
-    offer(members, update)
+    cohort.offer(update)
+    # The change waits once, in the cohort, not in each member's mailbox.
+    assert all(m.backlog == 0 for m in members) and cohort.frames_ready
     await settle(writer)
 
     frames = {sink.raw[-1] for _, sink in joined}
@@ -132,7 +135,7 @@ async def test_a_slow_member_is_coalesced_and_holds_up_no_one(writer: FrameWrite
     await settle(writer)
     slow_sink.hold = asyncio.Event()  # its socket's buffer is full from now on
     for version in range(2, 12):
-        offer([fast, slow], change(device, version))
+        cohort.offer(change(device, version))
         await settle(writer)
         assert fast_sink.versions()[-1] == (version, UPDATED)  # not delayed by `slow`
     assert slow.backlog == 1  # the newest only: nothing queues without bound
@@ -152,18 +155,19 @@ async def test_a_member_that_leaves_mid_fan_out_gets_nothing_more(writer: FrameW
     offer([stay, leave], change(device, 1), snapshot=True)
     await settle(writer)
     execute.gate = asyncio.Event()
-    offer([stay, leave], change(device, 2))
+    cohort.offer(change(device, 2))
     await settle(writer)
     assert len(execute.calls) == 2  # the round is under way, waiting for its execution
     leave.close()  # the client's `complete` (the handler calls hub.leave)
-    cohort.members.discard(leave)
+    cohort.discard(leave)
     execute.gate.set()
     await settle(writer)
     assert stay_sink.versions() == [(1, SNAPSHOT), (2, UPDATED)]
     assert leave_sink.versions() == [(1, SNAPSHOT)]
-    leave.offer(change(device, 3))
+    cohort.offer(change(device, 3))
     await settle(writer)
     assert leave_sink.versions() == [(1, SNAPSHOT)]
+    assert stay_sink.versions()[-1] == (3, UPDATED)
 
 
 async def test_a_failed_execution_ends_its_subscriptions(writer: FrameWriter) -> None:
@@ -175,6 +179,24 @@ async def test_a_failed_execution_ends_its_subscriptions(writer: FrameWriter) ->
     await settle(writer)
     assert (a_sink.frames, b_sink.frames) == ([], [])
     assert (a_sink.ended_count, b_sink.ended_count) == (1, 1) and a.closed and b.closed
+
+
+async def test_a_change_right_after_a_snapshot_follows_it_in_the_next_round(
+    writer: FrameWriter,
+) -> None:
+    """A member whose SNAPSHOT is written in a round gets a change that arrived meanwhile
+    after it, never before, and as UPDATED."""
+    execute = Execute()
+    cohort = Cohort(("k",), TENANT, devices=None, asset_id=None, execute=execute)
+    (old, old_sink), (new, new_sink) = join(cohort, writer, "old"), join(cohort, writer, "new")
+    device = uuid4()
+    old.offer(change(device, 1), snapshot=True)
+    await settle(writer)
+    new.offer(change(device, 1), snapshot=True)  # joins: its SNAPSHOT pending
+    cohort.offer(change(device, 2))  # and a change arrives before the writer ran
+    await settle(writer)
+    assert old_sink.versions() == [(1, SNAPSHOT), (2, UPDATED)]
+    assert new_sink.versions() == [(1, SNAPSHOT), (2, UPDATED)]
 
 
 async def test_members_of_other_cohorts_get_their_own_results(writer: FrameWriter) -> None:
