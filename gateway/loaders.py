@@ -39,17 +39,51 @@ class Loaders:
     def __init__(self, stores: Stores, tenant_id: UUID) -> None:
         self._stores = stores
         self._tenant = tenant_id
-        self.device = _loader("device", partial(_devices, stores, tenant_id))
-        self.asset = _loader("asset", partial(_assets, stores, tenant_id))
-        self.profile = _loader("profile", partial(_profiles, stores, tenant_id, self.asset))
-        self.children = _loader("children", partial(_children, stores, tenant_id))
-        self.shadow = _loader("shadow", partial(_shadows, stores, tenant_id))
+        # Made on first use: every subscription event builds its Loaders afresh and most
+        # use none (a DataLoader each was ~40% of a shadowChanged execution's CPU).
+        self._device: DataLoader | None = None
+        self._asset: DataLoader | None = None
+        self._profile: DataLoader | None = None
+        self._children: DataLoader | None = None
+        self._shadow: DataLoader | None = None
         self._latest: dict[tuple[str, ...] | None, DataLoader] = {}
         self._series: dict[SeriesQuery, DataLoader] = {}
         self._forecasts: dict[tuple[str, datetime, datetime], DataLoader] = {}
         self._rollups: dict[SeriesQuery, DataLoader] = {}
         self._asset_devices: dict[DeviceQuery, DataLoader] = {}
         self._levels: dict[Any, DataLoader] = {}
+
+    @property
+    def device(self) -> DataLoader:
+        if self._device is None:
+            self._device = _loader("device", partial(_devices, self._stores, self._tenant))
+        return self._device
+
+    @property
+    def asset(self) -> DataLoader:
+        if self._asset is None:
+            self._asset = _loader("asset", partial(_assets, self._stores, self._tenant))
+        return self._asset
+
+    @property
+    def profile(self) -> DataLoader:
+        if self._profile is None:
+            self._profile = _loader("profile", partial(_profiles, self._stores, self._tenant,
+                                                       self.asset))
+        return self._profile
+
+    @property
+    def children(self) -> DataLoader:
+        if self._children is None:
+            self._children = _loader("children", partial(_children, self._stores,
+                                                         self._tenant))
+        return self._children
+
+    @property
+    def shadow(self) -> DataLoader:
+        if self._shadow is None:
+            self._shadow = _loader("shadow", partial(_shadows, self._stores, self._tenant))
+        return self._shadow
 
     def level(self, key: Any, batch: Callable[[list[Any]], Awaitable[list[Any]]]
               ) -> DataLoader:
@@ -77,8 +111,10 @@ class Loaders:
         these loaders are freed only by the cyclic collector; without this, each request's
         rows (records, ids, series, shadows) waited with them, and under sustained load the
         process grew by that garbage (bench/RESULTS.md, "Memory that levels off")."""
-        for loader in (self.device, self.profile, self.asset, self.children, self.shadow):
-            loader.clear_all()
+        for loader in (self._device, self._profile, self._asset, self._children,
+                       self._shadow):
+            if loader is not None:
+                loader.clear_all()
         for loaders in (self._latest, self._series, self._forecasts, self._rollups,
                         self._asset_devices):
             loaders.clear()
