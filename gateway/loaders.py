@@ -181,9 +181,13 @@ async def _devices(stores: Stores, tenant: UUID, ids: list[UUID]) -> list[Any]:
 async def _profiles(stores: Stores, tenant: UUID, assets: DataLoader,
                     device_ids: list[UUID]) -> list[Any]:
     rows = await stores.assets.profiles_by_device(tenant, device_ids)
+    primed: set[UUID] = set()  # many devices share a machine: its row is built once
     for row in rows:
-        if row is not None and row["a_id"] is not None:
-            assets.prime(row["a_id"], installed_asset(row))
+        if row is not None:
+            asset_id = row["a_id"]
+            if asset_id is not None and asset_id not in primed:
+                primed.add(asset_id)
+                assets.prime(asset_id, installed_asset(row))
     return rows
 
 
@@ -216,6 +220,9 @@ def _loader(name: str, batch: Callable[[list[Any]], Awaitable[list[Any]]]) -> Da
     return DataLoader(load)
 
 
+_INSTALLED = tuple((column, "a_" + column) for column in ASSET_COLUMNS)
+
+
 def installed_asset(profile: Mapping[str, Any]) -> dict[str, Any]:
     """The asset row carried in a profile row's ``a_*`` columns."""
-    return {column: profile["a_" + column] for column in ASSET_COLUMNS}
+    return {column: profile[prefixed] for column, prefixed in _INSTALLED}

@@ -26,7 +26,7 @@ from resolvers.device_query import (
     time_conditions,
 )
 from resolvers.devices import DeviceConnection, DeviceFilter, DeviceOrder, resolve_asset_devices
-from resolvers.execution.batch_fields import batched, one, settled
+from resolvers.execution.batch_fields import batched, load_settled, one
 from resolvers.node import Node
 from resolvers.ordering import OrderDirection
 from resolvers.pagination import (
@@ -139,7 +139,7 @@ async def asset_parents(assets: list[Asset], info: Info) -> list[Any]:
     loader = info.context.loaders.asset
     placed = [a for a in assets if a.parent_id is not None]
     rows = dict(zip((id(a) for a in placed),
-                    await settled([loader.load(a.parent_id) for a in placed]), strict=True))
+                    await load_settled(loader, [a.parent_id for a in placed]), strict=True))
     values: list[Any] = []
     for asset in assets:
         row = rows.get(id(asset))
@@ -150,7 +150,7 @@ async def asset_parents(assets: list[Asset], info: Info) -> list[Any]:
 @batched("Asset", "children")
 async def asset_children(assets: list[Asset], info: Info) -> list[Any]:
     loader = info.context.loaders.children
-    found = await settled([loader.load(a.uuid) for a in assets])
+    found = await load_settled(loader, [a.uuid for a in assets])
     return [rows if isinstance(rows, Exception) else [Asset.from_row(r) for r in rows]
             for rows in found]
 

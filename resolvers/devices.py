@@ -24,7 +24,7 @@ from resolvers.device_query import (
     resolve_asset_side,
 )
 from resolvers.device_status import DeviceStatus
-from resolvers.execution.batch_fields import batched, one, settled
+from resolvers.execution.batch_fields import batched, load_settled, one
 from resolvers.node import Node
 from resolvers.pagination import PageInfo, RowCursor, page_info_of
 from resolvers.permissions import TENANT_READERS, allow
@@ -169,10 +169,10 @@ class Device(Node):
 @batched("Device", "asset")
 async def device_assets(devices: list[Device], info: Info) -> list[Any]:
     loaders = info.context.loaders
-    profiles = await settled([loaders.profile.load(d.uuid) for d in devices])
+    profiles = await load_settled(loaders.profile, [d.uuid for d in devices])
     # The profile loader primes the asset loader with each installed asset.
-    rows = await settled([
-        loaders.asset.load(p["asset_id"]) for p in profiles
+    rows = await load_settled(loaders.asset, [
+        p["asset_id"] for p in profiles
         if not isinstance(p, Exception) and p is not None and p["asset_id"] is not None])
     asset: type[Asset] = _ASSET.resolve_type()
     found = iter(rows)
@@ -191,13 +191,13 @@ async def device_assets(devices: list[Device], info: Info) -> list[Any]:
 
 @batched("Device", "metadata")
 async def device_metadata(devices: list[Device], info: Info) -> list[Any]:
-    profiles = await settled([info.context.loaders.profile.load(d.uuid) for d in devices])
+    profiles = await load_settled(info.context.loaders.profile, [d.uuid for d in devices])
     return [p if isinstance(p, Exception) else p["metadata"] if p else None for p in profiles]
 
 
 @batched("Device", "capabilities")
 async def device_capabilities(devices: list[Device], info: Info) -> list[Any]:
-    profiles = await settled([info.context.loaders.profile.load(d.uuid) for d in devices])
+    profiles = await load_settled(info.context.loaders.profile, [d.uuid for d in devices])
     return [p if isinstance(p, Exception) or p is None else [
         Capability(metric=c["metric"], unit=c.get("unit"), min=c.get("min"),
                    max=c.get("max"), description=c.get("description"))
@@ -218,7 +218,7 @@ async def device_telemetry(
     if order is TimeOrder.NEWEST_FIRST:
         q = replace(q, newest_first=True)
     loader = info.context.loaders.series(q)
-    rows = await settled([loader.load(d.uuid) for d in devices])
+    rows = await load_settled(loader, [d.uuid for d in devices])
     if devices and all(not isinstance(r, Exception) and r.count == 0 for r in rows):
         unknown = await unknown_metric_error(info, [d.uuid for d in devices], metric)
         if unknown is not None:
@@ -239,7 +239,7 @@ async def device_latest(devices: list[Device], info: Info, *,
     for metric in metrics or ():
         validate.metric(metric, "metrics")  # malformed names: BAD_USER_INPUT, as ingest
     loader = info.context.loaders.latest(metrics)
-    found = await settled([loader.load(d.uuid) for d in devices])
+    found = await load_settled(loader, [d.uuid for d in devices])
     return [rows if isinstance(rows, Exception) else [
         Reading(metric=r["metric"], time=r["time"], value=r["value"]) for r in rows]
         for rows in found]
@@ -251,7 +251,7 @@ async def device_shadows(devices: list[Device], info: Info) -> list[Any]:
     # A decommissioned device's shadow is deleted, or about to be by the reconciler.
     live = [d for d in devices if d.status is not DeviceStatus.DECOMMISSIONED]
     docs = dict(zip((d.uuid for d in live),
-                    await settled([loader.load(d.uuid) for d in live]), strict=True))
+                    await load_settled(loader, [d.uuid for d in live]), strict=True))
     values: list[Any] = []
     for device in devices:
         doc = docs.get(device.uuid)

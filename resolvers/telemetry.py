@@ -15,7 +15,7 @@ from gateway.context import Info
 from gateway.errors import BadUserInput, LimitExceeded
 from gateway.stores.telemetry import BUCKET_ORIGIN, SeriesQuery, SeriesRows, Trend
 from gateway.writes import validate
-from resolvers.execution.batch_fields import batched, one, settled
+from resolvers.execution.batch_fields import batched, load_settled, one
 from resolvers.scalars import Interval
 
 DEFAULT_RANGE = timedelta(hours=1)
@@ -84,7 +84,7 @@ async def series_units(series: list[TelemetrySeries], info: Info) -> list[Any]:
     """TelemetrySeries.unit for a whole level of series (resolvers.execution.batch_fields):
     the unit the device's profile declares for the series' metric."""
     loader = info.context.loaders.profile
-    profiles = await settled([loader.load(s.device_uuid) for s in series])
+    profiles = await load_settled(loader, [s.device_uuid for s in series])
     values: list[Any] = []
     for one_series, profile in zip(series, profiles, strict=True):
         if isinstance(profile, Exception):
