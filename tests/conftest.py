@@ -27,13 +27,13 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as redis
-from asgi_lifespan import LifespanManager
 
 from gateway.app import create_app
 from gateway.auth.callers import create_tenant_with_admin_key
 from gateway.settings import Settings
 from gateway.stores import Stores, open_stores
 from gateway.stores.migrations import STORES, migrate
+from tests.support.lifespan import Lifespan
 
 # Property tests (hypothesis) run from one seed per run, chosen here unless given, printed
 # in the header and beside every failure, so any failing run can be replayed exactly.
@@ -237,7 +237,7 @@ class Gateway:
 async def gateway(settings: Settings, stores: Stores) -> AsyncIterator[Gateway]:
     # The app shares the test's adapters, so a test can inject a fault at the adapter seam.
     app = create_app(settings, stores=stores)
-    async with LifespanManager(app) as manager:
+    async with Lifespan(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
             yield Gateway(http)
@@ -253,7 +253,7 @@ def app_client(settings: Settings, stores: Stores) -> AppClient:
     @asynccontextmanager
     async def open_client(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
         app = create_app(dataclasses.replace(settings, **overrides), stores=stores)
-        async with LifespanManager(app) as manager:
+        async with Lifespan(app) as manager:
             transport = httpx.ASGITransport(app=manager.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
                 yield http

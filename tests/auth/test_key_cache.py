@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from asgi_lifespan import LifespanManager
 
 from gateway.app import create_app
 from gateway.auth.callers import hash_key
@@ -19,6 +18,7 @@ from gateway.settings import Settings
 from gateway.stores import Stores, open_stores
 from gateway.stores.key_cache import MAX_KEYS, BadKeys, VerifiedKeys
 from tests.conftest import Gateway, Tenant
+from tests.support.lifespan import Lifespan
 from tests.support.live_server import wait_until
 from tests.support.store_calls import RequestCalls, count_requests
 
@@ -35,7 +35,7 @@ async def counted_gateway(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, RequestCalls]]:
     app = create_app(settings, stores=stores)
     calls = count_requests(app)
-    async with LifespanManager(app) as manager:
+    async with Lifespan(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
             yield http, calls

@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 import websockets
-from asgi_lifespan import LifespanManager
 
 from gateway.app import create_app
 from gateway.errors import Unauthenticated
@@ -20,6 +19,7 @@ from gateway.http.address_limit import AddressLimit, AuthFailuresLimited, authen
 from gateway.settings import Settings
 from gateway.stores import Stores, open_stores
 from tests.conftest import Tenant
+from tests.support.lifespan import Lifespan
 from tests.support.live_server import TransportWS, free_port, serve
 from tests.support.store_calls import RequestCalls, count_requests
 
@@ -34,7 +34,7 @@ async def replica(settings: Settings, stores: Stores
     app = create_app(dataclasses.replace(settings, auth_failure_burst=BURST,
                                          auth_failure_rate_limit=0.001), stores=stores)
     calls = count_requests(app)
-    async with LifespanManager(app) as manager:
+    async with Lifespan(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
             yield http, calls

@@ -72,9 +72,9 @@ async def test_console_prefills_the_dev_key_only_for_loopback(
     import httpx
 
     app = create_app(settings, stores=stores, dev_key=tenant.key)
-    from asgi_lifespan import LifespanManager
+    from tests.support.lifespan import Lifespan
 
-    async with LifespanManager(app) as manager:
+    async with Lifespan(app) as manager:
         for client, prefilled in ((("127.0.0.1", 5000), True), (("203.0.113.9", 5000), False)):
             transport = httpx.ASGITransport(app=manager.app, client=client)
             async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:

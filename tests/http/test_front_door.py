@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from asgi_lifespan import LifespanManager
 
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.stores import Stores
+from tests.support.lifespan import Lifespan
 
 HTML = {"accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 DEV_KEY = "iot_dev-key-for-this-test"
@@ -23,7 +23,7 @@ async def client(settings: Settings, stores: Stores, *, client_ip: str = "127.0.
                  **overrides: object) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(dataclasses.replace(settings, **overrides), stores=stores,
                      dev_key=DEV_KEY)
-    async with LifespanManager(app) as manager:
+    async with Lifespan(app) as manager:
         transport = httpx.ASGITransport(app=manager.app, client=(client_ip, 50000))
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
             yield http

@@ -14,7 +14,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from asgi_lifespan import LifespanManager
 from prometheus_client import REGISTRY
 
 from gateway.app import create_app
@@ -22,6 +21,7 @@ from gateway.settings import Settings
 from gateway.stores import Stores, open_stores
 from gateway.stores.key_cache import VerifiedKeys
 from tests.conftest import Tenant
+from tests.support.lifespan import Lifespan
 from tests.support.tcp_proxy import TcpProxy, proxy
 
 BOTH = {"query": "{ devices { totalCount } assets { totalCount } }"}
@@ -47,7 +47,7 @@ def _target(url: str) -> tuple[str, int]:
 async def gateway(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, Stores]]:
     async with open_stores(settings) as opened:
         app = create_app(settings, stores=opened)
-        async with LifespanManager(app) as manager, httpx.AsyncClient(
+        async with Lifespan(app) as manager, httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=manager.app), base_url="http://gw") as http:
             yield http, opened
 

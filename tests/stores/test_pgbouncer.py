@@ -13,12 +13,12 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-from asgi_lifespan import LifespanManager
 
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.stores import Stores
 from tests.conftest import Servers, Tenant
+from tests.support.lifespan import Lifespan
 from tests.support.pgbouncer import pgbouncer
 
 
@@ -78,7 +78,7 @@ async def test_read_write_and_ingest_paths_through_pgbouncer(
         bouncer: str, settings: Settings, stores: Stores, tenant: Tenant) -> None:
     app = create_app(_bounced(settings, bouncer))  # its own pools, all through PgBouncer
     auth = {"Authorization": f"Bearer {tenant.key}"}
-    async with LifespanManager(app) as manager, httpx.AsyncClient(
+    async with Lifespan(app) as manager, httpx.AsyncClient(
             transport=httpx.ASGITransport(app=manager.app), base_url="http://gw") as http:
         async def gql(query: str, variables: dict[str, object] | None = None) -> dict:
             response = await http.post("/graphql", headers=auth,

@@ -6,13 +6,13 @@ from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 import httpx
-from asgi_lifespan import LifespanManager
 
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.stores import Stores
 from gateway.stores.shadow_layout import LAYOUT, LAYOUT_KEY, move_old_layout
 from gateway.stores.shadows import ShadowDoc, shadow_key, version_key
+from tests.support.lifespan import Lifespan
 
 
 def _old_shadow(tenant: UUID, device: UUID) -> str:
@@ -83,7 +83,7 @@ async def test_the_gateway_moves_old_keys_at_start(settings: Settings, stores: S
     tenant, device = uuid4(), uuid4()
     await client.hset(_old_shadow(tenant, device), mapping=_fields(3))  # type: ignore[arg-type]
     app = create_app(settings)  # opens its own stores, as a deployment does
-    async with LifespanManager(app), httpx.AsyncClient(
+    async with Lifespan(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
         assert (await http.get("/healthz")).status_code == 200
         [doc] = await stores.shadows.get_many(tenant, [device])

@@ -27,7 +27,6 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from gateway.app import create_app
 from gateway.auth.callers import create_tenant_with_admin_key, hash_key, new_api_key
@@ -36,6 +35,7 @@ from gateway.runtime.devstack import DevStack
 from gateway.settings import Settings
 from gateway.stores import open_stores
 from gateway.stores.migrations import migrate_reachable
+from tests.support.lifespan import Lifespan
 from tests.support.live_server import lifespan_state
 
 PG_STORES = ("registry", "assets", "telemetry")
@@ -130,7 +130,7 @@ async def gateway(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, 
     """A gateway that opens (and migrates) its own stores, as ``iotsphere serve`` does."""
     app = create_app(settings)
     state = lifespan_state(app)
-    async with LifespanManager(app, startup_timeout=30) as manager:
+    async with Lifespan(app, startup_timeout=30) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
             yield http, state

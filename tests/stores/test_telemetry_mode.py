@@ -16,12 +16,12 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from gateway.app import create_app
 from gateway.runtime.devstack import postgres_bin
 from gateway.settings import Settings
 from gateway.stores.migrations import STORES
+from tests.support.lifespan import Lifespan
 from tests.support.local_cluster import local_cluster
 
 
@@ -46,7 +46,7 @@ async def _start_gateway_on(dsn: str, settings: Settings) -> AsyncIterator[httpx
     mine = dataclasses.replace(settings, registry_dsn=on("registry"), assets_dsn=on("assets"),
                                telemetry_dsn=on("telemetry"))
     app = create_app(mine)  # its lifespan migrates, as `iotsphere serve` does
-    async with LifespanManager(app) as manager:
+    async with Lifespan(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
             yield http
