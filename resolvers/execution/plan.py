@@ -96,6 +96,7 @@ class Selection:
     # Any resolved field or object below: objects of this selection need a position of
     # their own while they execute (flat ones get one only when an error needs it).
     deep: bool = False
+    fill: Any = None  # its generated fill (resolvers.execution.fill_compiler), made on first use
 
 
 def build(root_type: GraphQLObjectType, grouped: dict[str, list[FieldDetails]],

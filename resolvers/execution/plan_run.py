@@ -1,7 +1,8 @@
 """Runs a plan (``resolvers.execution.plan``) level by level.
 
 Plain fields are read and completed straight into the response dicts as the objects that
-hold them are built, with no resolver call, resolve info or awaitable per field. Resolved
+hold them are built, with no resolver call, resolve info or awaitable per field, by each
+selection set's generated fill (``resolvers.execution.fill_compiler``). Resolved
 fields are called for every object of a level as the level is built, so each per-request
 dataloader sees the whole level at once and makes one batched store call per (store,
 query shape); each value is completed into the dict it belongs to as soon as it is
@@ -26,13 +27,11 @@ from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path, inspect, is_iterable
 from strawberry.types.arguments import convert_arguments
 
+from resolvers.execution.fill_compiler import fill_of
 from resolvers.execution.plan import (
-    BATCHED,
     LEAF,
     LIST,
     OBJECT,
-    PLAIN,
-    TYPENAME,
     FieldPlan,
     Selection,
     Shape,
@@ -102,7 +101,7 @@ class PlanRun:
     async def run(self, root_value: Any) -> dict[str, Any] | None:
         self._loop = asyncio.get_running_loop()
         data: dict[str, Any] = {}
-        self._fill(self.selection, root_value, data, None)
+        fill_of(self.selection)(self, root_value, data, None)
         self._flush()
         spawned, self._spawned = self._spawned, []
         if len(spawned) == 1:
@@ -174,30 +173,6 @@ class PlanRun:
             settled.set_result(None)
 
     # -- building objects -------------------------------------------------------------
-
-    def _fill(self, selection: Selection, source: Any, obj: dict[str, Any],
-              prev: Position | None) -> None:
-        """Completes every field of ``selection`` on ``source`` into ``obj`` (already in
-        place in the response at ``prev``); resolved fields join the next level."""
-        for plan in selection.fields:
-            kind = plan.kind
-            if kind == TYPENAME:
-                obj[plan.key] = selection.type.name
-                continue
-            if kind == PLAIN:
-                try:
-                    value = getattr(source, plan.attribute)
-                except Exception as raw:  # noqa: BLE001 - a field error like any other
-                    value = raw
-                assert plan.shape is not None
-                self._complete(plan, plan.shape, plan.nullable, value, obj, plan.key, prev)
-                continue
-            obj[plan.key] = None  # keeps the response order; completed with its level
-            if kind == BATCHED:
-                if not (self.any_nulled and self._nulled(prev)):
-                    self._groups.setdefault(plan, []).append((source, obj, prev))
-            else:
-                self._call(plan, source, obj, prev)
 
     def _call(self, plan: FieldPlan, source: Any, obj: dict[str, Any],
               prev: Position | None) -> None:
@@ -351,14 +326,13 @@ class PlanRun:
         obj: dict[str, Any] = {}
         container[key] = obj
         typename = plan.parent_type.name if isinstance(key, str) else None
+        fill = fill_of(shape.selection)
         if shape.selection.deep:
-            self._fill(shape.selection, value, obj,
-                       Position(prev, key, container, nullable, typename))
+            fill(self, value, obj, Position(prev, key, container, nullable, typename))
         else:
             # Leaves only below (a telemetry point): its position is made only if an error
             # needs it, once, shared by every field of the object.
-            self._fill(shape.selection, value, obj,
-                       [prev, key, container, nullable, typename, None])  # type: ignore[arg-type]
+            fill(self, value, obj, [prev, key, container, nullable, typename, None])
 
     def _fail(self, plan: FieldPlan, raw: Exception, container: Any, key: str | int,
               nullable: bool, prev: Position | None) -> None:

@@ -1,0 +1,120 @@
+"""Each selection set of a plan filled by one generated Python function, as graphql-jit
+compiles a query to JavaScript: the field loop, the per-field kind dispatch and the call
+completing each plain leaf are unrolled into straight-line code, built once per plan.
+
+For every plain leaf field the code reads the attribute and, when the value has the exact
+type whose output coercion is known to return it unchanged (a ``str`` for String and ID,
+an ``int`` within 32 bits, a finite ``float``, a ``bool``) or is a member of the field's
+enum, stores the result at once. Anything else (None, an exception, another type, every
+object, list and custom scalar) goes to ``PlanRun._complete``, the general path, so
+errors, nulls and coercion stay exactly what they were. Resolved and batched fields keep
+their place in the response (``None`` until their level completes) and are called or
+gathered as ``PlanRun`` does.
+"""
+
+from __future__ import annotations
+
+import keyword
+from collections.abc import Callable
+from math import isfinite
+from typing import Any
+
+from graphql import (
+    GraphQLBoolean,
+    GraphQLEnumType,
+    GraphQLFloat,
+    GraphQLID,
+    GraphQLInt,
+    GraphQLString,
+)
+
+from resolvers.execution.plan import BATCHED, LEAF, PLAIN, TYPENAME, FieldPlan, Selection
+
+Fill = Callable[[Any, Any, dict[str, Any], Any], None]  # (run, source, obj, position)
+
+# The value test under which a leaf's coercion returns the value itself.
+_EXACT = {
+    GraphQLString.name: "v.__class__ is str",
+    GraphQLID.name: "v.__class__ is str",
+    GraphQLInt.name: "v.__class__ is int and -2147483648 <= v <= 2147483647",
+    GraphQLFloat.name: "v.__class__ is float and _isfinite(v)",
+    GraphQLBoolean.name: "v.__class__ is bool",
+}
+
+
+def fill_of(selection: Selection) -> Fill:
+    """The selection's fill function, generated on first use."""
+    fill = selection.fill
+    if fill is None:
+        fill = selection.fill = _compile(selection)
+    return fill  # type: ignore[no-any-return]
+
+
+def enum_names(leaf: GraphQLEnumType) -> tuple[type, dict[Any, str]] | None:
+    """A Strawberry enum's members and the name its coercion gives each (computed by that
+    coercion, so the two agree); None for an enum without a Python class."""
+    wrapped = getattr(leaf, "wrapped_cls", None)
+    if wrapped is None:
+        return None
+    names: dict[Any, str] = {}
+    for member in wrapped:
+        try:
+            names[member] = leaf.coerce_output_value(member)
+        except Exception:  # noqa: BLE001, S112 - left to the general path, which raises it
+            continue
+    return wrapped, names
+
+
+def _compile(selection: Selection) -> Fill:
+    env: dict[str, Any] = {}
+    lines = ["def fill(run, source, obj, prev):"]
+    for index, plan in enumerate(selection.fields):
+        lines += _field(index, plan, selection, env)
+    if len(lines) == 1:
+        lines.append("    pass")
+    namespace: dict[str, Any] = {}
+    env["_isfinite"] = isfinite
+    exec(compile("\n".join(lines), f"<fill {selection.type.name}>", "exec"),  # noqa: S102
+         env, namespace)
+    fill: Fill = namespace["fill"]
+    return fill
+
+
+def _field(index: int, plan: FieldPlan, selection: Selection, env: dict[str, Any]
+           ) -> list[str]:
+    key = repr(plan.key)
+    name = f"P{index}"
+    env[name] = plan
+    if plan.kind == TYPENAME:
+        return [f"    obj[{key}] = {selection.type.name!r}"]
+    if plan.kind == PLAIN:
+        return _plain(index, plan, key, env)
+    lines = [f"    obj[{key}] = None"]  # keeps the response order; completed with its level
+    if plan.kind == BATCHED:
+        return lines + ["    if not (run.any_nulled and run._nulled(prev)):",
+                        f"        run._groups.setdefault({name}, []).append((source, obj, prev))"]
+    return lines + [f"    run._call({name}, source, obj, prev)"]
+
+
+def _plain(index: int, plan: FieldPlan, key: str, env: dict[str, Any]) -> list[str]:
+    name = f"P{index}"
+    attribute = plan.attribute
+    if attribute.isidentifier() and not keyword.iskeyword(attribute):
+        read = f"source.{attribute}"
+    else:
+        env[f"A{index}"] = attribute
+        read = f"getattr(source, A{index})"
+    general = f"run._complete({name}, {name}.shape, {name}.nullable, v, obj, {key}, prev)"
+    lines = ["    try:", f"        v = {read}", "    except Exception as e:", "        v = e"]
+    shape = plan.shape
+    leaf = shape.leaf if shape is not None and shape.kind == LEAF else None
+    exact = _EXACT.get(leaf.name) if leaf is not None else None
+    if exact is not None:
+        return lines + [f"    if {exact}:", f"        obj[{key}] = v", "    else:",
+                        f"        {general}"]
+    if isinstance(leaf, GraphQLEnumType) and (members := enum_names(leaf)) is not None:
+        env[f"W{index}"], env[f"E{index}"] = members
+        return lines + [f"    n = E{index}.get(v) if v.__class__ is W{index} else None",
+                        "    if n is not None:", f"        obj[{key}] = n", "    else:",
+                        f"        {general}"]
+    return lines + [f"    {general}"]
