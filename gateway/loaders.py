@@ -181,13 +181,10 @@ async def _devices(stores: Stores, tenant: UUID, ids: list[UUID]) -> list[Any]:
 async def _profiles(stores: Stores, tenant: UUID, assets: DataLoader,
                     device_ids: list[UUID]) -> list[Any]:
     rows = await stores.assets.profiles_by_device(tenant, device_ids)
-    primed: set[UUID] = set()  # many devices share a machine: its row is built once
     for row in rows:
-        if row is not None:
-            asset_id = row["a_id"]
-            if asset_id is not None and asset_id not in primed:
-                primed.add(asset_id)
-                assets.prime(asset_id, installed_asset(row))
+        # One row per installed asset carries its columns (sql/assets/queries.sql).
+        if row is not None and row["a_id"] is not None:
+            assets.prime(row["a_id"], installed_asset(row))
     return rows
 
 
