@@ -133,6 +133,23 @@ class Settings:
     redis_url: str | None = setting(
         None, "Redis URL of the shadow store; `redis+cluster://host:port` (any node) for a "
         "Redis/Valkey Cluster", shown="embedded")
+    # Read replicas (docs/operations.md, Read replicas): streaming standbys of each store's
+    # primary, serving the reads that tolerate lag while within READ_REPLICA_MAX_LAG.
+    registry_read_dsn: str | None = setting(
+        None, "PostgreSQL DSN of a streaming standby of the registry: device lists and "
+        "counts of queries read there", shown="none")
+    assets_read_dsn: str | None = setting(
+        None, "PostgreSQL DSN of a streaming standby of the asset DB: the asset tree and "
+        "asset pages of queries read there", shown="none")
+    telemetry_read_dsn: str | None = setting(
+        None, "PostgreSQL/TimescaleDB DSN of a streaming standby of the telemetry store: "
+        "series, rollups, forecasts and latest values of queries read there", shown="none")
+    read_replica_max_lag: float = setting(
+        5.0, "seconds a read replica may be behind its primary and still serve reads; "
+        "further behind, or not answering, it is left out (its reads go to the primary) "
+        "until a probe finds it within the bound again; must exceed `READ_REPLICA_PROBE_INTERVAL`")
+    read_replica_probe_interval: float = setting(
+        1.0, "seconds between probes of each read replica's position against its primary")
     # The process.
     host: str = setting("127.0.0.1", "address to listen on")
     port: int = setting(8000, "port to listen on", minimum=0)
@@ -297,7 +314,7 @@ class Settings:
             raw = _raw(env, key)
             if raw is not None:
                 values[f.name] = _TYPES[str(f.type)][1](raw, key, f)
-        return check_jwt(cls(**values))
+        return check_read_replicas(check_jwt(cls(**values)))
 
 
 def check_jwt(settings: Settings) -> Settings:
@@ -308,6 +325,22 @@ def check_jwt(settings: Settings) -> Settings:
         jwt_keys.rs256_key(settings.jwt_public_key)
     if settings.jwt_secret is not None or settings.jwt_public_key is not None:
         jwt_keys.check_leeway(settings.jwt_leeway)
+    return settings
+
+
+def check_read_replicas(settings: Settings) -> Settings:
+    """A lag bound the probes cannot resolve stops the gateway at start: a replica that is
+    caught up still looks up to one probe interval behind, so it would flap in and out."""
+    if not any((settings.registry_read_dsn, settings.assets_read_dsn,
+                settings.telemetry_read_dsn)):
+        return settings
+    if settings.read_replica_probe_interval <= 0:
+        raise SettingsError(f"{PREFIX}READ_REPLICA_PROBE_INTERVAL must be > 0, got "
+                            f"{settings.read_replica_probe_interval:g}")
+    if settings.read_replica_max_lag <= settings.read_replica_probe_interval:
+        raise SettingsError(
+            f"{PREFIX}READ_REPLICA_MAX_LAG ({settings.read_replica_max_lag:g}) must exceed "
+            f"{PREFIX}READ_REPLICA_PROBE_INTERVAL ({settings.read_replica_probe_interval:g})")
     return settings
 
 
@@ -351,10 +384,11 @@ the variable. An empty value counts as unset.
 """
 
 _FOOTER = """
-Any DSN left unset is served by the embedded stack: one local PostgreSQL 18 (databases
-`registry`, `assets`, `telemetry`) and one local Valkey 8.1 with keyspace notifications
-and AOF persistence, started under `DATA_DIR` and stopped with the gateway
-(docs/operations.md).
+Any store DSN left unset is served by the embedded stack: one local PostgreSQL 18
+(databases `registry`, `assets`, `telemetry`) and one local Valkey 8.1 with keyspace
+notifications and AOF persistence, started under `DATA_DIR` and stopped with the gateway
+(docs/operations.md). A `*_READ_DSN` left unset means no read replica: that store's reads
+all go to its primary.
 
 Read outside this object: `IOTSPHERE_LOG_LEVEL` (log level, `INFO`; read before the
 settings, so a settings error is logged), `OTEL_EXPORTER_OTLP_ENDPOINT` (used when

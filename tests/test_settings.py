@@ -64,3 +64,16 @@ def test_every_declared_setting_is_read_from_its_key() -> None:
 def test_planned_execution_is_on_unless_switched_off(value: str | None, planned: bool) -> None:
     env = {} if value is None else {"IOTSPHERE_PLANNED_EXECUTION": value}
     assert Settings.from_env(env).planned_execution is planned
+
+
+def test_read_replicas_need_a_lag_bound_the_probes_can_resolve() -> None:
+    dsn = {"IOTSPHERE_TELEMETRY_READ_DSN": "postgresql://standby/telemetry"}
+    settings = Settings.from_env({**dsn, "IOTSPHERE_READ_REPLICA_MAX_LAG": "2.5"})
+    assert (settings.telemetry_read_dsn, settings.read_replica_max_lag) == (
+        "postgresql://standby/telemetry", 2.5)
+    with pytest.raises(SettingsError, match="READ_REPLICA_MAX_LAG"):
+        Settings.from_env({**dsn, "IOTSPHERE_READ_REPLICA_MAX_LAG": "1"})
+    with pytest.raises(SettingsError, match="READ_REPLICA_PROBE_INTERVAL"):
+        Settings.from_env({**dsn, "IOTSPHERE_READ_REPLICA_PROBE_INTERVAL": "0"})
+    # Without a read DSN the bound is not used, so not checked.
+    assert Settings.from_env({"IOTSPHERE_READ_REPLICA_MAX_LAG": "0"}).registry_read_dsn is None
