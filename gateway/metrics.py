@@ -43,6 +43,15 @@ ROLLUP_REFRESHES = Counter(
     "Refreshes of TimescaleDB's 5-minute aggregate after ingest behind it, by outcome",
     ["outcome"])
 
+READ_REPLICA_IN_USE = Gauge(
+    "iotsphere_read_replica_in_use",
+    "1 while a store's read replica serves its lag-tolerant reads, 0 while it is left out",
+    ["store"])
+LAGGING_READS = Counter(
+    "iotsphere_lagging_reads_total",
+    "Lag-tolerant reads of stores with a read replica, by the server that answered "
+    "(replica or primary)", ["store", "server"])
+
 
 # Every known label value exported from the start (as 0): rate() and absent() alerts see
 # a series before the first error or ingest, not "no data".

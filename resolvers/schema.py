@@ -38,6 +38,7 @@ from resolvers.node_lookup import resolve_nodes
 from resolvers.overview import FleetOverview, resolve_fleet_overview
 from resolvers.pagination import FirstArg, LastArg
 from resolvers.permissions import TENANT_READERS, OwnDevice, allow
+from resolvers.read_consistency import PrimaryForMutations
 from resolvers.scalars import DATETIME_SCALAR, INTERVAL_SCALAR, JSON_SCALAR, Interval, parse_id
 from resolvers.shadows import Shadow
 from resolvers.subscriptions import Subscription
@@ -154,6 +155,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         # After ValidationCache: refuses a valid document whose estimated cost (with its
         # variables) is over the maximum, before execution.
         partial(QueryCost, limits=cost_limits),
+        # Mutations (and what follows them in a batch) read from the primary.
+        PrimaryForMutations,
     ]
     if settings.production:
         extensions.append(DisableIntrospection)

@@ -26,6 +26,7 @@ from gateway.http import rate_limit, streams
 from gateway.http import spec as http_spec
 from gateway.http.spec import GRAPHQL_RESPONSE, Operation, RequestRefused
 from gateway.settings import Settings
+from gateway.stores.read_routing import lagging_reads
 
 if TYPE_CHECKING:
     from gateway.http.view import GatewayGraphQL
@@ -138,8 +139,12 @@ async def serve(view: GatewayGraphQL, request: Request) -> Response:
     except rate_limit.RateLimited as limited:
         return http_spec.error_response(limited, 429, media, limited.headers)
     context = await view.get_context(request, None)
+    # Queries may read lag-tolerant data from read replicas; a mutation pins the rest of
+    # the request to the primary (resolvers.read_consistency). Streams (subscriptions)
+    # never get here: their events follow writes, so they read from the primary.
     try:
-        answers = [await _execute(view, request, op, context, media) for op in operations]
+        with lagging_reads():
+            answers = [await _execute(view, request, op, context, media) for op in operations]
     finally:
         context.loaders.release()  # the rows are freed now, not by the cyclic collector
     if isinstance(read, list):

@@ -11,6 +11,7 @@ from typing import Any
 from gateway.settings import Settings
 from gateway.stores.assets import AssetStore
 from gateway.stores.breaker import CircuitBreaker
+from gateway.stores.read_replica import ReadReplica
 from gateway.stores.registry import RegistryStore
 from gateway.stores.shadows import ShadowStore
 from gateway.stores.telemetry import TelemetryStore
@@ -55,9 +56,24 @@ async def open_stores(settings: Settings) -> AsyncIterator[Stores]:
         shadows=ShadowStore(settings.redis_url, timeout=settings.store_timeout,
                             breaker=breaker("shadows")),
     )
+    replicas = []
+    for primary, dsn in ((stores.registry, settings.registry_read_dsn),
+                         (stores.assets, settings.assets_read_dsn),
+                         (stores.telemetry, settings.telemetry_read_dsn)):
+        if dsn:
+            primary.read_replica = ReadReplica(
+                primary, dsn, max_lag=settings.read_replica_max_lag,
+                probe_interval=settings.read_replica_probe_interval,
+                breaker=breaker(primary.name), **pg)
+            replicas.append(primary.read_replica)
     async with AsyncExitStack() as stack:
         for store in stores.all():
             stack.push_async_callback(store.aclose)
+        # Closed before their primaries, which their probes read.
+        for replica in replicas:
+            stack.push_async_callback(replica.aclose)
         # At once: with a store that does not answer, start waits one connect timeout.
         await asyncio.gather(*(store.connect() for store in stores.all()))
+        # After the primaries: the first probe compares each replica with its primary.
+        await asyncio.gather(*(replica.connect() for replica in replicas))
         yield stores

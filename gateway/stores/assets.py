@@ -80,7 +80,7 @@ class AssetStore(PgStore):
     async def children_of(
         self, tenant_id: UUID, parent_ids: Sequence[UUID]
     ) -> list[list[asyncpg.Record]]:
-        rows = await self.fetch(self.sql["children_of"], tenant_id, list(parent_ids))
+        rows = await self.fetch_may_lag(self.sql["children_of"], tenant_id, list(parent_ids))
         return group(list(parent_ids), rows, "parent_id")
 
     async def profiles_by_device(
@@ -127,7 +127,7 @@ class AssetStore(PgStore):
                 leaf=n, where=compile_pred(condition, self.profile_columns, "p", params)))
         if not parts:
             return [], [], []
-        rows = await self.fetch(" UNION ALL ".join(f"({part})" for part in parts),
+        rows = await self.fetch_may_lag(" UNION ALL ".join(f"({part})" for part in parts),
                                 *params.values)
         assets = [asset_row(r["asset"]) for r in rows if r["leaf"] == -2]
         pairs = [(r["root"], r["device_id"]) for r in rows if r["leaf"] == -1]
@@ -141,7 +141,7 @@ class AssetStore(PgStore):
         self, tenant_id: UUID, asset_ids: Sequence[UUID], metadata: dict[str, Any] | None
     ) -> list[tuple[UUID, UUID]]:
         """(asset, device) pairs: every device installed on each asset or below it."""
-        rows = await self.fetch(
+        rows = await self.fetch_may_lag(
             self.sql["device_ids_under_many"], tenant_id, list(asset_ids), metadata
         )
         return [(row["root"], row["device_id"]) for row in rows]
@@ -157,7 +157,7 @@ class AssetStore(PgStore):
             beyond=(f"EXISTS (SELECT 1 FROM assets a WHERE a.tenant_id = $1 AND {where} "
                     f"AND {beyond})") if beyond else "false",
         )
-        rows = await self.fetch(sql, *params.values)
+        rows = await self.fetch_may_lag(sql, *params.values)
         total, past = (rows[0]["total_count"], rows[0]["beyond"]) if rows else (0, False)
         return relay_page([r for r in rows if r["id"] is not None], total, past, q.window)
 

@@ -1,7 +1,10 @@
-"""What every store adapter shares: round-trip counting and driver-error translation.
+"""What every store adapter shares: round-trip counting, driver-error translation and
+the choice between a store's primary and its read replica.
 
 Round trips are counted per request through a context variable, so adapters stay shared
-by all requests while ``extensions.storeCalls`` still reports one request's own calls.
+by all requests while ``extensions.storeCalls`` still reports one request's own calls. A
+read served by a read replica is one round trip to the same store, counted once even when
+the replica fails and the read is answered by the primary instead.
 """
 
 from __future__ import annotations
@@ -13,16 +16,20 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
 
 from gateway import tracing
 from gateway.errors import BadUserInput, StoreConflict, StoreUnavailable
-from gateway.metrics import STORE_CALLS, STORE_SECONDS
+from gateway.metrics import LAGGING_READS, STORE_CALLS, STORE_SECONDS
 from gateway.stores.breaker import CircuitBreaker
+from gateway.stores.read_routing import lagging_reads_allowed, pin_to_primary
 from gateway.stores.sqlfiles import queries
+
+if TYPE_CHECKING:
+    from gateway.stores.read_replica import ReadReplica
 
 log = logging.getLogger("gateway.stores")
 
@@ -130,7 +137,10 @@ class PgStore:
     def __init__(
         self, dsn: str, *, timeout: float = 5.0, min_size: int = 1, max_size: int = 10,
         breaker: CircuitBreaker | None = None, statement_cache: int = 100,
+        name: str | None = None,
     ):
+        if name is not None:  # a read replica's pool is named as its store
+            self.name = name
         self._dsn = dsn
         # 0 behind a transaction-pooling PgBouncer: a named statement prepared on one
         # server connection is unknown on the next one the pooler hands out.
@@ -148,6 +158,9 @@ class PgStore:
         # The class of the pool's connections: tests inject faults by subclassing it
         # (asyncpg's own habit); takes effect for the next pool (``aclose``, then ``connect``).
         self.connection_class: type[asyncpg.Connection] = asyncpg.Connection
+        # Serves ``fetch_may_lag`` while usable (gateway/stores/read_replica.py); opened and
+        # closed by ``gateway.stores.open_stores``.
+        self.read_replica: ReadReplica | None = None
 
     async def connect(self) -> None:
         """Creates the pool if the database answers; if not, the first call retries."""
@@ -237,7 +250,9 @@ class PgStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
-        """A transaction on one pooled connection; BEGIN and COMMIT count as round trips."""
+        """A transaction on one pooled connection; BEGIN and COMMIT count as round trips.
+        The request's later reads go to the primary (it may have written)."""
+        pin_to_primary()
         async with self.acquire() as conn, conn.transaction():
             record_round_trip(self.name)
             yield Tx(conn, self.name, self._timeout)
@@ -245,8 +260,36 @@ class PgStore:
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         record_round_trip(self.name)
+        return await self.fetch_uncounted(query, args)
+
+    async def fetch_uncounted(self, query: str, args: tuple[Any, ...]) -> list[asyncpg.Record]:
         async with self.acquire() as conn:
             return await conn.fetch(query, *args, timeout=self._timeout)
+
+    async def fetch_may_lag(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        """``fetch`` for a read that may be a little behind the latest writes: served by the
+        read replica when the request allows it (``gateway.stores.read_routing``) and the
+        replica is within its lag bound. A replica that turns out unavailable is left out
+        and the read is answered by the primary; so is one conflicting with its recovery
+        (a hot standby cancels a query that holds back the replay of a vacuum)."""
+        replica = self.read_replica
+        if replica is None:
+            return await self.fetch(query, *args)
+        if not (lagging_reads_allowed() and replica.usable()):
+            LAGGING_READS.labels(self.name, "primary").inc()
+            return await self.fetch(query, *args)
+        record_round_trip(self.name)
+        try:
+            rows = await replica.store.fetch_uncounted(query, args)
+        except StoreUnavailable as exc:
+            replica.failed(exc)
+        except StoreConflict:
+            pass
+        else:
+            LAGGING_READS.labels(self.name, "replica").inc()
+            return rows
+        LAGGING_READS.labels(self.name, "primary").inc()
+        return await self.fetch_uncounted(query, args)
 
     async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
         record_round_trip(self.name)
@@ -255,6 +298,7 @@ class PgStore:
 
     async def execute(self, query: str, *args: Any) -> str:
         record_round_trip(self.name)
+        pin_to_primary()  # the request's later reads must see what this may have written
         async with self.acquire() as conn:
             return await conn.execute(query, *args, timeout=self._timeout)
 

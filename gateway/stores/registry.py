@@ -100,7 +100,7 @@ class RegistryStore(PgStore):
             beyond=(f"EXISTS (SELECT 1 FROM devices d WHERE d.tenant_id = $1 AND {where} "
                     f"AND {beyond})") if beyond else "false",
         )
-        rows = await self.fetch(sql, *params.values)
+        rows = await self.fetch_may_lag(sql, *params.values)
         total, past = (rows[0]["total_count"], rows[0]["beyond"]) if rows else (0, False)
         fetched = [r for r in rows if r["id"] is not None]
         return relay_page(fetched, total, past, q.window)
@@ -114,7 +114,7 @@ class RegistryStore(PgStore):
         sql = self.sql["count_devices"].format(
             where=compile_pred(where, DEVICE_COLUMNS, "d", params))
         counts = DeviceCounts()
-        for row in await self.fetch(sql, *params.values):
+        for row in await self.fetch_may_lag(sql, *params.values):
             if row["dim"] == "total":
                 counts.total = row["n"]
             elif row["dim"] == "status":
@@ -243,7 +243,7 @@ class RegistryStore(PgStore):
             where=where, bounds=page.bounds(), order=page.order_by(), limit=page.limit(),
             beyond=f"coalesce(bool_or({beyond}), false)" if beyond else "false",
         )
-        rows = await self.fetch(sql, *params.values)
+        rows = await self.fetch_may_lag(sql, *params.values)
         grouped: dict[UUID, tuple[list[asyncpg.Record], int, bool]] = {}
         for row in rows:
             fetched, _, _ = grouped.setdefault(

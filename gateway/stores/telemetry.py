@@ -182,7 +182,7 @@ class TelemetryStore(PgStore):
     async def latest(
         self, tenant_id: UUID, device_ids: Sequence[UUID], metrics: Sequence[str] | None
     ) -> list[list[asyncpg.Record]]:
-        rows = await self.fetch(
+        rows = await self.fetch_may_lag(
             self.sql["latest"], tenant_id, list(device_ids),
             list(metrics) if metrics is not None else None,
         )
@@ -192,25 +192,25 @@ class TelemetryStore(PgStore):
         self, tenant_id: UUID, device_ids: Sequence[UUID], q: SeriesQuery
     ) -> list[SeriesRows]:
         if q.bucket is None:
-            rows = await self.fetch(
+            rows = await self.fetch_may_lag(
                 self.sql["series_raw"], tenant_id, list(device_ids), q.metric, q.start, q.end,
                 q.limit, q.newest_first,
             )
         elif (span := rolled_span(q)) is not None and q.bucket == ROLLUP_WIDTH:
             sql = self.sql["series_rolled_5m"].replace("{agg}", PART_AGGREGATES[q.aggregate])
-            rows = await self.fetch(
+            rows = await self.fetch_may_lag(
                 sql, tenant_id, list(device_ids), q.metric, q.start, q.end, BUCKET_ORIGIN,
                 *span,
             )
         elif span is not None:
             sql = self.sql["series_rolled"].replace("{agg}", ROLLED_AGGREGATES[q.aggregate])
-            rows = await self.fetch(
+            rows = await self.fetch_may_lag(
                 sql, tenant_id, list(device_ids), q.metric, q.start, q.end, q.bucket,
                 BUCKET_ORIGIN, *span,
             )
         else:
             sql = self.sql["series_bucketed"].replace("{agg}", AGGREGATES[q.aggregate])
-            rows = await self.fetch(
+            rows = await self.fetch_may_lag(
                 sql, tenant_id, list(device_ids), q.metric, q.start, q.end, q.bucket,
                 BUCKET_ORIGIN,
             )
@@ -255,10 +255,10 @@ class TelemetryStore(PgStore):
                 q.end, q.bucket, BUCKET_ORIGIN)
         if (span := rolled_span(q)) is not None:
             sql = self.sql["rollup_rolled"].replace("{agg}", ROLLED_AGGREGATES[q.aggregate])
-            rows = await self.fetch(sql, *args, *span)
+            rows = await self.fetch_may_lag(sql, *args, *span)
         else:
             sql = self.sql["rollup"].replace("{agg}", AGGREGATES[q.aggregate])
-            rows = await self.fetch(sql, *args)
+            rows = await self.fetch_may_lag(sql, *args)
         return {row["root"]: (_series(row), row["devices"]) for row in rows}
 
     async def forecast(
@@ -266,7 +266,7 @@ class TelemetryStore(PgStore):
         end: datetime,
     ) -> list[Trend]:
         """Least-squares trend per device over [start, end), aligned with ``device_ids``."""
-        rows = await self.fetch(
+        rows = await self.fetch_may_lag(
             self.sql["forecast"], tenant_id, list(device_ids), metric, start, end
         )
         by_id = {row["device_id"]: row for row in rows}
