@@ -16,6 +16,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -239,6 +240,8 @@ async def test_a_replica_past_the_lag_bound_is_left_out(replicated: Replicated) 
         await replicated.pair.caught_up()
         replica = _replica(stores)
         await _until(replica.usable)
+        await asyncio.sleep(1.5)  # an idle primary does not make its standby lag
+        assert replica.usable()
         await replicated.pair.pause_replay(True)
         await client.run(RENAME, key, id=device, name="new")
 
@@ -303,6 +306,42 @@ async def test_tenants_stay_apart_on_the_replica(replicated: Replicated) -> None
         found = await client.run(SEARCH, key_a, text="b-secret")
         assert found["data"]["devices"]["totalCount"] == 0
         assert _reads("replica") == before + 3
+
+
+INGEST = """mutation($readings: [ReadingInput!]!) { ingestTelemetry(readings: $readings) {
+  accepted } }"""
+LATEST = """query Latest($id: ID!) { device(id: $id) { latest { metric value } } }"""
+
+
+async def test_telemetry_reads_the_replica(replicated: Replicated) -> None:
+    """Latest values come from the telemetry standby: a reading ingested while its replay
+    is paused shows once replay resumes."""
+    async with replicated.gateway() as (stores, client):
+        _, key = await create_tenant_with_admin_key(stores.registry, "a")
+        device = await _device(client, key, "s-1", "one")
+
+        def reading(value: float) -> dict[str, Any]:
+            now = datetime.now(UTC).isoformat()
+            return {"deviceId": device, "metric": "temperature", "time": now, "value": value}
+
+        await client.run(INGEST, key, readings=[reading(1.0)])
+        await replicated.pair.caught_up()
+        await _until(_replica(stores, "telemetry").usable)
+        await replicated.pair.pause_replay(True)
+        await client.run(INGEST, key, readings=[reading(2.0)])
+
+        before = _reads("replica", "telemetry")
+        latest = (await client.run(LATEST, key, id=device))["data"]["device"]["latest"]
+        assert latest == [{"metric": "temperature", "value": 1.0}]
+        assert _reads("replica", "telemetry") == before + 1
+
+        await replicated.pair.pause_replay(False)
+        await _until(lambda: _latest_is(client, key, device, 2.0))
+
+
+async def _latest_is(client: Client, key: str, device: str, value: float) -> bool:
+    latest = (await client.run(LATEST, key, id=device))["data"]["device"]["latest"]
+    return bool(latest == [{"metric": "temperature", "value": value}])
 
 
 async def test_a_read_dsn_naming_a_primary_is_never_used(replicated: Replicated) -> None:
