@@ -241,14 +241,25 @@ async def _check(store: PgStore | ShadowStore) -> dict[str, Any]:
     else:
         latency = round((time.perf_counter() - started) * 1e3, 2)
         return {"store": store.name, "ok": True, "state": store.breaker.state,
-                "latencyMs": latency, **_mode(store)}
+                "latencyMs": latency, **_mode(store), **_read_replica(store)}
     return {"store": store.name, "ok": False, "state": store.breaker.state, "error": error,
-            **_mode(store)}
+            **_mode(store), **_read_replica(store)}
 
 
 def _mode(store: PgStore | ShadowStore) -> dict[str, Any]:
     """The telemetry store's mode (timescale or partitioned; null until migrated)."""
     return {"mode": store.mode} if isinstance(store, TelemetryStore) else {}
+
+
+def _read_replica(store: PgStore | ShadowStore) -> dict[str, Any]:
+    """Whether the store's read replica serves reads, and at most how far behind it is.
+    Informational: a replica left out costs no readiness, its reads go to the primary."""
+    replica = store.read_replica if isinstance(store, PgStore) else None
+    if replica is None:
+        return {}
+    lag = replica.lag()
+    return {"readReplica": {"inUse": replica.usable(),
+                            "lagSeconds": None if lag is None else round(lag, 3)}}
 
 
 async def healthz(request: Request) -> Response:

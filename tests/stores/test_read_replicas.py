@@ -281,6 +281,10 @@ async def test_a_stopped_replica_is_left_out_and_taken_back(replicated: Replicat
             assert answered["extensions"]["storeCalls"] == calls
         assert _reads("primary") == before + 3
         assert not replica.usable()
+        ready = await client.http.get("/readyz")  # still ready: the primary serves
+        assert ready.status_code == 200
+        [registry] = [s for s in ready.json()["stores"] if s["store"] == "registry"]
+        assert registry["readReplica"] == {"inUse": False, "lagSeconds": None}
 
         await asyncio.to_thread(replicated.pair.start_standby)
         await _until(replica.usable)
@@ -289,6 +293,9 @@ async def test_a_stopped_replica_is_left_out_and_taken_back(replicated: Replicat
         assert answered["data"] == served["data"]
         assert answered["extensions"]["storeCalls"] == calls
         assert _reads("replica") == before + 1
+        [registry] = [s for s in (await client.http.get("/readyz")).json()["stores"]
+                      if s["store"] == "registry"]
+        assert registry["readReplica"]["inUse"] is True
 
 
 async def test_tenants_stay_apart_on_the_replica(replicated: Replicated) -> None:
