@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -34,6 +35,7 @@ from gateway.stores.migrations import STORES, migrate
 from gateway.stores.read_replica import ReadReplica
 from tests.conftest import Servers
 from tests.support.pg_replica import PgPair
+from tests.support.tcp_proxy import proxy
 
 REGISTER = """mutation($serial: String!, $name: String!) {
   registerDevice(input: {serial: $serial, name: $name, type: "sensor"}) { device { id } } }"""
@@ -296,6 +298,36 @@ async def test_a_stopped_replica_is_left_out_and_taken_back(replicated: Replicat
         [registry] = [s for s in (await client.http.get("/readyz")).json()["stores"]
                       if s["store"] == "registry"]
         assert registry["readReplica"]["inUse"] is True
+
+
+async def test_a_hung_replica_costs_its_reads_no_error(replicated: Replicated) -> None:
+    """A standby that accepts but stops answering (a proxy that stops forwarding): the read
+    that meets it waits out STORE_TIMEOUT and is answered by the primary; later reads skip
+    it; once it answers again it is used again."""
+    standby = urlsplit(replicated.settings.registry_read_dsn or "")
+    assert standby.hostname and standby.port
+    async with proxy(standby.hostname, standby.port) as front:
+        through = urlunsplit(standby._replace(netloc=f"postgres@127.0.0.1:{front.port}"))
+        async with replicated.gateway(registry_read_dsn=through, store_timeout=1.0) as (
+                stores, client):
+            _, key = await create_tenant_with_admin_key(stores.registry, "a")
+            await _device(client, key, "s-1", "one")
+            await replicated.pair.caught_up()
+            replica = _replica(stores)
+            await _until(replica.usable)
+
+            front.hang()
+            before = _reads("primary")
+            assert await client.names(key) == ["one"]
+            assert await client.names(key) == ["one"]
+            assert _reads("primary") == before + 2
+            assert not replica.usable()
+
+            front.resume()
+            await _until(replica.usable)
+            before = _reads("replica")
+            assert await client.names(key) == ["one"]
+            assert _reads("replica") == before + 1
 
 
 async def test_tenants_stay_apart_on_the_replica(replicated: Replicated) -> None:
