@@ -24,7 +24,6 @@ import asyncpg
 import httpx
 import pytest
 import redis.asyncio as redis
-from asgi_lifespan import LifespanManager
 from prometheus_client import REGISTRY
 
 from gateway.app import create_app
@@ -34,6 +33,7 @@ from gateway.stores import Stores, open_stores
 from gateway.stores.migrations import STORES, migrate
 from gateway.stores.read_replica import ReadReplica
 from tests.conftest import Servers
+from tests.support.lifespan import Lifespan
 from tests.support.pg_replica import PgPair
 from tests.support.tcp_proxy import proxy
 
@@ -93,7 +93,7 @@ class Replicated:
         settings = dataclasses.replace(self.settings, **overrides)
         async with open_stores(settings) as stores:
             app = create_app(settings, stores=stores)
-            async with LifespanManager(app) as manager:
+            async with Lifespan(app) as manager:
                 transport = httpx.ASGITransport(app=manager.app)
                 async with httpx.AsyncClient(transport=transport,
                                              base_url="http://gw") as http:
