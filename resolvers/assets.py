@@ -89,6 +89,23 @@ class Asset(Node):
         }
         return asset
 
+    @classmethod
+    def from_rows(cls, rows: list[Any]) -> list[Any]:
+        """Each row as an Asset, a miss as None and an exception kept. A loader hands the
+        same row to every device installed on one machine (or every child of one parent),
+        so each row's Asset is built once and shared: the objects are read-only."""
+        built: dict[int, Asset] = {}
+        values: list[Any] = []
+        for row in rows:
+            if isinstance(row, Exception) or not row:
+                values.append(row if isinstance(row, Exception) else None)
+                continue
+            asset = built.get(id(row))
+            if asset is None:
+                asset = built[id(row)] = cls.from_row(row)
+            values.append(asset)
+        return values
+
     @strawberry.field
     async def parent(self, info: Info) -> Asset | None:
         return one(await asset_parents([self], info))  # type: ignore[no-any-return]
@@ -138,13 +155,9 @@ class Asset(Node):
 async def asset_parents(assets: list[Asset], info: Info) -> list[Any]:
     loader = info.context.loaders.asset
     placed = [a for a in assets if a.parent_id is not None]
-    rows = dict(zip((id(a) for a in placed),
-                    await load_settled(loader, [a.parent_id for a in placed]), strict=True))
-    values: list[Any] = []
-    for asset in assets:
-        row = rows.get(id(asset))
-        values.append(row if isinstance(row, Exception) else Asset.from_row(row) if row else None)
-    return values
+    parents = dict(zip((id(a) for a in placed), Asset.from_rows(
+        await load_settled(loader, [a.parent_id for a in placed])), strict=True))
+    return [parents.get(id(asset)) for asset in assets]
 
 
 @batched("Asset", "children")

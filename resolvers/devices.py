@@ -175,7 +175,7 @@ async def device_assets(devices: list[Device], info: Info) -> list[Any]:
         p["asset_id"] for p in profiles
         if not isinstance(p, Exception) and p is not None and p["asset_id"] is not None])
     asset: type[Asset] = _ASSET.resolve_type()
-    found = iter(rows)
+    found = iter(asset.from_rows(rows))
     values: list[Any] = []
     for profile in profiles:
         if isinstance(profile, Exception):
@@ -183,9 +183,7 @@ async def device_assets(devices: list[Device], info: Info) -> list[Any]:
         elif profile is None or profile["asset_id"] is None:
             values.append(None)
         else:
-            row = next(found)
-            values.append(row if isinstance(row, Exception)
-                          else asset.from_row(row) if row else None)
+            values.append(next(found))
     return values
 
 
