@@ -4,8 +4,9 @@ completing each plain leaf are unrolled into straight-line code, built once per 
 
 For every plain leaf field the code reads the attribute and, when the value has the exact
 type whose output coercion is known to return it unchanged (a ``str`` for String and ID,
-an ``int`` within 32 bits, a finite ``float``, a ``bool``) or is a member of the field's
-enum, stores the result at once. Anything else (None, an exception, another type, every
+an ``int`` within 32 bits, a finite ``float``, a ``bool``), is a member of the field's
+enum, is a UTC DateTime whose text the coercion already memoised, or is None for a
+nullable field, stores the result at once. Anything else (None, an exception, another type, every
 object, list and custom scalar) goes to ``PlanRun._complete``, the general path, so
 errors, nulls and coercion stay exactly what they were. Resolved and batched fields keep
 their place in the response (``None`` until their level completes) and are called or
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import keyword
 from collections.abc import Callable
+from datetime import UTC, datetime
 from math import isfinite
 from typing import Any
 
@@ -74,6 +76,8 @@ def _compile(selection: Selection) -> Fill:
         lines.append("    pass")
     namespace: dict[str, Any] = {}
     env["_isfinite"] = isfinite
+    env["_datetime"] = datetime
+    env["_UTC"] = UTC
     exec(compile("\n".join(lines), f"<fill {selection.type.name}>", "exec"),  # noqa: S102
          env, namespace)
     fill: Fill = namespace["fill"]
@@ -106,15 +110,31 @@ def _plain(index: int, plan: FieldPlan, key: str, env: dict[str, Any]) -> list[s
         read = f"getattr(source, A{index})"
     general = f"run._complete({name}, {name}.shape, {name}.nullable, v, obj, {key}, prev)"
     lines = ["    try:", f"        v = {read}", "    except Exception as e:", "        v = e"]
+    if plan.nullable:  # a null needs no completion: _complete would store None
+        lines += ["    if v is None:", f"        obj[{key}] = None", "    else:"]
+        indent = "        "
+    else:
+        indent = "    "
+    return lines + [indent + line for line in _leaf(index, plan, key, general, env)]
+
+
+def _leaf(index: int, plan: FieldPlan, key: str, general: str, env: dict[str, Any]
+          ) -> list[str]:
     shape = plan.shape
     leaf = shape.leaf if shape is not None and shape.kind == LEAF else None
     exact = _EXACT.get(leaf.name) if leaf is not None else None
     if exact is not None:
-        return lines + [f"    if {exact}:", f"        obj[{key}] = v", "    else:",
-                        f"        {general}"]
+        return [f"if {exact}:", f"    obj[{key}] = v", "else:", f"    {general}"]
     if isinstance(leaf, GraphQLEnumType) and (members := enum_names(leaf)) is not None:
         env[f"W{index}"], env[f"E{index}"] = members
-        return lines + [f"    n = E{index}.get(v) if v.__class__ is W{index} else None",
-                        "    if n is not None:", f"        obj[{key}] = n", "    else:",
-                        f"        {general}"]
-    return lines + [f"    {general}"]
+        return [f"n = E{index}.get(v) if v.__class__ is W{index} else None",
+                "if n is not None:", f"    obj[{key}] = n", "else:", f"    {general}"]
+    texts = getattr(shape.coerce, "texts", None) if shape is not None else None
+    if texts is not None:
+        # A DateTime in UTC whose text the leaf's coercion already made (bucket times repeat
+        # across every device of a dashboard): the memo is the coercion's own.
+        env[f"T{index}"] = texts
+        utc = "v.__class__ is _datetime and v.tzinfo is _UTC"
+        return [f"t = T{index}.get(v) if {utc} else None", "if t is not None:",
+                f"    obj[{key}] = t", "else:", f"    {general}"]
+    return [general]

@@ -60,5 +60,6 @@ def fast_coercion(leaf: GraphQLLeafType) -> Callable[[Any], Any]:
                     texts.clear()
                 text = texts[key] = general(value)
             return text
+        coerce_datetime.texts = texts  # type: ignore[attr-defined]  # read by fill_compiler
         return coerce_datetime
     return general
