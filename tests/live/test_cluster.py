@@ -14,12 +14,12 @@ import pytest
 
 from gateway.app import create_app
 from gateway.runtime.demo import Fleet, seed_fleet
+from gateway.runtime.valkey_cluster import LocalCluster, local_cluster
 from gateway.settings import Settings
 from gateway.stores import Stores, open_stores
 from gateway.stores.shadows import shadow_key
 from tests.conftest import Tenant
 from tests.support.live_server import TransportWS, serve
-from tests.support.valkey_cluster import LocalCluster, local_cluster
 
 SUB = "subscription { shadowChanged { kind deviceId version } }"
 UPDATE = """mutation($d: ID!, $n: Int!) { updateShadow(deviceId: $d, reported: {n: $n})

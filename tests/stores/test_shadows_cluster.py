@@ -9,9 +9,9 @@ from uuid import uuid4
 
 import pytest
 
+from gateway.runtime.valkey_cluster import LocalCluster, local_cluster
 from gateway.stores.shadow_layout import move_old_layout
 from gateway.stores.shadows import ShadowDoc, ShadowStore
-from tests.support.valkey_cluster import LocalCluster, local_cluster
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,6 @@
-"""A local Valkey Cluster for tests, from the same binary as the embedded stack.
+"""A local Valkey Cluster from the same binary as the embedded stack, for the tests
+(tests/live/test_cluster.py, tests/stores/test_shadows_cluster.py) and the fan-out benchmark
+(bench/fanout.py --cluster); next to the devstack, since both start stores for development.
 
 Three primaries (slots split in thirds, joined with CLUSTER MEET) on free ports in a
 temporary directory; ``replicas=True`` adds one replica per primary, and the cluster is
@@ -20,11 +22,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import redis
+from redis.crc import key_slot
 
 from gateway.runtime.devstack import valkey_bin
 
@@ -66,6 +70,19 @@ class LocalCluster:
     def nodes(self) -> list[Node]:
         return self.primaries + self.replicas
 
+    def primary_for(self, key: str) -> Node:
+        """The primary that held ``key``'s slot when the cluster formed (slots in thirds)."""
+        step = SLOTS // len(self.primaries)
+        return self.primaries[min(key_slot(key.encode()) // step, len(self.primaries) - 1)]
+
+    def replica_of(self, primary: Node) -> Node:
+        """The replica that follows ``primary`` (asked while the primary is alive)."""
+        for node in self.replicas:
+            role = node.client().execute_command("ROLE")
+            if role[0] == b"slave" and int(role[2]) == primary.port:
+                return node
+        raise RuntimeError(f"no replica follows the primary on port {primary.port}")
+
     def start_node(self) -> Node:
         port, bus_port = _free_port(), _free_port()
         process = subprocess.Popen(
@@ -80,7 +97,7 @@ class LocalCluster:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         node = Node(port, bus_port, process)
         self.starting.append(node)
-        _wait(lambda: _pings(node), f"valkey on port {port}")
+        _wait(partial(_pings, node), f"valkey on port {port}")
         return node
 
     def stop(self) -> None:
@@ -101,10 +118,10 @@ def _pings(node: Node) -> bool:
     return False
 
 
-def _wait(check: object, what: str, timeout: float = 60.0) -> None:
+def _wait(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
+        if check():
             return
         time.sleep(0.1)
     raise RuntimeError(f"timed out waiting for {what}")
@@ -137,12 +154,12 @@ def local_cluster(*, primaries: int = 3, replicas: bool = False) -> Iterator[Loc
                     first.execute_command("CLUSTER MEET", HOST, node.port, node.bus_port)
             known = len(cluster.nodes())
             for node in cluster.nodes():
-                _wait(lambda node=node: _state_ok(node, known), "the cluster to form")
+                _wait(partial(_state_ok, node, known), "the cluster to form")
             for primary, replica in zip(cluster.primaries, cluster.replicas, strict=False):
                 primary_id = primary.node_id()
-                _wait(lambda r=replica, p=primary_id: _replicates(r, p), "a replica")
+                _wait(partial(_replicates, replica, primary_id), "a replica")
             for replica in cluster.replicas:
-                _wait(lambda r=replica: _synced(r), "a replica's first sync")
+                _wait(partial(_synced, replica), "a replica's first sync")
             yield cluster
         finally:
             cluster.stop()
