@@ -7,7 +7,8 @@ Talks to its parent in JSON lines. The first line on stdin is the job::
     {"url": "ws://127.0.0.1:P/graphql", "key": "...", "query": "subscription ...",
      "field": "shadowChanged" | "telemetryChanged",
      "devices": ["<id>", ...],   # subscriber i watches devices[i % len(devices)]
-     "first": 0, "count": 5000, "parallel": 100, "step_timeout": 30.0,
+     "first": 0, "count": 5000, "stride": 1,  # subscribers first, first + stride, ...
+     "parallel": 100, "step_timeout": 30.0,
      "compression": "deflate" | null, "samples": "/tmp/.../clients-0.bin"}
 
 It opens ``count`` sockets (``parallel`` handshakes in flight at most), each one
@@ -93,8 +94,9 @@ class Clients:
     def __init__(self, job: dict[str, Any]) -> None:
         self.job = job
         devices: list[str] = job["devices"]
-        first, count = int(job["first"]), int(job["count"])
-        self.subs = [Subscriber(i, devices[i % len(devices)]) for i in range(first, first + count)]
+        first, count, stride = int(job["first"]), int(job["count"]), int(job.get("stride", 1))
+        self.subs = [Subscriber(i, devices[i % len(devices)])
+                     for i in range(first, first + count * stride, stride)]
         self.samples = array.array("d")  # (receipt unix s, latency ms) pairs
         self.finals: dict[str, int] | None = None
         self.stopped_at = 0.0

@@ -5,6 +5,7 @@
         [--seconds 30] [--writer redis|mutation] [--subscription shadow|telemetry]
         [--client-procs N] [--no-compression]
         [--converge-timeout 30] [--gc-stats] [--gc-freeze] [--profile-server DIR] [--write]
+        [--gateways N] [--cluster [--failover-at SECONDS]]
 
 Starts an embedded devstack in a temp dir (or uses the stores named by IOTSPHERE_REGISTRY_DSN,
 IOTSPHERE_ASSETS_DSN, IOTSPHERE_TELEMETRY_DSN and IOTSPHERE_REDIS_URL when all four are set),
@@ -46,6 +47,18 @@ final version and how long that took. During the write, GET /healthz twice a sec
 how far behind the gateway's event loop runs. Server log lines at WARNING or above are counted
 and the first ones shown. --write appends a dated section to bench/RESULTS.md.
 
+Scale-out (issue 17): --gateways N starts N `iotsphere serve` processes on the same stores;
+subscriber i connects to gateway i mod N (each subscriber process serves one gateway), the
+writer is unchanged. --cluster puts the shadows on a local 3-primary Valkey Cluster, each
+primary with a replica (gateway.runtime.valkey_cluster, from the embedded Valkey binary; the
+devstack's own Valkey then idles), and the writer writes through the cluster client
+(bench/_fanout_cluster.py). --failover-at S SIGKILLs, S seconds after the writer starts, the
+primary holding the first device's slot (and a third of the others'); its replica takes
+over, and every subscriber must still end on every watched device's final version, read
+from the cluster after the writer stops. With --gateways above 1 or --cluster the report
+adds a table per gateway: events, latency, converged subscribers and when, versions
+backwards, extra SNAPSHOTs (the hub re-snapshots after the slot map changes) and CPU.
+
 Diagnostics (they change how the gateway is launched, never its code): --gc-stats logs and
 reports the gateway's full garbage collections and their pauses; --gc-freeze (an experiment)
 also has it run gc.collect() and gc.freeze() once every subscriber is connected;
@@ -62,6 +75,7 @@ import argparse
 import array
 import asyncio
 import contextlib
+import dataclasses
 import math
 import os
 import shutil
@@ -84,7 +98,7 @@ if str(ROOT) not in sys.path:  # `python bench/fanout.py` puts bench/, not the r
 import httpx  # noqa: E402
 import orjson  # noqa: E402
 
-from bench import _machine  # noqa: E402
+from bench import _fanout_cluster, _machine  # noqa: E402
 from bench._cli import positive, stop_on_signals  # noqa: E402
 from bench._procs import (  # noqa: E402
     child_preexec,
@@ -104,6 +118,7 @@ from bench._stack import (  # noqa: E402
     seed_demo,
     stack_up,
 )
+from gateway.runtime.valkey_cluster import LocalCluster, local_cluster  # noqa: E402
 
 CLIENTS = ROOT / "bench" / "_fanout_clients.py"
 SETTLE_SECONDS = 2.0
@@ -190,10 +205,10 @@ def _kill_children() -> None:
 
 
 def gateway(stack: Stack, run_dir: Path, profile: Path | None, gc_stats: bool,
-            gc_freeze: bool, tree: Path | None = None) -> Server:
+            gc_freeze: bool, tree: Path | None = None, log_name: str = "server.log") -> Server:
     """`iotsphere serve` for one configuration, under cProfile or the GC launcher if asked;
     from the source tree ``tree`` (first on its path) when given."""
-    server = Server(stack, run_dir / "server.log", log_level="INFO",
+    server = Server(stack, run_dir / log_name, log_level="INFO",
                     env={"PYTHONPATH": str(tree)} if tree is not None else {})
     if profile is not None:  # cProfile writes its stats when serve returns
         server.launcher = [sys.executable, "-m", "cProfile", "-o", str(profile),
@@ -222,8 +237,9 @@ def gc_pauses(path: Path) -> list[tuple[float, float]]:
 class ClientProc:
     """One bench/_fanout_clients.py process; JSON lines on its stdin and stdout."""
 
-    def __init__(self, number: int, log_dir: Path) -> None:
+    def __init__(self, number: int, log_dir: Path, gateway: int = 0) -> None:
         self.number = number
+        self.gateway = gateway  # which gateway its subscribers connect to
         self.samples_path = log_dir / f"clients-{number}.bin"
         self.log_path = log_dir / f"clients-{number}.log"
         self.proc: asyncio.subprocess.Process | None = None
@@ -439,19 +455,8 @@ async def write_readings(url: str, key: str, devices: list[str], rate: float,
 
 
 async def final_versions(redis_url: str, tenant_id: str, devices: list[str]) -> dict[str, int]:
-    import redis.asyncio as redis
-
-    from gateway.stores.shadows import shadow_key
-
-    client = redis.Redis.from_url(redis_url)
-    try:
-        async with client.pipeline(transaction=False) as pipe:
-            for device in devices:
-                pipe.hget(shadow_key(UUID(tenant_id), UUID(device)), "version")
-            versions = await pipe.execute()
-    finally:
-        await client.aclose()
-    return {d: int(v) for d, v in zip(devices, versions, strict=True) if v is not None}
+    """Read from a single Valkey, or through the cluster client after any failover."""
+    return await _fanout_cluster.read_finals(redis_url, tenant_id, devices)
 
 
 # ------------------------------------------------------------------------------ a run
@@ -489,6 +494,9 @@ class Outcome:
     failures: list[str] = field(default_factory=list)
     final_versions: dict[str, int] = field(default_factory=dict)
     writer: str = "redis"
+    latencies_by_gateway: dict[int, list[float]] = field(default_factory=dict)
+    rss_end_by_gateway: dict[int, int] = field(default_factory=dict)
+    failover: _fanout_cluster.Failover | None = None
     code: str = ""  # the commit the gateway started from (others commit meanwhile)
     label: str = ""  # "baseline" for --baseline-tree's gateway, else ""
 
@@ -507,19 +515,31 @@ def pct(ordered: list[float], p: float) -> float:
 
 
 class CpuMeter:
-    def __init__(self, server: Server, clients: list[ClientProc], data_dir: Path | None) -> None:
-        self._server = server
+    """CPU seconds so far: "gateway" (every gateway), "gateway:<n>" (one of several)..."""
+
+    def __init__(self, servers: list[Server], clients: list[ClientProc], data_dir: Path | None,
+                 valkey_pids: list[int] | None = None) -> None:
+        self._servers = servers
         self._clients = clients
-        self._valkey = stack_pids(data_dir, "valkey")
+        self._valkey = stack_pids(data_dir, "valkey") if valkey_pids is None else valkey_pids
         self._data_dir = data_dir
+        self._seen: dict[int, float] = {}  # a killed Valkey node keeps the CPU it used
+
+    def _valkey_seconds(self) -> float:
+        for pid in self._valkey:
+            self._seen[pid] = max(self._seen.get(pid, 0.0), cpu_seconds(pid))
+        return sum(self._seen.values())
 
     def snapshot(self) -> dict[str, float]:
         clients = sum(cpu_seconds(c.pid) for c in self._clients if c.proc is not None)
-        out = {"gateway": cpu_seconds(self._server.pid), "clients": clients,
+        gateways = [cpu_seconds(s.pid) for s in self._servers]
+        out = {"gateway": sum(gateways), "clients": clients,
                "writer": time.process_time(), "machine": machine_busy_seconds(),
                "wall": time.monotonic()}
+        if len(gateways) > 1:
+            out.update({f"gateway:{n}": v for n, v in enumerate(gateways)})
         if self._data_dir is not None:
-            out["valkey"] = sum(cpu_seconds(p) for p in self._valkey)
+            out["valkey"] = self._valkey_seconds()
             out["postgres"] = sum(cpu_seconds(p) for p in stack_pids(self._data_dir, "postgres"))
         return out
 
@@ -528,10 +548,36 @@ def _delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     return {k: max(0.0, b[k] - a.get(k, 0.0)) for k in b}
 
 
+def _spread(subscribers: int, procs: int, gateways: int) -> list[tuple[int, int, int, int]]:
+    """(gateway, first, count, stride) per subscriber process: subscriber i goes to gateway
+    i mod ``gateways``; each gateway's subscribers are split in contiguous runs over its
+    ``procs`` processes (one gateway: first = n * share, stride 1, as before)."""
+    out = []
+    for g in range(gateways):
+        mine = len(range(g, subscribers, gateways))
+        share = math.ceil(mine / procs)
+        for k in range(procs):
+            out.append((g, g + k * share * gateways, max(0, min(share, mine - k * share)),
+                        gateways))
+    return out
+
+
+def _memory(servers: list[Server]) -> dict[str, int]:
+    """VmRSS, VmHWM... summed over the gateways (one gateway: its own)."""
+    out: dict[str, int] = {}
+    for server in servers:
+        for name, kib in server.memory().items():
+            out[name] = out.get(name, 0) + kib
+    return out
+
+
 async def run_config(cfg: Config, stack: Stack, seeded: Seeded, args: argparse.Namespace,
-                     log_dir: Path, tree: Path | None = None) -> Outcome:
+                     log_dir: Path, tree: Path | None = None,
+                     cluster: LocalCluster | None = None) -> Outcome:
+    gateways = args.gateways
     procs = args.client_procs or (1 if cfg.subscribers <= 2500 else 2)
-    procs = max(1, min(procs, cfg.subscribers))
+    per_gateway = max(1, math.ceil(procs / gateways))  # subscriber processes per gateway
+    procs = max(1, min(per_gateway * gateways, cfg.subscribers))
     telemetry = args.subscription == "telemetry"
     out = Outcome(cfg, procs, writer="ingest" if telemetry else args.writer)
     tag = f"s{cfg.subscribers}-r{cfg.rate:g}" + ("-baseline" if tree is not None else "")
@@ -542,29 +588,33 @@ async def run_config(cfg: Config, stack: Stack, seeded: Seeded, args: argparse.N
     if args.profile_server is not None:
         args.profile_server.mkdir(parents=True, exist_ok=True)
         profile = args.profile_server / f"gateway-{tag}.prof"
-    server = gateway(stack, run_dir, profile, args.gc_stats, args.gc_freeze, tree)
-    clients = [ClientProc(n, run_dir) for n in range(procs)]
+    servers = [gateway(stack, run_dir, profile if n == 0 else None, args.gc_stats,
+                       args.gc_freeze, tree,
+                       "server.log" if gateways == 1 else f"server-{n}.log")
+               for n in range(gateways)]
+    server = servers[0]
+    spread = _spread(cfg.subscribers, per_gateway, gateways)[:procs]
+    clients = [ClientProc(n, run_dir, g) for n, (g, *_rest) in enumerate(spread)]
     say = _say
     try:
         out.code = _machine.code_version() if tree is None else f"the tree at {tree}"
-        await asyncio.to_thread(server.start)
+        for one in servers:
+            await asyncio.to_thread(one.start)
+            say(f"[{tag}] gateway pid {one.pid} on {one.url} (open files {one.nofile()})")
         out.server_nofile = server.nofile()
-        say(f"[{tag}] gateway pid {server.pid} on {server.url} (open files {out.server_nofile})")
         await asyncio.sleep(SETTLE_SECONDS)
-        out.memory["idle"] = server.memory()
-        meter = CpuMeter(server, clients, stack.data_dir)
+        out.memory["idle"] = _memory(servers)
+        valkey = [n.process.pid for n in cluster.starting] if cluster is not None else None
+        meter = CpuMeter(servers, clients, stack.data_dir, valkey)
         cpu0 = meter.snapshot()
 
         # -- connect
-        share = math.ceil(cfg.subscribers / procs)
-        url = server.ws_url
-        for n, client in enumerate(clients):
-            first = n * share
+        for client, (g, first, count, stride) in zip(clients, spread, strict=True):
             await client.start({
-                "url": url, "key": seeded.key, "devices": seeded.devices,
+                "url": servers[g].ws_url, "key": seeded.key, "devices": seeded.devices,
                 "query": TELEMETRY_QUERY if telemetry else QUERY,
                 "field": "telemetryChanged" if telemetry else "shadowChanged",
-                "first": first, "count": max(0, min(share, cfg.subscribers - first)),
+                "first": first, "count": count, "stride": stride,
                 "parallel": args.connect_parallel, "step_timeout": args.step_timeout,
                 "compression": None if args.no_compression else "deflate",
             })
@@ -583,32 +633,48 @@ async def run_config(cfg: Config, stack: Stack, seeded: Seeded, args: argparse.N
         if out.connected == 0:
             raise BenchError(f"no subscriber connected: {out.failures[:3]}\n{server.tail()}")
         if args.gc_freeze:
-            os.kill(server.pid, signal.SIGUSR1)
+            for one in servers:
+                os.kill(one.pid, signal.SIGUSR1)
             say(f"[{tag}] asked the gateway to gc.freeze() its {out.connected} subscriptions")
             for _ in range(600):  # the collection before the freeze takes seconds: wait
-                if "FANOUT-GC-FROZEN" in server.log_path.read_text(errors="replace"):
+                if all("FANOUT-GC-FROZEN" in one.log_path.read_text(errors="replace")
+                       for one in servers):
                     break
                 await asyncio.sleep(0.1)
         await asyncio.sleep(SETTLE_SECONDS)
-        out.memory["connected"] = server.memory()
+        out.memory["connected"] = _memory(servers)
         cpu1 = meter.snapshot()
 
         # -- write
         say(f"[{tag}] writing {cfg.rate:g} updates/s for {args.seconds:g}s "
             f"({out.writer})...")
-        sampler = asyncio.gather(_sample_rss(server, out.rss_series),
-                                 _probe(server.url, out.probe_ms))
+        sampler = asyncio.gather(_sample_rss(servers, out.rss_series),
+                                 *(_probe(one.url, out.probe_ms) for one in servers))
+        writing = asyncio.Event()
+        failing: asyncio.Future[None] | None = None
+        if cluster is not None and args.failover_at is not None:
+            out.failover = _fanout_cluster.Failover(args.failover_at)
+            failing = asyncio.ensure_future(_fanout_cluster.fail_over(
+                cluster, seeded.tenant_id, seeded.devices, writing, out.failover))
         try:
             if telemetry:
                 out.written, out.final_versions = await write_readings(
                     server.url, seeded.key, seeded.devices, cfg.rate, args.seconds)
+            elif args.writer == "redis" and cluster is not None:
+                writing.set()
+                await _fanout_cluster.write_cluster(
+                    out.written, stack.dsns["redis"], seeded.tenant_id, seeded.devices,
+                    cfg.rate, args.seconds, UPDATE_LUA, WRITER_TICK)
             elif args.writer == "redis":
                 out.written = await write_redis(stack.dsns["redis"], seeded.tenant_id,
                                                 seeded.devices, cfg.rate, args.seconds)
             else:
+                writing.set()
                 out.written = await write_mutations(server.url, seeded.key, seeded.devices,
                                                     cfg.rate, args.seconds)
             cpu2 = meter.snapshot()
+            if failing is not None:
+                await failing
             if not telemetry:
                 out.final_versions = await final_versions(
                     stack.dsns["redis"], seeded.tenant_id, seeded.devices)
@@ -621,21 +687,32 @@ async def run_config(cfg: Config, stack: Stack, seeded: Seeded, args: argparse.N
                                    "timeout": args.converge_timeout})
             out.reports = list(await asyncio.gather(*(
                 c.receive("report", args.converge_timeout + 60) for c in clients)))
+            for client, rep in zip(clients, out.reports, strict=True):
+                rep["gateway"] = client.gateway
         finally:
             sampler.cancel()
-            await asyncio.gather(sampler, return_exceptions=True)
+            if failing is not None:
+                failing.cancel()
+            await asyncio.gather(sampler, *([failing] if failing else []),
+                                 return_exceptions=True)
         cpu3 = meter.snapshot()
-        out.memory["end"] = server.memory()
+        out.memory["end"] = _memory(servers)
+        out.rss_end_by_gateway = {n: one.rss_kib() for n, one in enumerate(servers)}
         out.cpu = {"connect": _delta(cpu0, cpu1), "write": _delta(cpu1, cpu2),
                    "converge": _delta(cpu2, cpu3)}
         out.converge_wait_s = max(r["waited_s"] for r in out.reports)
-        analyse_samples(out, [client.samples() for client in clients])
+        analyse_samples(out, [client.samples() for client in clients],
+                        [client.gateway for client in clients])
     finally:
         for client in clients:
             await client.stop()
-        out.server_exit = await asyncio.to_thread(server.stop)
-        out.log_count, out.log_first = server.log_findings()
-        out.gc = gc_pauses(server.log_path)
+        exits = [await asyncio.to_thread(one.stop) for one in servers]
+        out.server_exit = next((code for code in exits if code), exits[0])
+        for one in servers:
+            found, lines = one.log_findings()
+            out.log_count += found
+            out.log_first += lines
+            out.gc += gc_pauses(one.log_path)
     return out
 
 
@@ -651,20 +728,23 @@ async def _probe(url: str, series: list[float]) -> None:
             await asyncio.sleep(0.5)
 
 
-async def _sample_rss(server: Server, series: list[int]) -> None:
+async def _sample_rss(servers: list[Server], series: list[int]) -> None:
     for _ in range(100_000):  # bounded; cancelled when the run ends
-        series.append(server.memory().get("VmRSS", 0))
+        series.append(max(server.memory().get("VmRSS", 0) for server in servers))
         await asyncio.sleep(1.0)
 
 
-def analyse_samples(out: Outcome, arrays: list[array.array[float]]) -> None:
+def analyse_samples(out: Outcome, arrays: list[array.array[float]],
+                    gateways: list[int]) -> None:
     """Latency percentiles (all UPDATED events, and those received while the writer ran)
     and, per 5 s from the writer's start, events/s and p99: a steady state or a queue."""
     started, stopped = out.written.started, out.written.stopped
     buckets: dict[int, list[float]] = {}
-    for data in arrays:
+    for data, gateway_number in zip(arrays, gateways, strict=True):
+        mine = out.latencies_by_gateway.setdefault(gateway_number, [])
         for t, ms in zip(data[0::2], data[1::2], strict=True):
             out.latencies_all.append(ms)
+            mine.append(ms)
             if started <= t <= stopped:
                 out.latencies.append(ms)
             buckets.setdefault(int((t - started) // 5), []).append(ms)
@@ -764,7 +844,8 @@ def resource_table(outcomes: list[Outcome]) -> str:
 
 def _others(cpu: dict[str, float]) -> float:
     """CPU seconds used meanwhile by processes that are not this benchmark's: noise."""
-    ours = sum(v for k, v in cpu.items() if k not in ("machine", "wall"))
+    ours = sum(v for k, v in cpu.items()
+               if k not in ("machine", "wall") and not k.startswith("gateway:"))
     return max(0.0, cpu.get("machine", 0.0) - ours)
 
 
@@ -785,6 +866,8 @@ def details(o: Outcome) -> list[str]:
         lines.append(f"  - Convergence after the writer stopped: p50 {pct(conv, 50) / 1e3:.2f} s, "
                      f"p99 {pct(conv, 99) / 1e3:.2f} s, max {conv[-1] / 1e3:.2f} s "
                      f"(waited {o.converge_wait_s:.1f} s).")
+    if o.failover is not None:
+        lines.append(_fanout_cluster.failover_line(o.failover, o.written))
     laggards = o.total("laggard_count")
     if laggards:
         sample = [lag for r in o.reports for lag in r["laggards"]][:5]
@@ -795,7 +878,7 @@ def details(o: Outcome) -> list[str]:
     errors = [e for r in o.reports for e in r["error_samples"]]
     if errors:
         lines.append(f"  - Client-side errors/closes, e.g. {errors[:3]}.")
-    if o.written.errors:
+    if o.written.errors and o.failover is None:
         lines.append(f"  - Writer errors: {o.written.errors}, e.g. {o.written.error_samples[:2]}.")
     probe = sorted(o.probe_ms)
     if probe:
@@ -843,8 +926,14 @@ def report(args: argparse.Namespace, stack: Stack, seeded: Seeded,
                         "version is a reading's value, the final version the writer's last "
                         "value per device; latency = receipt minus the reading's time. "
                         "Updates/s below are readings/s.")
-    lines = [
-        delivery_table(outcomes), "", resource_table(outcomes), "", subscription,
+    lines = [delivery_table(outcomes), "", resource_table(outcomes), ""]
+    if args.gateways > 1 or args.cluster:
+        for o in outcomes:
+            lines += [f"Per gateway, {o.config.subscribers:,} subscribers at "
+                      f"{o.config.rate:g} updates/s:", "",
+                      _fanout_cluster.gateway_table(o, args.gateways), ""]
+    lines += [
+        subscription,
         f"- Writer: {writer}, round-robin over the devices, {args.seconds:g} s per "
         f"configuration. Latency: receipt wall clock in the subscriber process minus "
         f"the write's time (`writtenAtMs`, or the reading's time), for every UPDATED "
@@ -859,8 +948,11 @@ def report(args: argparse.Namespace, stack: Stack, seeded: Seeded,
         f"- Clients: `websockets` {_version('websockets')} asyncio clients on uvloop, "
         f"compression {'off' if args.no_compression else 'permessage-deflate (as browsers)'}, "
         f"no client pings, {args.connect_parallel} handshakes in flight per process; "
-        f"connect = connection_init, connection_ack, subscribe, first SNAPSHOT. Server: one "
-        f"`iotsphere serve` process (uvicorn, uvloop, websockets-sansio, log level INFO); "
+        f"connect = connection_init, connection_ack, subscribe, first SNAPSHOT. Server: "
+        + ("one `iotsphere serve` process" if args.gateways == 1 else
+           f"{args.gateways} `iotsphere serve` processes on the same stores (subscriber i on "
+           f"gateway i mod {args.gateways}; RSS and CPU columns above sum them)")
+        + " (uvicorn, uvloop, websockets-sansio, log level INFO); "
         f"stores: {stack.how}. All on 127.0.0.1, on the same {os.cpu_count()} CPUs: the "
         f"gateway, the subscriber processes, the writer, Valkey and PostgreSQL compete.",
     ]
@@ -949,23 +1041,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--baseline-tree", type=Path, default=None,
                         help="also run each configuration against the gateway code of this "
                              "source tree (e.g. a git worktree of the old commit), first")
+    parser.add_argument("--gateways", type=positive(int), default=1,
+                        help="gateway processes on the same stores; subscriber i connects to "
+                             "gateway i mod N (default 1)")
+    parser.add_argument("--cluster", action="store_true",
+                        help="shadows on a local 3-primary Valkey Cluster with a replica per "
+                             "primary instead of the devstack's single Valkey")
+    parser.add_argument("--failover-at", type=positive(float), metavar="SECONDS",
+                        help="with --cluster: SIGKILL the primary holding the first device's "
+                             "slot this long after the writer starts")
     parser.add_argument("--keep-logs", action="store_true",
                         help="keep the gateway and subscriber logs (always kept on failure)")
     parser.add_argument("--write", action="store_true",
                         help=f"append a dated section to {RESULTS.relative_to(ROOT)}")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.failover_at is not None:
+        if not args.cluster:
+            parser.error("--failover-at needs --cluster")
+        if len(args.subscribers) * len(args.rate) > 1 or args.baseline_tree is not None:
+            parser.error("--failover-at runs one configuration: the failover leaves the "
+                         "cluster a replica short for any next one")
+        if args.subscription != "shadow" or args.writer != "redis":
+            parser.error("--failover-at needs the shadow subscription and --writer redis")
+    return args
 
 
 
 async def run_all(configs: list[Config], stack: Stack, seeded: Seeded,
-                  args: argparse.Namespace, log_dir: Path) -> list[Outcome]:
+                  args: argparse.Namespace, log_dir: Path,
+                  cluster: LocalCluster | None = None) -> list[Outcome]:
     outcomes = []
     for cfg in configs:
         # The baseline tree's gateway first, then this tree's, per configuration.
         for tree in ([args.baseline_tree] if args.baseline_tree else []) + [None]:
-            outcome = await run_config(cfg, stack, seeded, args, log_dir, tree)
+            outcome = await run_config(cfg, stack, seeded, args, log_dir, tree, cluster)
             outcomes.append(outcome)
             print(delivery_table([outcome]), file=sys.stderr, flush=True)
+            if args.gateways > 1 or cluster is not None:
+                print(_fanout_cluster.gateway_table(outcome, args.gateways), file=sys.stderr,
+                      flush=True)
     return outcomes
 
 
@@ -984,11 +1098,20 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as exits:
             _say("starting stores...")
             stack = exits.enter_context(stack_up(env_stores=True))
+            cluster = None
+            if args.cluster:
+                _say("starting a local Valkey Cluster (3 primaries, a replica each)...")
+                cluster = exits.enter_context(local_cluster(replicas=True))
+                stack = dataclasses.replace(
+                    stack, dsns={**stack.dsns, "redis": cluster.url},
+                    how=f"{stack.how}; shadows on a local Valkey Cluster, 3 primaries with a "
+                        f"replica each (gateway.runtime.valkey_cluster, cluster-node-timeout "
+                        f"2 s)")
             _say(f"seeding {args.devices} devices...")
             # Telemetry plays no part here: a few minutes of it keep the seeding short.
             seeded = asyncio.run(seed_demo(stack.settings, "fanout", args.devices, 0.05))
             try:
-                outcomes = asyncio.run(run_all(configs, stack, seeded, args, log_dir))
+                outcomes = asyncio.run(run_all(configs, stack, seeded, args, log_dir, cluster))
             except BaseException:
                 keep = True
                 raise
