@@ -1122,6 +1122,12 @@ def main(argv: list[str] | None = None) -> int:
             title = ", ".join(f"{c.subscribers:,} subs @ {c.rate:g}/s" for c in configs)
             if args.subscription == "telemetry":
                 title = f"telemetryChanged, {title} readings"
+            if args.gateways > 1:
+                title += f", {args.gateways} gateways"
+            if args.cluster:
+                title += ", 3-primary Valkey Cluster"
+            if args.failover_at is not None:
+                title += f", a primary killed at {args.failover_at:g} s"
             body = report(args, stack, seeded, outcomes)
             print("\n".join(f"{k}: {v}" for k, v in info.items()))
             print()
