@@ -515,7 +515,7 @@ def pct(ordered: list[float], p: float) -> float:
 
 
 class CpuMeter:
-    """CPU seconds so far: "gateway" (every gateway), "gateway:<n>" (one of several)..."""
+    """CPU seconds so far: "gateway" (every gateway), "gateway:<n>" (each of them)..."""
 
     def __init__(self, servers: list[Server], clients: list[ClientProc], data_dir: Path | None,
                  valkey_pids: list[int] | None = None) -> None:
@@ -536,8 +536,7 @@ class CpuMeter:
         out = {"gateway": sum(gateways), "clients": clients,
                "writer": time.process_time(), "machine": machine_busy_seconds(),
                "wall": time.monotonic()}
-        if len(gateways) > 1:
-            out.update({f"gateway:{n}": v for n, v in enumerate(gateways)})
+        out.update({f"gateway:{n}": v for n, v in enumerate(gateways)})
         if self._data_dir is not None:
             out["valkey"] = self._valkey_seconds()
             out["postgres"] = sum(cpu_seconds(p) for p in stack_pids(self._data_dir, "postgres"))
