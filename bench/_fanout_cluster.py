@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from bench._fanout_stats import ms, pct
 from gateway.runtime.valkey_cluster import LocalCluster
 from gateway.stores.redis_client import connect_url
 from gateway.stores.shadows import shadow_key
@@ -134,16 +135,8 @@ def failover_line(plan: Failover, written: Written) -> str:
             + "".join(f" {n}." for n in plan.notes))
 
 
-def _pct(ordered: list[float], p: float) -> float:
-    from bench.fanout import pct
-
-    return pct(ordered, p)
-
-
 def gateway_table(o: Outcome, gateways: int) -> str:
     """Per gateway (its subscribers: i mod ``gateways``) and overall."""
-    from bench.fanout import _ms
-
     head = ["gateway", "subscribers up", "events delivered", "p50 ms", "p99 ms", "max ms",
             "converged", "convergence p99 / max s", "backwards", "extra SNAPSHOTs",
             "gateway CPU s (connect / write / converge)", "gateway CPU % of write window",
@@ -166,9 +159,9 @@ def gateway_table(o: Outcome, gateways: int) -> str:
             "all" if g is None else str(g),
             f"{total('connected'):,}",
             f"{total('events'):,}",
-            _ms(_pct(lat, 50)), _ms(_pct(lat, 99)), _ms(lat[-1] if lat else float("nan")),
+            ms(pct(lat, 50)), ms(pct(lat, 99)), ms(lat[-1] if lat else float("nan")),
             f"{total('converged'):,}/{total('connected'):,}",
-            f"{_pct(conv, 99) / 1e3:.2f} / {conv[-1] / 1e3:.2f}" if conv else "-",
+            f"{pct(conv, 99) / 1e3:.2f} / {conv[-1] / 1e3:.2f}" if conv else "-",
             f"{total('backwards')}", f"{total('extra_snapshots'):,}",
             " / ".join(f"{c:.1f}" for c in cpu),
             f"{cpu[1] / wall * 100:.0f}%",

@@ -100,6 +100,8 @@ import orjson  # noqa: E402
 
 from bench import _fanout_cluster, _machine  # noqa: E402
 from bench._cli import positive, stop_on_signals  # noqa: E402
+from bench._fanout_stats import ms as _ms  # noqa: E402
+from bench._fanout_stats import pct  # noqa: E402
 from bench._procs import (  # noqa: E402
     child_preexec,
     cpu_seconds,
@@ -508,12 +510,6 @@ class Outcome:
         return sorted(ms for r in self.reports for ms in r["convergence_ms"])
 
 
-def pct(ordered: list[float], p: float) -> float:
-    if not ordered:
-        return math.nan
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]  # nearest rank
-
-
 class CpuMeter:
     """CPU seconds so far: "gateway" (every gateway), "gateway:<n>" (each of them)..."""
 
@@ -769,12 +765,6 @@ def machine_info(seeded: Seeded) -> dict[str, str]:
 
 def _mib(kib: int | None) -> str:
     return "-" if not kib else f"{kib / 1024:.0f}"
-
-
-def _ms(value: float) -> str:
-    if math.isnan(value):
-        return "-"
-    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
 
 
 def delivery_table(outcomes: list[Outcome]) -> str:
