@@ -98,6 +98,7 @@ class Clients:
         self.subs = [Subscriber(i, devices[i % len(devices)])
                      for i in range(first, first + count * stride, stride)]
         self.samples = array.array("d")  # (receipt unix s, latency ms) pairs
+        self.max_ms: dict[str, float] = {}  # the largest latency per device
         self.finals: dict[str, int] | None = None
         self.stopped_at = 0.0
         self.pending = 0  # subscribers not yet at their final version
@@ -200,8 +201,11 @@ class Clients:
         else:
             sub.events += 1
             if written is not None:
+                ms = now * 1e3 - written
                 samples.append(now)
-                samples.append(now * 1e3 - written)
+                samples.append(ms)
+                if ms > self.max_ms.get(sub.device, 0.0):
+                    self.max_ms[sub.device] = ms
         if version is not None:
             if last is not None:
                 if version > last + 1:
@@ -275,6 +279,7 @@ class Clients:
             "laggard_count": len(laggards),
             "ahead": ahead,
             "samples": len(self.samples) // 2,
+            "max_ms_by_device": self.max_ms,
             "connect_s": connect_s,
             "waited_s": waited_s,
             "error_samples": self.error_samples,

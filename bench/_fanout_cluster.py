@@ -91,7 +91,7 @@ class Failover:
     at: float  # seconds after the writer's start
     victim_port: int = 0
     heir_port: int = 0
-    devices_on_victim: int = 0
+    victim_devices: list[str] = field(default_factory=list)
     killed_at: float = 0.0  # unix s
     promoted_after_s: float | None = None  # the replica a primary, seconds after the kill
     notes: list[str] = field(default_factory=list)
@@ -104,7 +104,8 @@ async def fail_over(cluster: LocalCluster, tenant_id: str, devices: list[str],
     victim = cluster.primary_for(keys[0])
     heir = await asyncio.to_thread(cluster.replica_of, victim)
     plan.victim_port, plan.heir_port = victim.port, heir.port
-    plan.devices_on_victim = sum(1 for k in keys if cluster.primary_for(k) is victim)
+    plan.victim_devices = [d for d, k in zip(devices, keys, strict=True)
+                           if cluster.primary_for(k) is victim]
     await started.wait()
     await asyncio.sleep(plan.at)
     victim.process.kill()
@@ -120,19 +121,31 @@ async def fail_over(cluster: LocalCluster, tenant_id: str, devices: list[str],
     plan.notes.append("the replica did not become a primary within 60 s")
 
 
-def failover_line(plan: Failover, written: Written) -> str:
+def failover_line(plan: Failover, written: Written, reports: list[dict[str, Any]]) -> str:
     promoted = (f"its replica (port {plan.heir_port}) reported itself a primary "
                 f"{plan.promoted_after_s:.1f} s later" if plan.promoted_after_s is not None
                 else "**its replica never became a primary**")
     return (f"  - **Failover**: the primary on port {plan.victim_port}, holding "
-            f"{plan.devices_on_victim} of the watched devices' slots (the first device's "
+            f"{len(plan.victim_devices)} of the watched devices' slots (the first device's "
             f"among them), was SIGKILLed {plan.killed_at - written.started:.1f} s after the "
             f"writer started; {promoted}. Updates refused meanwhile: {written.errors:,} "
             f"(dropped by the writer; each device's next turn writes it again)"
             + (f", e.g. {written.error_samples[:2]}" if written.error_samples else "")
             + f"; the writer, waiting on the cluster client's retries, fell at most "
             f"{written.behind_max:,} updates behind its schedule."
-            + "".join(f" {n}." for n in plan.notes))
+            + _split_by_node(plan, reports) + "".join(f" {n}." for n in plan.notes))
+
+
+def _split_by_node(plan: Failover, reports: list[dict[str, Any]]) -> str:
+    """The largest latency of the run for devices on the killed primary and on the others:
+    whether a dead node held back changes of devices on the healthy ones."""
+    on_victim = set(plan.victim_devices)
+    worst = {True: 0.0, False: 0.0}
+    for report in reports:
+        for device, value in report.get("max_ms_by_device", {}).items():
+            worst[device in on_victim] = max(worst[device in on_victim], value)
+    return (f" Largest latency of the run: {ms(worst[True])} ms for devices on the killed "
+            f"primary, {ms(worst[False])} ms for devices on the other two.")
 
 
 def gateway_table(o: Outcome, gateways: int) -> str:

@@ -856,7 +856,7 @@ def details(o: Outcome) -> list[str]:
                      f"p99 {pct(conv, 99) / 1e3:.2f} s, max {conv[-1] / 1e3:.2f} s "
                      f"(waited {o.converge_wait_s:.1f} s).")
     if o.failover is not None:
-        lines.append(_fanout_cluster.failover_line(o.failover, o.written))
+        lines.append(_fanout_cluster.failover_line(o.failover, o.written, o.reports))
     laggards = o.total("laggard_count")
     if laggards:
         sample = [lag for r in o.reports for lag in r["laggards"]][:5]
