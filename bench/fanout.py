@@ -670,9 +670,10 @@ async def run_config(cfg: Config, stack: Stack, seeded: Seeded, args: argparse.N
             cpu2 = meter.snapshot()
             if failing is not None:
                 await failing
-            if not telemetry:
+            if not telemetry:  # a cluster's seed node may be the primary killed meanwhile
                 out.final_versions = await final_versions(
-                    stack.dsns["redis"], seeded.tenant_id, seeded.devices)
+                    cluster.url if cluster is not None else stack.dsns["redis"],
+                    seeded.tenant_id, seeded.devices)
             say(f"[{tag}] {out.written.writes} writes in {out.written.seconds:.1f}s; "
                 f"waiting (at most {args.converge_timeout:g}s) for every subscriber to reach "
                 f"its device's final version...")

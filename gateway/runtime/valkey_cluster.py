@@ -65,7 +65,10 @@ class LocalCluster:
 
     @property
     def url(self) -> str:
-        return f"redis+cluster://{HOST}:{self.primaries[0].port}"
+        """A seed URL naming a node that is still running (after a primary was killed, a
+        new client seeded with the dead node alone could not learn the cluster)."""
+        live = next((n for n in self.nodes() if n.process.poll() is None), self.primaries[0])
+        return f"redis+cluster://{HOST}:{live.port}"
 
     def nodes(self) -> list[Node]:
         return self.primaries + self.replicas
