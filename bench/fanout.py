@@ -53,11 +53,12 @@ writer is unchanged. --cluster puts the shadows on a local 3-primary Valkey Clus
 primary with a replica (gateway.runtime.valkey_cluster, from the embedded Valkey binary; the
 devstack's own Valkey then idles), and the writer writes through the cluster client
 (bench/_fanout_cluster.py). --failover-at S SIGKILLs, S seconds after the writer starts, the
-primary holding the first device's slot (and a third of the others'); its replica takes
-over, and every subscriber must still end on every watched device's final version, read
-from the cluster after the writer stops. With --gateways above 1 or --cluster the report
-adds a table per gateway: events, latency, converged subscribers and when, versions
-backwards, extra SNAPSHOTs (the hub re-snapshots after the slot map changes) and CPU.
+primary holding the first device's slot (roughly a third of the devices live there); its
+replica takes over, and every subscriber must still end on every watched device's final
+version, read from the cluster after the writer stops. With --gateways above 1 or --cluster
+the report adds a table per gateway: events, latency, converged subscribers and when,
+versions backwards, extra SNAPSHOTs (the hub re-snapshots after the slot map changes) and
+CPU.
 
 Diagnostics (they change how the gateway is launched, never its code): --gc-stats logs and
 reports the gateway's full garbage collections and their pauses; --gc-freeze (an experiment)
