@@ -5,10 +5,11 @@ fanned out to cohorts; their WebSocket members' frames written by one writer tas
 The connection hears the keyspace notifications of every shadow key, the topology
 channel the writes publish on, revocations, and the readings channel both ingest paths
 announce committed batches on (handed to ``gateway.live.telemetry_feed``). A
-notification marks its device dirty; a reader drains dirty devices in one pipelined
-read per tenant (a burst of writes to one device costs one read), and offers each change
-to the cohorts watching that device. Writes by any Redis client reach subscribers, since
-the notification comes from Redis itself.
+notification marks its device dirty; a reader drains dirty devices in one read per tenant
+and Redis node, one in flight per node (``gateway.live.node_reads``; a burst of writes to
+one device costs one read), and offers each change to the cohorts watching that device.
+Writes by any Redis client reach subscribers, since the notification comes from Redis
+itself.
 
 Keyspace notifications are fire-and-forget: after every reconnect the hub re-reads every
 watched device and offers it to every member as a SNAPSHOT: no dashboard stays silently
@@ -30,6 +31,7 @@ from gateway.errors import StoreUnavailable
 from gateway.live.cohorts import Cohort, Execute, Mailbox, Member, ShadowChange
 from gateway.live.frames import FrameSink, FrameWriter, SocketMember
 from gateway.live.keyspace import HubConfigError, KeyspaceListener
+from gateway.live.node_reads import NodeReads
 from gateway.live.sockets import heard_revocation
 from gateway.live.telemetry_feed import TelemetryCohort, TelemetryFeed
 from gateway.metrics import SUBSCRIPTIONS
@@ -72,6 +74,7 @@ class ShadowHub:
         self._seq = itertools.count(1)
         self.telemetry = TelemetryFeed(stores, self._seq)  # telemetryChanged's cohorts
         self._tasks: list[asyncio.Task[None]] = []
+        self._reads = NodeReads(self._read_and_offer, stores.shadows.node_of, self._requeue)
 
     @property
     def connected(self) -> asyncio.Event:
@@ -107,6 +110,7 @@ class ShadowHub:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._reads.aclose()
         await self.frames.aclose()
 
     # -- subscribers -------------------------------------------------------------------
@@ -217,15 +221,16 @@ class ShadowHub:
             for tenant_id, device_id in dirty:
                 by_tenant[tenant_id].append(device_id)
             for tenant_id, device_ids in by_tenant.items():
-                try:
-                    changes = await self._read(tenant_id, device_ids)
-                except StoreUnavailable as exc:
-                    # The reconnect that follows an outage re-snapshots every member.
-                    log.warning("hub could not read %d shadows: %s", len(device_ids), exc)
-                    continue
-                for change in changes:
-                    for cohort in self._watchers(tenant_id, change.device_id):
-                        cohort.offer(change)
+                self._reads.start(tenant_id, device_ids)  # a read per Redis node
+
+    async def _read_and_offer(self, tenant_id: UUID, device_ids: list[UUID]) -> None:
+        for change in await self._read(tenant_id, device_ids):
+            for cohort in self._watchers(tenant_id, change.device_id):
+                cohort.offer(change)
+
+    def _requeue(self, dirty: set[tuple[UUID, UUID]]) -> None:
+        self._dirty |= dirty
+        self._wake.set()
 
     def _on_message(self, channel: bytes, data: bytes = b"") -> None:
         name = channel.split(b":", 1)[1] if channel.startswith(b"__keyspace@") else channel

@@ -27,8 +27,8 @@ from uuid import UUID
 import orjson
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.exceptions import WatchError
 
 from gateway import tracing
 from gateway.errors import StoreUnavailable, VersionConflict
@@ -258,6 +258,18 @@ class ShadowStore:
             f"Shadow of device {device_id} is under heavy concurrent update; retry",
             deviceId=str(device_id),
         )
+
+    def node_of(self, tenant_id: UUID, device_id: UUID) -> str | None:
+        """The cluster node serving the device's shadow as the client last saw the slots
+        (None on a single server, or while no node is known for the slot)."""
+        client = self._redis
+        if not isinstance(client, RedisCluster):
+            return None
+        try:
+            node = client.get_node_from_key(shadow_key(tenant_id, device_id))
+        except RedisError:
+            return None
+        return node.name if node is not None else None
 
     async def get_with_versions(
         self, tenant_id: UUID, device_ids: Sequence[UUID]
