@@ -18,7 +18,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from bench._procs import (  # noqa: E402
     proc_status,
     with_descendants,
 )
+from gateway.runtime.devstack import free_port  # noqa: E402,F401 - the benchmarks take it from here
 from gateway.settings import Settings  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -173,12 +173,6 @@ async def seed_demo(settings: Settings, prefix: str, devices: int, hours: float)
 
 
 # ------------------------------------------------------------------------------ server
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
 
 @dataclass
 class Server:

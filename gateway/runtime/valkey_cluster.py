@@ -18,7 +18,6 @@ the first sync to have finished.
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,16 +29,10 @@ from pathlib import Path
 import redis
 from redis.crc import key_slot
 
-from gateway.runtime.devstack import valkey_bin
+from gateway.runtime.devstack import free_port, valkey_bin
 
 SLOTS = 16384
 HOST = "127.0.0.1"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -87,7 +80,7 @@ class LocalCluster:
         raise RuntimeError(f"no replica follows the primary on port {primary.port}")
 
     def start_node(self) -> Node:
-        port, bus_port = _free_port(), _free_port()
+        port, bus_port = free_port(), free_port()
         process = subprocess.Popen(
             # The bus port is given: the default (port + 10000) may exceed 65535.
             [str(valkey_bin()), "--port", str(port), "--bind", HOST, "--cluster-enabled", "yes",

@@ -16,7 +16,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from gateway.runtime.devstack import PG_SYSTEM_USER, postgres_bin
+from gateway.runtime.devstack import PG_SYSTEM_USER, free_port, postgres_bin
 
 HOST = "127.0.0.1"
 
@@ -52,12 +51,6 @@ def _account() -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 class PgPair:
     """``start()`` the pair; ``dsn("primary"|"standby", database)``; ``stop_standby()`` and
     ``start_standby()`` for an outage; ``close()`` stops both and removes their files."""
@@ -66,7 +59,7 @@ class PgPair:
         self.root = Path(tempfile.mkdtemp(prefix="iotsphere-replica-"))
         self.root.chmod(0o711)
         self._account = _account()
-        self.ports = {"primary": _free_port(), "standby": _free_port()}
+        self.ports = {"primary": free_port(), "standby": free_port()}
 
     def dsn(self, server: str, database: str) -> str:
         return f"postgresql://postgres@{HOST}:{self.ports[server]}/{database}"

@@ -21,6 +21,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 import pytest
 
+from gateway.runtime.devstack import free_port
+
 HOST = "127.0.0.1"
 
 
@@ -45,12 +47,6 @@ def pgbouncer_binary() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def _account() -> str | None:
     """PgBouncer refuses to run as root: as root it runs as Debian's ``postgres`` user."""
     if os.geteuid() != 0:
@@ -68,7 +64,7 @@ def pgbouncer(pg_dsn: str, *, pool_size: int = 4) -> Iterator[str]:
     ``pg_dsn`` pointed at PgBouncer. Every database is served (``*``), as the server's user."""
     binary = pgbouncer_binary()
     parts = urlsplit(pg_dsn)
-    port = _free_port()
+    port = free_port()
     login = f"user={unquote(parts.username or 'postgres')}"
     if parts.password:
         login += f" password={unquote(parts.password)}"
