@@ -6,11 +6,11 @@ For every plain leaf field the code reads the attribute and, when the value has 
 type whose output coercion is known to return it unchanged (a ``str`` for String and ID,
 an ``int`` within 32 bits, a finite ``float``, a ``bool``), is a member of the field's
 enum, is a UTC DateTime whose text the coercion already memoised, or is None for a
-nullable field, stores the result at once. Anything else (None, an exception, another type, every
-object, list and custom scalar) goes to ``PlanRun._complete``, the general path, so
-errors, nulls and coercion stay exactly what they were. Resolved and batched fields keep
-their place in the response (``None`` until their level completes) and are called or
-gathered as ``PlanRun`` does.
+nullable field, stores the result at once. Anything else (a null where none may be, an
+exception, another type, every object, list and custom scalar) goes to
+``PlanRun._complete``, the general path, so errors, nulls and coercion stay exactly what
+they were. Resolved and batched fields keep their place in the response (``None`` until
+their level completes) and are called or gathered as ``PlanRun`` does.
 """
 
 from __future__ import annotations
@@ -18,31 +18,14 @@ from __future__ import annotations
 import keyword
 from collections.abc import Callable
 from datetime import UTC, datetime
-from math import isfinite
 from typing import Any
 
-from graphql import (
-    GraphQLBoolean,
-    GraphQLEnumType,
-    GraphQLFloat,
-    GraphQLID,
-    GraphQLInt,
-    GraphQLString,
-)
+from graphql import GraphQLEnumType
 
+from resolvers.execution.leaf_coercion import NAMESPACE, UNCHANGED_WHEN
 from resolvers.execution.plan import BATCHED, LEAF, PLAIN, TYPENAME, FieldPlan, Selection
 
 Fill = Callable[[Any, Any, dict[str, Any], Any], None]  # (run, source, obj, position)
-
-# The value test under which a leaf's coercion returns the value itself.
-_EXACT = {
-    GraphQLString.name: "v.__class__ is str",
-    GraphQLID.name: "v.__class__ is str",
-    GraphQLInt.name: "v.__class__ is int and -2147483648 <= v <= 2147483647",
-    GraphQLFloat.name: "v.__class__ is float and _isfinite(v)",
-    GraphQLBoolean.name: "v.__class__ is bool",
-}
-
 
 def fill_of(selection: Selection) -> Fill:
     """The selection's fill function, generated on first use."""
@@ -75,7 +58,7 @@ def _compile(selection: Selection) -> Fill:
     if len(lines) == 1:
         lines.append("    pass")
     namespace: dict[str, Any] = {}
-    env["_isfinite"] = isfinite
+    env.update(NAMESPACE)
     env["_datetime"] = datetime
     env["_UTC"] = UTC
     exec(compile("\n".join(lines), f"<fill {selection.type.name}>", "exec"),  # noqa: S102
@@ -122,7 +105,7 @@ def _leaf(index: int, plan: FieldPlan, key: str, general: str, env: dict[str, An
           ) -> list[str]:
     shape = plan.shape
     leaf = shape.leaf if shape is not None and shape.kind == LEAF else None
-    exact = _EXACT.get(leaf.name) if leaf is not None else None
+    exact = UNCHANGED_WHEN.get(leaf.name) if leaf is not None else None
     if exact is not None:
         return [f"if {exact}:", f"    obj[{key}] = v", "else:", f"    {general}"]
     if isinstance(leaf, GraphQLEnumType) and (members := enum_names(leaf)) is not None:

@@ -16,13 +16,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
-from math import isfinite
 from typing import Any
 
 from graphql import (
-    GraphQLFloat,
-    GraphQLLeafType,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
@@ -37,6 +33,8 @@ from graphql.pyutils import Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 
+from resolvers.execution.leaf_coercion import fast_coercion
+
 # Item types whose fields are plain attributes (no resolver, no permission, no
 # extension): checked again field by field when a plan is made.
 FLAT_TYPES = frozenset({"TelemetryPoint"})
@@ -49,33 +47,6 @@ class _Column:
     coerce: Callable[[Any], Any] | None  # the scalar's output coercion
     non_null: bool
     constant: str | None = None
-
-
-def _coercion(leaf: GraphQLLeafType) -> Callable[[Any], Any]:
-    """The leaf's output coercion, with the two that dominate a series made cheap: a finite
-    float is its own output (what GraphQLFloat returns for one), and a DateTime's text is
-    memoised, since every device of a request shares its bucket times (28,800 isoformat
-    calls become 288 for a 24 h x 5 min dashboard of 100 devices)."""
-    general = leaf.coerce_output_value
-    if leaf is GraphQLFloat:
-        def coerce_float(value: Any) -> Any:
-            return value if type(value) is float and isfinite(value) else general(value)
-        return coerce_float
-    if leaf.name == "DateTime":
-        texts: dict[tuple[Any, Any], Any] = {}
-
-        def coerce_datetime(value: Any) -> Any:
-            # isoformat depends only on the wall time and the offset, which the instant
-            # and the tzinfo determine.
-            key = (value, value.tzinfo) if isinstance(value, datetime) else None
-            if key is None:
-                return general(value)
-            text = texts.get(key)
-            if text is None:
-                text = texts[key] = general(value)
-            return text
-        return coerce_datetime
-    return general
 
 
 @dataclass(frozen=True)
@@ -185,6 +156,6 @@ class FlatListExecutionContext(StrawberryGraphQLCoreExecutionContext):
             leaf = field.type.of_type if is_non_null_type(field.type) else field.type
             if not is_leaf_type(leaf):
                 return None
-            columns.append(_Column(response_key, definition.python_name, _coercion(leaf),
+            columns.append(_Column(response_key, definition.python_name, fast_coercion(leaf),
                                    is_non_null_type(field.type)))
         return _Plan(tuple(columns), nullable_items)

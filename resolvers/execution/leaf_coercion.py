@@ -20,30 +20,29 @@ from graphql import (
     GraphQLString,
 )
 
-_MAX_INT = 2**31 - 1
-_MIN_INT = -(2**31)
+# The test under which a built-in leaf's coercion returns the value itself, as Python
+# source over ``v``: the coercions below are made from it, and the generated fills
+# (resolvers.execution.fill_compiler) inline it, so the two cannot disagree.
+UNCHANGED_WHEN = {
+    GraphQLString.name: "v.__class__ is str",
+    GraphQLID.name: "v.__class__ is str",
+    GraphQLInt.name: "v.__class__ is int and -2147483648 <= v <= 2147483647",
+    GraphQLFloat.name: "v.__class__ is float and _isfinite(v)",
+    GraphQLBoolean.name: "v.__class__ is bool",
+}
+NAMESPACE = {"_isfinite": isfinite}  # what those tests refer to
+
+
+def _unchanged_or(test: str, general: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    namespace = {**NAMESPACE, "general": general}
+    exec(f"def coerce(v):\n    return v if {test} else general(v)", namespace)  # noqa: S102
+    return namespace["coerce"]  # type: ignore[no-any-return]
 
 
 def fast_coercion(leaf: GraphQLLeafType) -> Callable[[Any], Any]:
     general = leaf.coerce_output_value
-    if leaf is GraphQLFloat:
-        def coerce_float(value: Any) -> Any:
-            return value if type(value) is float and isfinite(value) else general(value)
-        return coerce_float
-    if leaf is GraphQLString or leaf is GraphQLID:
-        def coerce_text(value: Any) -> Any:
-            return value if type(value) is str else general(value)
-        return coerce_text
-    if leaf is GraphQLInt:
-        def coerce_int(value: Any) -> Any:
-            if type(value) is int and _MIN_INT <= value <= _MAX_INT:
-                return value
-            return general(value)
-        return coerce_int
-    if leaf is GraphQLBoolean:
-        def coerce_bool(value: Any) -> Any:
-            return value if type(value) is bool else general(value)
-        return coerce_bool
+    if leaf in (GraphQLString, GraphQLID, GraphQLInt, GraphQLFloat, GraphQLBoolean):
+        return _unchanged_or(UNCHANGED_WHEN[leaf.name], general)
     if leaf.name == "DateTime":
         texts: dict[Any, Any] = {}
 
