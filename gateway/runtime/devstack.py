@@ -190,7 +190,7 @@ def _accepts(port: int) -> bool:
         return False
 
 
-def _pg_account() -> tuple[int, int] | None:
+def pg_account() -> tuple[int, int] | None:
     """(uid, gid) PostgreSQL runs as, or None to run it as ourselves."""
     if os.geteuid() != 0:
         return None
@@ -356,7 +356,7 @@ class DevStack:
             os.chown(path, *self._account)
 
     def _prepare(self) -> None:
-        self._account = _pg_account()
+        self._account = pg_account()
         for directory in (self._dir, self._redis_dir, self._logs):
             directory.mkdir(parents=True, exist_ok=True)
         self._pgdata.mkdir(mode=0o700, exist_ok=True)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from gateway.runtime.devstack import _pg_account
+from gateway.runtime.devstack import pg_account
 from tests.support.live_server import free_port
 
 
@@ -22,7 +22,7 @@ def local_cluster(bindir: Path) -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="iotsphere-cluster-"))
     root.chmod(0o711)  # reachable by the system user PostgreSQL runs as
     data = root / "data"
-    account = _pg_account()
+    account = pg_account()
 
     def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
         uid, gid = account if account else (None, None)

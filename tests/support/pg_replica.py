@@ -14,16 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import pwd
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 import asyncpg
-import pytest
 
-from gateway.runtime.devstack import PG_SYSTEM_USER, free_port, postgres_bin
+from gateway.runtime.devstack import free_port, pg_account, postgres_bin
 
 HOST = "127.0.0.1"
 
@@ -41,16 +39,6 @@ host replication all {HOST}/32 trust
 """
 
 
-def _account() -> tuple[int, int] | None:
-    if os.geteuid() != 0:
-        return None
-    try:
-        entry = pwd.getpwnam(PG_SYSTEM_USER)
-    except KeyError:
-        pytest.skip(f"PostgreSQL refuses root and the system user {PG_SYSTEM_USER} is missing")
-    return entry.pw_uid, entry.pw_gid
-
-
 class PgPair:
     """``start()`` the pair; ``dsn("primary"|"standby", database)``; ``stop_standby()`` and
     ``start_standby()`` for an outage; ``close()`` stops both and removes their files."""
@@ -58,7 +46,7 @@ class PgPair:
     def __init__(self) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="iotsphere-replica-"))
         self.root.chmod(0o711)
-        self._account = _account()
+        self._account = pg_account()  # the embedded stack's system user, made if missing
         self.ports = {"primary": free_port(), "standby": free_port()}
 
     def dsn(self, server: str, database: str) -> str:
