@@ -2,7 +2,8 @@
 of a percent on a shared, noisy machine, where CPU seconds vary by a third from run to run.
 
     .venv/bin/python bench/instructions.py [--query subset,dashboard] [--requests 20]
-        [--devices 120] [--hours 1] [--first 100] [--baseline-tree DIR] [--write]
+        [--devices 120] [--hours 1] [--first 100] [--baseline-tree DIR]
+        [--profile-dir DIR] [--write]
 
 Starts the stores and seeds the demo fleet (bench/_stack.py), then for each query runs
 bench/_instructions_run.py under `valgrind --tool=callgrind --instr-atstart=no`: the
@@ -49,8 +50,10 @@ from bench.queries import QUERIES  # noqa: E402
 RUNNER = ROOT / "bench" / "_instructions_run.py"
 
 
-def _count(tree: Path, stores: dict[str, str], key: str, body: str, requests: int) -> int:
-    """Instructions callgrind counted for ``requests`` answers of ``tree``'s gateway."""
+def _count(tree: Path, stores: dict[str, str], key: str, body: str, requests: int,
+           keep: Path | None = None) -> int:
+    """Instructions callgrind counted for ``requests`` answers of ``tree``'s gateway; its
+    profile is copied to ``keep`` when given (for ``callgrind_annotate``)."""
     with tempfile.TemporaryDirectory(prefix="iotsphere-callgrind-") as tmp:
         env = {**os.environ, **stores, "IOTSPHERE_RATE_LIMIT": "0", "PYTHONPATH": str(tree)}
         done = subprocess.run(
@@ -58,10 +61,19 @@ def _count(tree: Path, stores: dict[str, str], key: str, body: str, requests: in
              f"--callgrind-out-file={tmp}/out", sys.executable, str(RUNNER), key, body,
              str(requests)],
             env=env, cwd=tree, capture_output=True, text=True, timeout=1800)
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    if done.returncode != 0 or found is None:
-        raise BenchError(f"the measured process failed ({tree}):\n{done.stderr[-3000:]}")
+        found = re.search(r"Collected : (\d+)", done.stderr)
+        if done.returncode != 0 or found is None:
+            raise BenchError(f"the measured process failed ({tree}):\n{done.stderr[-3000:]}")
+        if keep is not None:
+            shutil.copyfile(f"{tmp}/out", keep)
     return int(found.group(1))
+
+
+def _profile(directory: Path | None, query: str, tree: str) -> Path | None:
+    if directory is None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"{query}.{tree.replace(' ', '-')}.out"
 
 
 async def _seed(args: argparse.Namespace, settings: object) -> str:
@@ -80,6 +92,8 @@ def main() -> int:
     parser.add_argument("--first", type=positive(int), default=100)
     parser.add_argument("--baseline-tree", type=Path,
                         help="another checkout of the project, measured beside this one")
+    parser.add_argument("--profile-dir", type=Path,
+                        help="keep each callgrind profile there, as <query>.<tree>.out")
     parser.add_argument("--write", action="store_true",
                         help="append a dated section to bench/RESULTS.md")
     args = parser.parse_args()
@@ -97,7 +111,8 @@ def main() -> int:
         rows = []
         for query in queries:
             body = json.dumps({"query": QUERIES[query], "variables": {"first": args.first}})
-            counts = {name: _count(tree, stack.env, key, body, args.requests) / args.requests
+            counts = {name: _count(tree, stack.env, key, body, args.requests,
+                                   _profile(args.profile_dir, query, name)) / args.requests
                       for name, tree in trees}
             rows.append((query, counts))
             print(f"{query}: " + ", ".join(f"{name} {n / 1e6:.2f} M" for name, n in counts.items()),
