@@ -390,9 +390,10 @@ notifications and AOF persistence, started under `DATA_DIR` and stopped with the
 (docs/operations.md). A `*_READ_DSN` left unset means no read replica: that store's reads
 all go to its primary.
 
-Read outside this object: `IOTSPHERE_LOG_LEVEL` (log level, `INFO`; read before the
-settings, so a settings error is logged), `OTEL_EXPORTER_OTLP_ENDPOINT` (used when
-`OTEL_ENDPOINT` is unset) and `OTEL_SERVICE_NAME` (`iotsphere-gateway`).
+Read outside this object: `IOTSPHERE_LOG_LEVEL` (log level, `INFO`; above `INFO` uvicorn
+writes no access lines either; read before the settings, so a settings error is logged),
+`OTEL_EXPORTER_OTLP_ENDPOINT` (used when `OTEL_ENDPOINT` is unset) and `OTEL_SERVICE_NAME`
+(`iotsphere-gateway`).
 """
 
 

@@ -19,7 +19,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from gateway.runtime.banner import banner, base_url, exposure_warning
-from gateway.runtime.workers import configure_logging, export
+from gateway.runtime.workers import configure_logging, export, log_level
 from gateway.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -129,7 +129,10 @@ def _run_workers(settings: Settings, dev_key: str | None) -> int:
 
     config = uvicorn.Config(
         "gateway.runtime.workers:app", factory=True, host=settings.host, port=settings.port,
-        log_level="info",
+        # uvicorn's own lines (started, listening, stopping) stay at INFO: few, and what
+        # an operator and the process tests wait for. Its access line per request
+        # follows IOTSPHERE_LOG_LEVEL like the gateway's request lines.
+        log_level="info", access_log=log_level() <= logging.INFO,
         # In-flight requests get the grace period; bodies stop a little earlier
         # (gateway/runtime/draining.py).
         timeout_graceful_shutdown=max(int(math.ceil(settings.shutdown_grace)), 1),

@@ -102,6 +102,10 @@ async def test_serve_starts_while_an_external_store_is_down(
         assert body == {"data": {"devices": {"totalCount": 0}}}
         gateway.terminate()
         assert await gateway.wait() == 0
+    # IOTSPHERE_LOG_LEVEL is WARNING here (tests.support.serve_process): uvicorn's access
+    # lines follow it, its lifecycle lines do not.
+    assert "Application startup complete" in gateway.output
+    assert '"POST /graphql HTTP/1.1"' not in gateway.output, gateway.output
 
 
 def listening_sockets(port: int) -> list[str]:
