@@ -15,6 +15,7 @@ from functools import cache, partial
 from typing import Any
 from uuid import UUID
 
+import orjson
 from aiodataloader import DataLoader
 
 from gateway.metrics import LOADER_BATCH
@@ -44,6 +45,7 @@ class Loaders:
         self._device: DataLoader | None = None
         self._asset: DataLoader | None = None
         self._profile: DataLoader | None = None
+        self._profile_wants = _ProfileWants()
         self._children: DataLoader | None = None
         self._shadow: DataLoader | None = None
         self._latest: dict[tuple[str, ...] | None, DataLoader] = {}
@@ -69,8 +71,14 @@ class Loaders:
     def profile(self) -> DataLoader:
         if self._profile is None:
             self._profile = _loader("profile", partial(_profiles, self._stores, self._tenant,
-                                                       self.asset))
+                                                       self.asset, self._profile_wants))
         return self._profile
+
+    def want_asset_parents(self) -> None:
+        """Profile batches dispatched from now on also fetch each installed asset's
+        parent, priming the asset loader (a field asking for ``asset { parent }`` calls
+        this before it loads: batches are dispatched at the end of the loop iteration)."""
+        self._profile_wants.parents = True
 
     @property
     def children(self) -> DataLoader:
@@ -178,13 +186,27 @@ async def _devices(stores: Stores, tenant: UUID, ids: list[UUID]) -> list[Any]:
     return await stores.registry.devices_by_ids(tenant, ids)
 
 
-async def _profiles(stores: Stores, tenant: UUID, assets: DataLoader,
+class _ProfileWants:
+    """What profile batches fetch besides the profiles (a holder of its own, so the batch
+    function does not refer back to its Loaders)."""
+
+    __slots__ = ("parents",)
+
+    def __init__(self) -> None:
+        self.parents = False
+
+
+async def _profiles(stores: Stores, tenant: UUID, assets: DataLoader, wants: _ProfileWants,
                     device_ids: list[UUID]) -> list[Any]:
-    rows = await stores.assets.profiles_by_device(tenant, device_ids)
+    parents = wants.parents
+    rows = await stores.assets.profiles_by_device(tenant, device_ids, parents=parents)
     for row in rows:
-        # One row per installed asset carries its columns (sql/assets/queries.sql).
+        # One row per installed asset carries its columns, one per parent the parent's
+        # (sql/assets/queries.sql).
         if row is not None and row["a_id"] is not None:
             assets.prime(row["a_id"], installed_asset(row))
+            if parents and row["pa_id"] is not None:
+                assets.prime(row["pa_id"], parent_asset(row))
     return rows
 
 
@@ -218,8 +240,23 @@ def _loader(name: str, batch: Callable[[list[Any]], Awaitable[list[Any]]]) -> Da
 
 
 _INSTALLED = tuple((column, "a_" + column) for column in ASSET_COLUMNS)
+_PARENT = tuple((column, "pa_" + column) for column in ASSET_COLUMNS)
+
+
+def capabilities_of(profile: Mapping[str, Any] | None) -> list[Any]:
+    """A profile row's capabilities (sent as text by the profile queries; parsed here, by
+    the few fields that read them); none without a profile."""
+    if profile is None:
+        return []
+    text = profile["capabilities_json"]
+    return orjson.loads(text) if text is not None else []
 
 
 def installed_asset(profile: Mapping[str, Any]) -> dict[str, Any]:
     """The asset row carried in a profile row's ``a_*`` columns."""
     return {column: profile[prefixed] for column, prefixed in _INSTALLED}
+
+
+def parent_asset(profile: Mapping[str, Any]) -> dict[str, Any]:
+    """The installed asset's parent carried in a profile row's ``pa_*`` columns."""
+    return {column: profile[prefixed] for column, prefixed in _PARENT}

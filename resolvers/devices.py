@@ -14,6 +14,7 @@ from strawberry.types.lazy_type import LazyType
 
 from gateway.context import Info
 from gateway.errors import LimitExceeded
+from gateway.loaders import capabilities_of
 from gateway.stores.pages import Order, Page, SortKey
 from gateway.stores.registry import DEVICE_SORT_KEYS, DeviceQuery
 from gateway.writes import validate
@@ -25,6 +26,7 @@ from resolvers.device_query import (
 )
 from resolvers.device_status import DeviceStatus
 from resolvers.execution.batch_fields import batched, load_settled, one
+from resolvers.lookahead import asks_for
 from resolvers.node import Node
 from resolvers.pagination import PageInfo, RowCursor, page_info_of
 from resolvers.permissions import TENANT_READERS, allow
@@ -169,6 +171,8 @@ class Device(Node):
 @batched("Device", "asset")
 async def device_assets(devices: list[Device], info: Info) -> list[Any]:
     loaders = info.context.loaders
+    if asks_for(info, "parent"):
+        loaders.want_asset_parents()  # the profiles' round trip brings the parents too
     profiles = await load_settled(loaders.profile, [d.uuid for d in devices])
     # The profile loader primes the asset loader with each installed asset.
     rows = await load_settled(loaders.asset, [
@@ -199,7 +203,7 @@ async def device_capabilities(devices: list[Device], info: Info) -> list[Any]:
     return [p if isinstance(p, Exception) or p is None else [
         Capability(metric=c["metric"], unit=c.get("unit"), min=c.get("min"),
                    max=c.get("max"), description=c.get("description"))
-        for c in p["capabilities"]] for p in profiles]
+        for c in capabilities_of(p)] for p in profiles]
 
 
 @batched("Device", "telemetry")

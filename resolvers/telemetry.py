@@ -13,6 +13,7 @@ import strawberry
 
 from gateway.context import Info
 from gateway.errors import BadUserInput, LimitExceeded
+from gateway.loaders import capabilities_of
 from gateway.stores.telemetry import BUCKET_ORIGIN, SeriesQuery, SeriesRows, Trend
 from gateway.writes import validate
 from resolvers.execution.batch_fields import batched, load_settled, one
@@ -91,7 +92,7 @@ async def series_units(series: list[TelemetrySeries], info: Info) -> list[Any]:
             values.append(profile)
             continue
         unit = None
-        for capability in (profile["capabilities"] if profile else None) or []:
+        for capability in capabilities_of(profile):
             if capability.get("metric") == one_series.metric:
                 unit = capability.get("unit")
                 break
@@ -174,7 +175,7 @@ async def unknown_metric_error(
     profiles = await loaders.profile.load_many(device_ids)
     known = {r["metric"] for readings in latest for r in readings or ()}
     for profile in profiles:
-        known |= {c.get("metric") for c in (profile["capabilities"] if profile else None) or ()
+        known |= {c.get("metric") for c in capabilities_of(profile)
                   if isinstance(c, dict) and isinstance(c.get("metric"), str)}
     if not known or metric in known:
         return None

@@ -84,9 +84,13 @@ class AssetStore(PgStore):
         return group(list(parent_ids), rows, "parent_id")
 
     async def profiles_by_device(
-        self, tenant_id: UUID, device_ids: Sequence[UUID]
+        self, tenant_id: UUID, device_ids: Sequence[UUID], *, parents: bool = False
     ) -> list[asyncpg.Record | None]:
-        rows = await self.fetch(self.sql["profiles_by_device"], tenant_id, list(device_ids))
+        """Each device's profile, its installed asset in ``a_*`` columns and, with
+        ``parents``, that asset's parent in ``pa_*`` columns (each asset once, on one of
+        its rows; sql/assets/queries.sql)."""
+        name = "profiles_by_device_with_parents" if parents else "profiles_by_device"
+        rows = await self.fetch(self.sql[name], tenant_id, list(device_ids))
         return align(list(device_ids), rows, "device_id")
 
     async def device_ids_matching(
