@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
@@ -26,7 +26,7 @@ from resolvers.device_query import (
 )
 from resolvers.device_status import DeviceStatus
 from resolvers.execution.batch_fields import batched, load_settled, one
-from resolvers.lookahead import asks_for
+from resolvers.lookahead import asks_for, names_under
 from resolvers.node import Node
 from resolvers.pagination import PageInfo, RowCursor, page_info_of
 from resolvers.permissions import TENANT_READERS, allow
@@ -93,6 +93,23 @@ class Device(Node):
             "created_at": row["created_at"], "updated_at": row["updated_at"],
             "last_seen_at": row["last_seen_at"], "uuid": row["id"],
         }
+        return device
+
+    @classmethod
+    def from_some_columns(cls, row: Mapping[str, Any], columns: Collection[str]) -> Device:
+        """A device from a row of only ``columns`` (and the id and status, which the
+        fields with resolvers read): the others' attributes are absent, so reading one
+        fails loudly rather than answering null."""
+        device = _new(cls)
+        status = row["status"]
+        values = {"id": str(row["id"]), "uuid": row["id"],
+                  "status": _STATUS.get(status) or DeviceStatus(status)}
+        for column in columns:
+            if column in _COPIED:
+                values[column] = row[column]
+        if "labels" in columns:
+            values["labels"] = list(row["labels"])
+        device.__dict__ = values
         return device
 
     # The asset tree leads to other devices: not for a device caller.
@@ -280,20 +297,41 @@ class _PageDeviceEdge(DeviceEdge):
 
     cursor = RowCursor()  # type: ignore[assignment]
 
-    def __init__(self, row: Any, order: Order, key: SortKey) -> None:  # noqa: D107
+    def __init__(self, row: Any, order: Order, key: SortKey,  # noqa: D107
+                 columns: Collection[str] | None = None) -> None:
         # The dataclass __init__ is not called: it would need the cursor now.
-        self.node = Device.from_row(row)
+        self.node = (Device.from_row(row) if columns is None
+                     else Device.from_some_columns(row, columns))
         self.row = row
         self.order = order
         self.key = key
 
 
-def device_connection(page: Page, q: DeviceQuery) -> DeviceConnection:
+def device_connection(page: Page, q: DeviceQuery,
+                      columns: Collection[str] | None = None) -> DeviceConnection:
     order = q.order
     key = DEVICE_SORT_KEYS[order.key]
-    edges: list[DeviceEdge] = [_PageDeviceEdge(r, order, key) for r in page.rows]
+    edges: list[DeviceEdge] = [_PageDeviceEdge(r, order, key, columns) for r in page.rows]
     return DeviceConnection(edges=edges, total_count=page.total,
                             page_info=page_info_of(page, order, key))
+
+
+# Device fields read straight from a registry row, and the column each reads; the other
+# fields resolve from the id (and the status), which every page row has.
+_FIELD_COLUMNS = {"serial": "serial", "name": "name", "type": "type",
+                  "firmwareVersion": "firmware_version", "labels": "labels",
+                  "createdAt": "created_at", "updatedAt": "updated_at",
+                  "lastSeenAt": "last_seen_at"}
+_COPIED = frozenset(_FIELD_COLUMNS.values()) - {"labels"}
+
+
+def page_columns(info: Info) -> list[str]:
+    """The registry columns a page of ``devices`` needs for this query's Device fields
+    (resolvers.lookahead: fragments followed, directives ignored, so a conditional field
+    is fetched anyway). Decoding all eleven was about half of the page's client CPU
+    (~0.3 ms of a 100-device page) where a dashboard reads two or three."""
+    names = names_under(info, ("edges", "node"))
+    return [_FIELD_COLUMNS[name] for name in names if name in _FIELD_COLUMNS]
 
 
 async def resolve_devices(
@@ -305,7 +343,10 @@ async def resolve_devices(
     ctx = info.context
     q = device_query(ctx.settings.max_page_size, first, after, last, before, order_by, filter)
     q = await resolve_asset_side(ctx.stores, ctx.tenant_id, q)
-    return device_connection(await ctx.stores.registry.page_devices(ctx.tenant_id, q), q)
+    columns = page_columns(info)
+    page = await ctx.stores.registry.page_devices(ctx.tenant_id, q, columns)
+    # The order's key is in every row (cursors) but is not copied unless asked for.
+    return device_connection(page, q, columns)
 
 
 async def resolve_asset_devices(

@@ -1,16 +1,23 @@
-"""Whether a field's selection asks for a given subfield: lets a batch fetch, in the same
-round trip, what the level below will ask for (Grafast's lookahead, in its simplest form).
+"""What a field's selection asks for below it: lets a store call fetch, in the same round
+trip, what the level below will read, and skip what nothing reads (Grafast's lookahead,
+in its simplest form).
 
 Fragments (named and inline, of any type condition) are followed; @skip/@include are not
 evaluated, so a conditional subfield counts as asked for: fetching it anyway costs a few
-columns, while missing it would cost the round trip this exists to save.
+columns, while missing it would cost a round trip or fail the field.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from graphql import FieldNode, FragmentDefinitionNode, FragmentSpreadNode, SelectionSetNode
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    SelectionSetNode,
+)
 from strawberry.types import Info
 
 
@@ -19,6 +26,38 @@ def asks_for(info: Info, name: str) -> bool:
     raw = info._raw_info
     return _selects((node.selection_set for node in raw.field_nodes), name, raw.fragments,
                     set())
+
+
+def names_under(info: Info, path: tuple[str, ...]) -> set[str]:
+    """The names of the fields selected at ``path`` (field names, any alias) below the
+    field ``info`` resolves, e.g. ``("edges", "node")`` under a connection."""
+    raw = info._raw_info
+    sets: list[SelectionSetNode] = [n.selection_set for n in raw.field_nodes
+                                    if n.selection_set is not None]
+    for step in path:
+        sets = [field.selection_set for field in _fields(sets, raw.fragments)
+                if field.name.value == step and field.selection_set is not None]
+    return {field.name.value for field in _fields(sets, raw.fragments)}
+
+
+def _fields(selection_sets: Iterable[SelectionSetNode],
+            fragments: Mapping[str, FragmentDefinitionNode]) -> list[FieldNode]:
+    """The fields of these selection sets, fragments (any type condition) flattened."""
+    found: list[FieldNode] = []
+    pending = list(selection_sets)
+    seen: set[str] = set()
+    while pending:
+        for selection in pending.pop().selections:
+            if isinstance(selection, FieldNode):
+                found.append(selection)
+            elif isinstance(selection, FragmentSpreadNode):
+                fragment = fragments.get(selection.name.value)
+                if fragment is not None and selection.name.value not in seen:
+                    seen.add(selection.name.value)
+                    pending.append(fragment.selection_set)
+            elif isinstance(selection, InlineFragmentNode):
+                pending.append(selection.selection_set)
+    return found
 
 
 def _selects(selection_sets: Iterable[SelectionSetNode | None], name: str,
@@ -37,6 +76,7 @@ def _selects(selection_sets: Iterable[SelectionSetNode | None], name: str,
                     seen.add(fragment_name)  # validation forbids cycles; this guards anyway
                     if _selects((fragment.selection_set,), name, fragments, seen):
                         return True
-            elif _selects((selection.selection_set,), name, fragments, seen):  # inline
+            elif (isinstance(selection, InlineFragmentNode)
+                  and _selects((selection.selection_set,), name, fragments, seen)):
                 return True
     return False

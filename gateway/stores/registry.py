@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,8 +17,8 @@ from gateway.stores.pages import CREATED_ASC, Order, Page, PageSql, SortKey, Win
 from gateway.stores.predicates import Field, Params, Pred, compile_pred
 from gateway.stores.revoked_tokens import RevokedTokens, TokenRevocation
 
-__all__ = ["DEVICE_COLUMNS", "DEVICE_SORT_KEYS", "DeviceCounts", "DeviceQuery", "RegistryStore",
-           "VerifiedKeys", "like_pattern"]
+__all__ = ["DEVICE_COLUMNS", "DEVICE_ROW_COLUMNS", "DEVICE_SORT_KEYS", "DeviceCounts",
+           "DeviceQuery", "RegistryStore", "VerifiedKeys", "like_pattern"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,23 @@ DEVICE_SORT_KEYS: dict[str, SortKey] = {
 }
 
 
+# A device row's columns, in the table's order; a page of some of them (page_devices)
+# always has these.
+DEVICE_ROW_COLUMNS = ("tenant_id", "id", "serial", "name", "type", "status",
+                      "firmware_version", "labels", "created_at", "updated_at", "last_seen_at")
+_ALWAYS = ("id", "status")
+
+
+def _row_columns(columns: Collection[str] | None, order_column: str) -> str:
+    if columns is None:
+        return "d.*"
+    wanted = {*columns, *_ALWAYS, order_column}
+    unknown = wanted.difference(DEVICE_ROW_COLUMNS)
+    if unknown:
+        raise ValueError(f"not device columns: {sorted(unknown)}")  # a programming error
+    return ", ".join(f"d.{c}" for c in DEVICE_ROW_COLUMNS if c in wanted)
+
+
 def like_pattern(text: str) -> str:
     """A case-insensitive substring pattern with LIKE's wildcards taken literally."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -88,14 +105,18 @@ class RegistryStore(PgStore):
         rows = await self.fetch(self.sql["devices_by_ids"], tenant_id, list(ids))
         return align(list(ids), rows, "id")
 
-    async def page_devices(self, tenant_id: UUID, q: DeviceQuery) -> Page:
+    async def page_devices(self, tenant_id: UUID, q: DeviceQuery,
+                           columns: Collection[str] | None = None) -> Page:
         """One page in the query's order and window, its pageInfo flags and the filtered
-        total, in one round trip."""
+        total, in one round trip. ``columns`` (of ``DEVICE_ROW_COLUMNS``) limits the rows
+        to what the caller reads, besides the id, the status and the order's key; all of
+        them by default."""
         params = Params([tenant_id])
         where = compile_pred(q.where, DEVICE_COLUMNS, "d", params)
         page = PageSql(DEVICE_SORT_KEYS, q.order, q.window, params, "d")
         beyond = page.beyond()
         sql = self.sql["page_devices"].format(
+            columns=_row_columns(columns, DEVICE_SORT_KEYS[q.order.key].column),
             where=where, bounds=page.bounds(), order=page.order_by(), limit=page.limit(),
             beyond=(f"EXISTS (SELECT 1 FROM devices d WHERE d.tenant_id = $1 AND {where} "
                     f"AND {beyond})") if beyond else "false",

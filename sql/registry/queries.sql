@@ -4,9 +4,10 @@
 SELECT * FROM devices WHERE tenant_id = $1 AND id = ANY($2::uuid[]);
 
 -- name: page_devices
--- A template: {where} {bounds} {beyond} {order} {limit} are filled by
+-- A template: {columns} {where} {bounds} {beyond} {order} {limit} are filled by
 -- RegistryStore.page_devices with fragments compiled from the fixed grammars of
--- gateway/stores/predicates.py and pages.py ($n placeholders only; $1 is the tenant).
+-- gateway/stores/predicates.py and pages.py ($n placeholders only; $1 is the tenant);
+-- {columns} names device columns from registry.DEVICE_ROW_COLUMNS only.
 -- One round trip for a page (one extra row tells the fetch direction's flag), its
 -- totalCount, and whether rows lie past the cursor on the other side. The count row
 -- always exists, so a page past the end still reports the total; page columns are then
@@ -16,7 +17,7 @@ FROM (SELECT (SELECT count(*) FROM devices d WHERE d.tenant_id = $1 AND {where})
                  AS total_count,
              {beyond} AS beyond) t
 LEFT JOIN LATERAL (
-    SELECT d.* FROM devices d
+    SELECT {columns} FROM devices d
     WHERE d.tenant_id = $1 AND {where} AND {bounds}
     ORDER BY {order}
     LIMIT {limit}

@@ -80,3 +80,52 @@ async def test_a_parent_of_another_tenant_is_never_joined(
     edges = data["devices"]["edges"]
     assert len(edges) == 4
     assert [e["node"]["asset"] for e in edges] == [{"name": "Machine 1.1.1", "parent": None}] * 4
+
+
+FIELDS = ("id serial name type status firmwareVersion labels createdAt updatedAt lastSeenAt")
+
+
+async def test_a_page_reads_the_device_fields_asked_for_however_asked(
+    gateway: Gateway, stores: Stores, tenant: Tenant
+) -> None:
+    """The page fetches only the columns its Device fields read: each field, asked through
+    an alias, a named fragment on the interface, an inline fragment or under a directive,
+    answers what a lookup by id (every column) answers."""
+    await seed_fleet(stores, tenant.id, devices=5, hours=0.1, sites=1, lines=1, machines=1)
+    query = """query($on: Boolean!) { devices(first: 5) { edges { node {
+        id  s: serial ...Named ... on Device { type labels @include(if: $on) }
+        firmwareVersion @skip(if: false) createdAt updatedAt lastSeenAt status } } } }
+        fragment Named on Node { ... on Device { name } }"""
+    body = await gateway.query(query, {"on": True}, key=tenant.key)
+    assert "errors" not in body, body["errors"]
+    for edge in body["data"]["devices"]["edges"]:
+        node = edge["node"]
+        full = await gateway.query(f'{{ device(id: "{node["id"]}") {{ {FIELDS} }} }}',
+                                   key=tenant.key)
+        expected = full["data"]["device"]
+        expected["s"] = expected.pop("serial")
+        assert node == expected
+
+
+@pytest.mark.parametrize("order", ["NAME", "LAST_SEEN_AT", "TYPE"])
+async def test_pages_walk_by_a_key_they_do_not_select(
+    gateway: Gateway, stores: Stores, tenant: Tenant, order: str
+) -> None:
+    """Cursors come from the order's key, which every page row has, selected or not."""
+    fleet = await seed_fleet(stores, tenant.id, devices=7, hours=0.1, sites=1, lines=1,
+                             machines=1)
+    seen: list[str] = []
+    after = None
+    while True:
+        body = await gateway.query(
+            """query($after: String, $order: DeviceOrderField!) {
+                 devices(first: 3, after: $after, orderBy: {field: $order}) {
+                   edges { cursor node { id } } pageInfo { hasNextPage endCursor } } }""",
+            {"after": after, "order": order}, key=tenant.key)
+        assert "errors" not in body, body["errors"]
+        page = body["data"]["devices"]
+        seen += [e["node"]["id"] for e in page["edges"]]
+        if not page["pageInfo"]["hasNextPage"]:
+            break
+        after = page["pageInfo"]["endCursor"]
+    assert sorted(seen) == sorted(str(d) for d in fleet.devices)
