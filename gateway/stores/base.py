@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from functools import cache
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -57,8 +58,15 @@ def begin_counting() -> StoreCalls:
     return calls
 
 
+@cache
+def _store_metrics(store: str) -> tuple[Any, Any]:
+    """The store's round-trip counter and latency histogram children, looked up once (a
+    label lookup takes a lock and hashes the labels: twice per store call before)."""
+    return STORE_CALLS.labels(store), STORE_SECONDS.labels(store)
+
+
 def record_round_trip(store: str) -> None:
-    STORE_CALLS.labels(store).inc()
+    _store_metrics(store)[0].inc()
     calls = _calls.get()
     if calls is not None:
         setattr(calls, store, getattr(calls, store) + 1)
@@ -102,7 +110,7 @@ def translate_errors(store: str) -> Iterator[None]:
             "(a NUL character, or a number out of range)"
         ) from exc
     finally:
-        STORE_SECONDS.labels(store).observe(time.perf_counter() - started)
+        _store_metrics(store)[1].observe(time.perf_counter() - started)
         if span is not None:
             tracing.end_store_span(span)
 
@@ -240,8 +248,15 @@ class PgStore:
         twice the timeout: the query's, then the cancellation's."""
         async with self._guarded():
             pool = await self._ensure_pool()
-            async with pool.acquire(timeout=self._timeout) as conn:
+            # asyncio.timeout, not acquire(timeout=): asyncpg bounds the acquire with
+            # wait_for, which on Python 3.11 runs it in a task of its own (a task and a
+            # loop iteration per store call). The release gets the same bound explicitly.
+            async with asyncio.timeout(self._timeout):
+                conn = await pool.acquire()
+            try:
                 yield conn
+            finally:
+                await pool.release(conn, timeout=self._timeout)
 
     async def ping(self) -> None:
         """One ``SELECT 1`` through the breaker (readiness; not a request's round trip)."""
