@@ -159,8 +159,12 @@ class PlanRun:
                 f"{plan.parent_type.name}.{plan.name}: the batch resolver answered "
                 f"{len(values)} values for {len(parents)} objects")
             values = [failure] * len(parents)
+        # _complete_field inlined: one call less per object of the level.
+        complete, shape, nullable, key = self._complete, plan.shape, plan.nullable, plan.key
+        assert shape is not None
         for (_, obj, prev), value in zip(parents, values, strict=True):
-            self._complete_field(plan, obj, prev, value)
+            if not (self.any_nulled and self._nulled(prev)):
+                complete(plan, shape, nullable, value, obj, key, prev)
 
     def _done(self, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
