@@ -35,16 +35,18 @@ def fill_of(selection: Selection) -> Fill:
     return fill  # type: ignore[no-any-return]
 
 
-def enum_names(leaf: GraphQLEnumType) -> tuple[type, dict[Any, str]] | None:
-    """A Strawberry enum's members and the name its coercion gives each (computed by that
-    coercion, so the two agree); None for an enum without a Python class."""
+def enum_names(leaf: GraphQLEnumType) -> tuple[type, dict[str, str]] | None:
+    """A Strawberry enum's class and, by each member's Python name, the name its coercion
+    gives the member (computed by that coercion, so the two agree); None for an enum
+    without a Python class. Keyed by the member's name, not the member: an Enum's
+    ``__hash__`` is a Python function, a call per value where a str's hash is cached."""
     wrapped = getattr(leaf, "wrapped_cls", None)
     if wrapped is None:
         return None
-    names: dict[Any, str] = {}
+    names: dict[str, str] = {}
     for member in wrapped:
         try:
-            names[member] = leaf.coerce_output_value(member)
+            names[member._name_] = leaf.coerce_output_value(member)
         except Exception:  # noqa: BLE001, S112 - left to the general path, which raises it
             continue
     return wrapped, names
@@ -110,7 +112,7 @@ def _leaf(index: int, plan: FieldPlan, key: str, general: str, env: dict[str, An
         return [f"if {exact}:", f"    obj[{key}] = v", "else:", f"    {general}"]
     if isinstance(leaf, GraphQLEnumType) and (members := enum_names(leaf)) is not None:
         env[f"W{index}"], env[f"E{index}"] = members
-        return [f"n = E{index}.get(v) if v.__class__ is W{index} else None",
+        return [f"n = E{index}.get(v._name_) if v.__class__ is W{index} else None",
                 "if n is not None:", f"    obj[{key}] = n", "else:", f"    {general}"]
     texts = getattr(shape.coerce, "texts", None) if shape is not None else None
     if texts is not None:
