@@ -42,6 +42,7 @@ from bench._procs import (  # noqa: E402
     proc_status,
     with_descendants,
 )
+from gateway.http.ws_protocol import WS_PROTOCOL  # noqa: E402
 from gateway.runtime.devstack import free_port  # noqa: E402,F401 - the benchmarks take it from here
 from gateway.settings import Settings  # noqa: E402
 
@@ -212,6 +213,7 @@ class Server:
         if self.workers > 1:
             return [sys.executable, "-m", "uvicorn", "--factory",
                     "bench._harness:create_server_app", "--workers", str(self.workers),
+                    "--ws", WS_PROTOCOL,
                     "--host", HOST, "--port", str(self.port), "--no-access-log",
                     "--log-level", "warning", "--timeout-graceful-shutdown", "5"]
         program = self.launcher

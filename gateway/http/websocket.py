@@ -31,6 +31,7 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from gateway.errors import BadUserInput, GatewayError
 from gateway.http import rate_limit
 from gateway.http.persisted import PersistedOperations
+from gateway.http.ws_frames import PREPARED_FRAMES, PreparedHead, PreparedPayload
 from gateway.live.cohorts import Mailbox
 
 
@@ -66,18 +67,26 @@ class SocketRefused(Exception):
 
 class SocketFrames:
     """One subscription's frames on one socket (a ``gateway.live.frames.FrameSink``): the
-    protocol's message with the operation's id, the payload spliced in as text."""
+    protocol's message with the operation's id, the payload spliced in. Written as a
+    prepared frame when the server offers it (``gateway.http.ws_protocol``), else sent
+    as text through the ASGI send."""
 
-    __slots__ = ("_ended", "_head", "_websocket")
+    __slots__ = ("_ended", "_head", "_websocket", "_write")
 
     def __init__(self, websocket: WebSocket, head: str, ended: Callable[[], None]) -> None:
         self._websocket = websocket
-        self._head = head
+        self._head = PreparedHead(head)
         self._ended = ended
+        prepared = (websocket.scope.get("extensions") or {}).get(PREPARED_FRAMES)
+        self._write: Callable[[PreparedHead, PreparedPayload], bool] | None = (
+            prepared["write"] if prepared else None)
 
-    def send(self, payload: str) -> Coroutine[Any, Any, None]:
+    def write(self, payload: PreparedPayload) -> bool:
+        return self._write is not None and self._write(self._head, payload)
+
+    def send(self, payload: PreparedPayload) -> Coroutine[Any, Any, None]:
         return self._websocket.send(
-            {"type": "websocket.send", "text": self._head + payload + "}"})
+            {"type": "websocket.send", "text": (self._head.raw + payload.plain).decode()})
 
     def ended(self) -> None:
         self._ended()

@@ -13,13 +13,19 @@ hub drains the ready cohorts and members in rounds:
    member not already served in this round, are grouped by (cohort, change, kind), and
    every group's execution is started (``Cohort.started``: once per cohort and change);
 2. per group, the result's payload (``{"data": ..., "errors": ...}``) is encoded once to
-   text, and each member's frame is its head and that payload, spliced;
-3. each frame's send is started in place: the ASGI send of a socket whose buffer has
-   room finishes without suspending, so most frames cost no task and no loop round;
-   a socket whose buffer is full (a slow reader) finishes that one frame in a task of
-   its own and is left out of the rounds until it has: what arrives meanwhile coalesces
-   in its mailbox to the newest state per device. Nothing queues without bound and no
-   slow socket holds up the others.
+   UTF-8 and, for sockets with permessage-deflate, compressed once (a
+   ``gateway.http.ws_frames.PreparedPayload``); each member's frame is its head and that
+   payload, spliced: as text, or as DEFLATE stored blocks around the shared compressed
+   blocks, which the server's protocol negotiates without context takeover for this
+   (``gateway.http.ws_protocol``);
+3. each frame is written in place: ``FrameSink.write`` puts the whole frame on the
+   socket's transport when it has room (no task, no loop round, no per-socket
+   compression). Otherwise (the transport paused, the socket closing, a server without
+   prepared frames) its ASGI send is started in place: that of a socket whose buffer
+   has room finishes without suspending; a socket whose buffer is full (a slow reader)
+   finishes that one frame in a task of its own and is left out of the rounds until it
+   has: what arrives meanwhile coalesces in its mailbox to the newest state per device.
+   Nothing queues without bound and no slow socket holds up the others.
 
 The writer yields to the event loop every ``_YIELD_EVERY`` frames, so a large round does
 not stall the sockets' readers, the hub's listener or a health check.
@@ -27,6 +33,8 @@ not stall the sockets' readers, the hub's listener or a health check.
 Measured (bench/RESULTS.md, "Subscription fan-out: frames written by the hub"): the
 per-subscriber path (Strawberry's operation task, message dict, JSON encoding and send
 per member) cost ~200 us a delivered message at 2,000 subscribers.
+Then (bench/RESULTS.md, "2026-12-07 13:47 UTC: fanout"): ~100 us of gateway CPU a
+delivered message through the ASGI send, a third of it compressing per socket.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from typing import Any, Protocol, cast
 
 import orjson
 
+from gateway.http.ws_frames import PreparedPayload
 from gateway.live.cohorts import SNAPSHOT, Change, Cohort, Mailbox
 
 log = logging.getLogger("gateway.live.frames")
@@ -49,8 +58,13 @@ _YIELD_EVERY = 256  # frames written between two yields to the event loop
 class FrameSink(Protocol):
     """Where one subscription's frames go: built by the WebSocket protocol handler."""
 
-    def send(self, payload: str) -> Coroutine[Any, Any, None]:
-        """Sends the protocol's result message (``next`` / ``data``) with ``payload``."""
+    def write(self, payload: PreparedPayload) -> bool:
+        """Writes the protocol's result message (``next`` / ``data``) with ``payload`` at
+        once, as a prepared frame; False when it cannot (nothing written): ``send`` then."""
+        ...
+
+    def send(self, payload: PreparedPayload) -> Coroutine[Any, Any, None]:
+        """Sends the protocol's result message with ``payload`` the ASGI way."""
         ...
 
     def ended(self) -> None:
@@ -97,14 +111,14 @@ class SocketMember(Mailbox):
             self.sink.ended()
 
 
-def encode_payload(result: Any) -> str:
+def encode_payload(result: Any) -> PreparedPayload:
     """A result's message payload, as both protocols (and Strawberry) build it."""
     payload: dict[str, Any] = {"data": result.data}
     if result.errors:
         payload["errors"] = [error.formatted for error in result.errors]
     if result.extensions:
         payload["extensions"] = result.extensions
-    return orjson.dumps(payload).decode()
+    return PreparedPayload(orjson.dumps(payload))
 
 
 class FrameWriter:
@@ -117,6 +131,8 @@ class FrameWriter:
         self._wake = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
         self.frames = 0  # written (or started) since the start: tests and metrics
+        self.prepared = 0  # of which written as prepared frames (``FrameSink.write``)
+        self.waited = 0  # of which waited for their socket to drain (a slow reader)
 
     def mark_ready(self, member: SocketMember) -> None:
         """``member`` has changes of its own pending (a SNAPSHOT, a coalesced backlog)."""
@@ -207,16 +223,25 @@ class FrameWriter:
                     await asyncio.sleep(0)
         self.frames += written
 
-    def _send(self, member: SocketMember, payload: str) -> None:
-        coroutine = member.sink.send(payload)
+    def _send(self, member: SocketMember, payload: PreparedPayload) -> None:
         try:
-            suspended = coroutine.send(None)
-        except StopIteration:
-            return  # written: the common case
+            if member.sink.write(payload):
+                self.prepared += 1
+                return  # written: the common case
         except Exception as exc:  # the socket is gone; its handler cleans up
             log.debug("frame not written: %r", exc)
             member.close()
             return
+        coroutine = member.sink.send(payload)
+        try:
+            suspended = coroutine.send(None)
+        except StopIteration:
+            return  # written without waiting (a server without prepared frames)
+        except Exception as exc:  # the socket is gone; its handler cleans up
+            log.debug("frame not written: %r", exc)
+            member.close()
+            return
+        self.waited += 1
         member.sending = True
         task = asyncio.ensure_future(_finish(coroutine, suspended))
         self._sending.add(task)

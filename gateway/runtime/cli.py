@@ -125,6 +125,7 @@ def _run_workers(settings: Settings, dev_key: str | None) -> int:
     serves until Ctrl-C or SIGTERM."""
     import uvicorn
 
+    from gateway.http.ws_protocol import WS_PROTOCOL
     from gateway.runtime import supervisor
 
     config = uvicorn.Config(
@@ -133,6 +134,8 @@ def _run_workers(settings: Settings, dev_key: str | None) -> int:
         # an operator and the process tests wait for. Its access line per request
         # follows IOTSPHERE_LOG_LEVEL like the gateway's request lines.
         log_level="info", access_log=log_level() <= logging.INFO,
+        # uvicorn's websockets-sansio, with prepared frames for subscription results.
+        ws=WS_PROTOCOL,
         # In-flight requests get the grace period; bodies stop a little earlier
         # (gateway/runtime/draining.py).
         timeout_graceful_shutdown=max(int(math.ceil(settings.shutdown_grace)), 1),

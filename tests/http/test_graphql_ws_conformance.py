@@ -119,12 +119,20 @@ async def test_reference_client_from_npm(
     await asyncio.to_thread(npm_ready, *CLIENTS)
     address, hub = served
     device = str(fleet.active[0])
+    prepared = hub.frames.prepared
     node = await asyncio.create_subprocess_exec(
         "node", str(JS / "subscribe.mjs"), f"ws://{address}/graphql", tenant.key, device, "3",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "GRAPHQL_WS_CLIENT": client})
     try:
         assert node.stdout is not None
+        # The server's messages are compressed, each on its own (gateway.http.ws_protocol):
+        # ws inflates the hub's spliced frames.
+        line = await asyncio.wait_for(node.stdout.readline(), 30)
+        assert line, (await node.stderr.read()).decode() if node.stderr else ""
+        extensions = json.loads(line)["extensions"]
+        assert extensions.startswith("permessage-deflate"), extensions
+        assert "server_no_context_takeover" in extensions, extensions
         events = []
         for n in range(3):
             line = await asyncio.wait_for(node.stdout.readline(), 30)
@@ -140,6 +148,7 @@ async def test_reference_client_from_npm(
     assert [(e["kind"], e["deviceId"], e["version"]) for e in events] == [
         ("SNAPSHOT", device, 1), ("UPDATED", device, 2), ("UPDATED", device, 3)]
     assert events[2]["shadow"]["reported"]["n"] == 1
+    assert hub.frames.prepared - prepared == 3
     # The client's `complete` (it leaves after three events) ended the subscription.
     await wait_until(lambda: hub.subscriber_count == 0 and not hub._cohorts)
 

@@ -1,5 +1,7 @@
-// Subscribes to shadowChanged with the graphql-ws reference client and prints each event
-// as one JSON line on stdout, then exits after COUNT events (0 when they all arrived).
+// Subscribes to shadowChanged with the graphql-ws reference client and prints, as JSON lines
+// on stdout, the socket's negotiated extensions ({"extensions": "permessage-deflate; ..."},
+// ws offers permessage-deflate as browsers do) and then each event; exits after COUNT events
+// (0 when they all arrived).
 // Usage: node subscribe.mjs <ws-url> <api-key> <deviceId> [count=3]
 // GRAPHQL_WS_CLIENT=graphql-ws-5 uses graphql-ws 5.10, the strict message validator GraphiQL
 // 2.x bundles (it refuses a connection_ack whose payload is null); default: graphql-ws 6.
@@ -14,12 +16,25 @@ if (!url || !key || !deviceId) {
 }
 const count = Number(countArg);
 
+// The server's Sec-WebSocket-Extensions, with its parameters (ws's `extensions` names them
+// only): printed once connected.
+let negotiated = '';
+class Recorded extends WebSocket {
+  constructor(...args) {
+    super(...args);
+    this.on('upgrade', (response) => {
+      negotiated = response.headers['sec-websocket-extensions'] || '';
+    });
+  }
+}
+
 const client = createClient({
   url,
-  webSocketImpl: WebSocket,
+  webSocketImpl: Recorded,
   connectionParams: { Authorization: `Bearer ${key}` },
   retryAttempts: 0,
   lazy: true,
+  on: { connected: () => console.log(JSON.stringify({ extensions: negotiated })) },
 });
 
 const query = `subscription($ids: [ID!]) {

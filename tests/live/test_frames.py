@@ -16,6 +16,7 @@ import orjson
 import pytest
 from strawberry.types.execution import ExecutionResult
 
+from gateway.http.ws_frames import PreparedPayload
 from gateway.live.cohorts import SNAPSHOT, UPDATED, Cohort, ShadowChange
 from gateway.live.frames import FrameWriter, SocketMember
 from tests.live.test_cohorts import TENANT, change
@@ -39,8 +40,12 @@ class Sink:
         self.raw.append(text)
         self.frames.append(orjson.loads(text))
 
-    def send(self, payload: str) -> Any:
-        return self._send('{"id":"' + self.name + '","type":"next","payload":' + payload + "}")
+    def write(self, payload: PreparedPayload) -> bool:
+        return False  # a server without prepared frames: every frame takes `send`
+
+    def send(self, payload: PreparedPayload) -> Any:
+        return self._send('{"id":"' + self.name + '","type":"next","payload":'
+                          + payload.text.decode() + "}")
 
     def ended(self) -> None:
         self.ended_count += 1

@@ -176,7 +176,9 @@ async def test_a_slow_consumer_does_not_delay_a_fast_one(
             assert (await ws.receive())["type"] == "connection_ack"
             await ws.subscribe(doc, {"ids": [str(device)]})
             assert (await ws.next_event())["kind"] == "SNAPSHOT"
-        (cohort,) = kept["state"]["hub"]._cohorts.values()
+        hub = kept["state"]["hub"]
+        (cohort,) = hub._cohorts.values()
+        prepared, waited = hub.frames.prepared, hub.frames.waited
         # The slow client reads nothing more until every update reached the fast one.
         for version in range(2, updates + 2):
             await stores.shadows.put(tenant.id, ShadowDoc(
@@ -186,6 +188,10 @@ async def test_a_slow_consumer_does_not_delay_a_fast_one(
             assert (event["kind"], event["version"]) == ("UPDATED", version)
             assert all(m.backlog <= 1 for m in cohort.members)  # one device: one pending
         final = updates + 1
+        # The fast socket's frames were written prepared; the slow one's paused transport
+        # took the ASGI send, which waited for it to drain (gateway.http.ws_protocol).
+        assert hub.frames.prepared - prepared >= updates
+        assert hub.frames.waited > waited
 
         received = []
         while not received or received[-1] != final:

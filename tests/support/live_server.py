@@ -13,6 +13,7 @@ import uvicorn
 import websockets
 from starlette.applications import Starlette
 
+from gateway.http.ws_protocol import WS_PROTOCOL
 from gateway.runtime.devstack import free_port
 
 
@@ -21,7 +22,7 @@ async def serve(app: Starlette) -> AsyncIterator[str]:
     """Serves ``app`` on a free loopback port; yields its base URL (ws://...)."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on", ws="websockets-sansio"))
+                                           lifespan="on", ws=WS_PROTOCOL))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

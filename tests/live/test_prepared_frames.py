@@ -1,0 +1,120 @@
+"""Prepared frames against a real server (the gateway's uvicorn protocol,
+gateway.http.ws_protocol) and the Python ``websockets`` client, which checks every frame
+and inflates each compressed message as RFC 7692 says: permessage-deflate negotiated with
+server_no_context_takeover, every shadowChanged result written by the hub as a spliced
+frame to compressed and plain sockets alike, on both subprotocols, with the other messages
+(ack, pings, complete) from websockets in between. Node's ``ws`` and Chromium receive them
+in tests/http/test_graphql_ws_conformance.py and tests/http/test_real_clients.py."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+import websockets
+from websockets.extensions.permessage_deflate import PerMessageDeflate
+
+from gateway.app import create_app
+from gateway.live.hub import ShadowHub
+from gateway.runtime.demo import seed_fleet
+from gateway.settings import Settings
+from gateway.stores import Stores
+from tests.conftest import Gateway, Tenant
+from tests.live.test_subscriptions import SUB, report, subscribe
+from tests.support.live_server import TransportWS, lifespan_state, serve
+
+
+@pytest.fixture
+async def served(settings: Settings, stores: Stores) -> AsyncIterator[tuple[str, ShadowHub]]:
+    app = create_app(settings, stores=stores)
+    kept = lifespan_state(app)
+    async with serve(app) as address:
+        yield address, kept["state"]["hub"]
+
+
+def deflate_of(ws: Any) -> PerMessageDeflate | None:
+    (extension,) = ws.protocol.extensions or (None,)
+    assert extension is None or isinstance(extension, PerMessageDeflate)
+    return extension
+
+
+async def test_spliced_frames_reach_compressed_and_plain_sockets(
+    served: tuple[str, ShadowHub], stores: Stores, gateway: Gateway, tenant: Tenant
+) -> None:
+    address, hub = served
+    fleet = await seed_fleet(stores, tenant.id, devices=2, hours=0.05, sites=1, lines=1,
+                             machines=1)
+    device = fleet.active[0]
+    async with AsyncExitStack() as stack:
+        sockets = []
+        for compression in ("deflate", "deflate", None):
+            ws = await stack.enter_async_context(websockets.connect(
+                f"ws://{address}/graphql", subprotocols=["graphql-transport-ws"],
+                compression=compression))
+            client = TransportWS(ws)
+            await client.send({"type": "connection_init",
+                               "payload": {"Authorization": f"Bearer {tenant.key}"}})
+            sockets.append(client)
+        deflates = [deflate_of(client.ws) for client in sockets]
+        assert deflates[2] is None
+        for extension in deflates[:2]:
+            assert extension is not None
+            assert extension.remote_no_context_takeover  # the server's messages
+            assert extension.remote_max_window_bits == 12
+        ids = []
+        for client in sockets:
+            ids.append(await subscribe(client, {"ids": [str(device)]}))
+            assert (await client.next_event())["kind"] == "SNAPSHOT"
+        prepared = hub.frames.prepared
+        for n in range(1, 6):
+            version = await report(gateway, tenant, device, {"n": n, "text": "é✓温" * n * 40})
+            for client, op_id in zip(sockets, ids, strict=True):
+                message = await client.receive()
+                assert (message["id"], message["type"]) == (op_id, "next")
+                event = message["payload"]["data"]["shadowChanged"]
+                assert (event["kind"], event["version"]) == ("UPDATED", version)
+                assert event["shadow"]["reported"]["n"] == {"n": n, "text": "é✓温" * n * 40}
+        assert hub.frames.prepared - prepared == 15  # every frame spliced, none sent the ASGI way
+        # Messages from websockets between spliced ones: a ping answered, then complete.
+        pong = await sockets[0].ws.ping()
+        await pong
+        await sockets[0].send({"id": ids[0], "type": "complete"})
+        await sockets[0].send({"type": "ping"})
+        assert await sockets[0].receive() == {"type": "pong"}
+
+
+async def test_spliced_frames_on_the_legacy_protocol(
+    served: tuple[str, ShadowHub], stores: Stores, gateway: Gateway, tenant: Tenant
+) -> None:
+    address, hub = served
+    fleet = await seed_fleet(stores, tenant.id, devices=2, hours=0.05, sites=1, lines=1,
+                             machines=1)
+    device = fleet.active[0]
+    async with websockets.connect(f"ws://{address}/graphql", subprotocols=["graphql-ws"]) as ws:
+        assert deflate_of(ws) is not None
+        await ws.send(json.dumps({"type": "connection_init",
+                                  "payload": {"Authorization": f"Bearer {tenant.key}"}}))
+
+        async def receive() -> dict[str, Any]:
+            while True:
+                message: dict[str, Any] = json.loads(await ws.recv())
+                if message["type"] != "ka":
+                    return message
+
+        assert (await receive())["type"] == "connection_ack"
+        await ws.send(json.dumps({"id": "légacy", "type": "start",
+                                  "payload": {"query": SUB, "variables": {"ids": [str(device)]}}}))
+        prepared = hub.frames.prepared
+        message = await receive()
+        assert (message["type"], message["id"]) == ("data", "légacy")
+        assert message["payload"]["data"]["shadowChanged"]["kind"] == "SNAPSHOT"
+        version = await report(gateway, tenant, device, "legacy")
+        message = await receive()
+        assert (message["type"], message["id"]) == ("data", "légacy")
+        assert message["payload"]["data"]["shadowChanged"]["version"] == version
+        assert hub.frames.prepared - prepared == 2
+        await ws.send(json.dumps({"id": "légacy", "type": "stop"}))
+        assert await receive() == {"type": "complete", "id": "légacy"}
