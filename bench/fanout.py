@@ -943,7 +943,8 @@ def report(args: argparse.Namespace, stack: Stack, seeded: Seeded,
         + ("one `iotsphere serve` process" if args.gateways == 1 else
            f"{args.gateways} `iotsphere serve` processes on the same stores (subscriber i on "
            f"gateway i mod {args.gateways}; RSS and CPU columns above sum them)")
-        + " (uvicorn, uvloop, websockets-sansio, log level INFO); "
+        + " (uvicorn, uvloop, websockets-sansio: the gateway's subclass with prepared "
+          "frames, gateway/http/ws_protocol.py, where the code has it; log level INFO); "
         f"stores: {stack.how}. All on 127.0.0.1, on the same {os.cpu_count()} CPUs: the "
         f"gateway, the subscriber processes, the writer, Valkey and PostgreSQL compete.",
     ]

@@ -13,8 +13,10 @@ Why no server context takeover: with it, each compressed message may refer back 
 ones before it on the same socket, so each socket must compress each message itself (a
 third of the gateway's CPU per delivered message, and half its memory at 10,000 sockets:
 a compressor per socket; bench/RESULTS.md). Without it each message stands alone, so one
-compression of a result serves every socket that receives it. Clients lose little: a
-subscription's messages are small JSON documents that compress well on their own.
+compression of a result serves every socket that receives it. The price is on the wire:
+a stream of similar small messages compresses far better against its predecessors (a
+~240-byte shadowChanged message: ~18 bytes with context takeover, ~210 alone; measured
+with zlib on 200 successive versions of one device's event).
 
 ``write_prepared`` writes a whole frame with ``transport.write`` only when uvicorn's own
 ``send`` would write at once: the handshake done, no close sent or received, the socket
