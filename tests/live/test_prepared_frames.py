@@ -118,3 +118,27 @@ async def test_spliced_frames_on_the_legacy_protocol(
         assert hub.frames.prepared - prepared == 2
         await ws.send(json.dumps({"id": "légacy", "type": "stop"}))
         assert await receive() == {"type": "complete", "id": "légacy"}
+
+
+async def test_without_the_gateway_protocol_frames_take_the_asgi_send(
+    settings: Settings, stores: Stores, gateway: Gateway, tenant: Tenant
+) -> None:
+    """Under uvicorn's own websockets-sansio (no prepared frames in the scope, context
+    takeover negotiated) every frame goes through the ASGI send, as before."""
+    fleet = await seed_fleet(stores, tenant.id, devices=2, hours=0.05, sites=1, lines=1,
+                             machines=1)
+    device = fleet.active[0]
+    app = create_app(settings, stores=stores)
+    kept = lifespan_state(app)
+    async with serve(app, ws="websockets-sansio") as address, \
+            TransportWS.connect(address, tenant.key) as client:
+        hub: ShadowHub = kept["state"]["hub"]
+        extension = deflate_of(client.ws)
+        assert extension is not None and not extension.remote_no_context_takeover
+        await subscribe(client, {"ids": [str(device)]})
+        assert (await client.next_event())["kind"] == "SNAPSHOT"
+        for n in range(3):
+            version = await report(gateway, tenant, device, n)
+            event = await client.next_event()
+            assert (event["kind"], event["version"]) == ("UPDATED", version)
+        assert hub.frames.prepared == 0 and hub.frames.frames >= 4

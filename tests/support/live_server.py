@@ -18,11 +18,12 @@ from gateway.runtime.devstack import free_port
 
 
 @asynccontextmanager
-async def serve(app: Starlette) -> AsyncIterator[str]:
-    """Serves ``app`` on a free loopback port; yields its base URL (ws://...)."""
+async def serve(app: Starlette, ws: str = WS_PROTOCOL) -> AsyncIterator[str]:
+    """Serves ``app`` on a free loopback port; yields its base URL (ws://...). ``ws``:
+    uvicorn's WebSocket protocol, the gateway's unless a test names another."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on", ws=WS_PROTOCOL))
+                                           lifespan="on", ws=ws))
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
