@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/fanout.py [--subscribers 1000,10000] [--rate 100,1000]
         [--seconds 30] [--writer redis|mutation] [--subscription shadow|telemetry]
-        [--client-procs N] [--no-compression]
+        [--client-procs N] [--no-compression] [--client python|node]
         [--converge-timeout 30] [--gc-stats] [--gc-freeze] [--profile-server DIR] [--write]
         [--gateways N] [--cluster [--failover-at SECONDS]]
 
@@ -59,6 +59,13 @@ version, read from the cluster after the writer stops. With --gateways above 1 o
 the report adds a table per gateway: events, latency, converged subscribers and when,
 versions backwards, extra SNAPSHOTs (the hub re-snapshots after the slot map changes) and
 CPU.
+
+Clients: --client node runs the subscriber processes as bench/_fanout_clients.mjs, Node's
+`ws` (installed in tests/js by `npm ci`) speaking graphql-transport-ws by hand with the same
+job, commands and report: a second strict client at full size. It is not lighter: with
+permessage-deflate it took ~175-210 us of CPU per event and ~800 MiB per 5,000 sockets
+against the Python client's ~90-115 us and ~280-320 MiB (bench/RESULTS.md, 2026-12-07
+15:47). The Python client stays the default and the figures of record.
 
 Diagnostics (they change how the gateway is launched, never its code): --gc-stats logs and
 reports the gateway's full garbage collections and their pauses; --gc-freeze (an experiment)
@@ -124,6 +131,7 @@ from bench._stack import (  # noqa: E402
 from gateway.runtime.valkey_cluster import LocalCluster, local_cluster  # noqa: E402
 
 CLIENTS = ROOT / "bench" / "_fanout_clients.py"
+NODE_CLIENTS = ROOT / "bench" / "_fanout_clients.mjs"  # --client node: Node's ws
 SETTLE_SECONDS = 2.0
 WRITER_TICK = 0.005
 
@@ -240,8 +248,10 @@ def gc_pauses(path: Path) -> list[tuple[float, float]]:
 class ClientProc:
     """One bench/_fanout_clients.py process; JSON lines on its stdin and stdout."""
 
-    def __init__(self, number: int, log_dir: Path, gateway: int = 0) -> None:
+    def __init__(self, number: int, log_dir: Path, gateway: int = 0,
+                 program: list[str] | None = None) -> None:
         self.number = number
+        self.program = program or [sys.executable, str(CLIENTS)]
         self.gateway = gateway  # which gateway its subscribers connect to
         self.samples_path = log_dir / f"clients-{number}.bin"
         self.log_path = log_dir / f"clients-{number}.log"
@@ -250,7 +260,7 @@ class ClientProc:
     async def start(self, job: dict[str, Any]) -> None:
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, str(CLIENTS), cwd=ROOT, stdin=asyncio.subprocess.PIPE,
+                *self.program, cwd=ROOT, stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE, stderr=log, limit=1 << 26,
                 start_new_session=True, preexec_fn=child_preexec,
             )
@@ -590,7 +600,8 @@ async def run_config(cfg: Config, stack: Stack, seeded: Seeded, args: argparse.N
                for n in range(gateways)]
     server = servers[0]
     spread = _spread(cfg.subscribers, per_gateway, gateways)[:procs]
-    clients = [ClientProc(n, run_dir, g) for n, (g, *_rest) in enumerate(spread)]
+    program = ["node", str(NODE_CLIENTS)] if args.client == "node" else None
+    clients = [ClientProc(n, run_dir, g, program) for n, (g, *_rest) in enumerate(spread)]
     say = _say
     try:
         out.code = _machine.code_version() if tree is None else f"the tree at {tree}"
@@ -936,8 +947,10 @@ def report(args: argparse.Namespace, stack: Stack, seeded: Seeded,
         "telemetry writer's last value) after "
         f"the writer stopped (waited at most {args.converge_timeout:g} s); convergence = "
         "receipt of that final version minus the writer's stop.",
-        f"- Clients: `websockets` {_version('websockets')} asyncio clients on uvloop, "
-        f"compression {'off' if args.no_compression else 'permessage-deflate (as browsers)'}, "
+        (f"- Clients: Node's `ws` (bench/_fanout_clients.mjs, Node {_node_version()}), "
+         if args.client == "node" else
+         f"- Clients: `websockets` {_version('websockets')} asyncio clients on uvloop, ")
+        + f"compression {'off' if args.no_compression else 'permessage-deflate (as browsers)'}, "
         f"no client pings, {args.connect_parallel} handshakes in flight per process; "
         f"connect = connection_init, connection_ack, subscribe, first SNAPSHOT. Server: "
         + ("one `iotsphere serve` process" if args.gateways == 1 else
@@ -958,6 +971,13 @@ def report(args: argparse.Namespace, stack: Stack, seeded: Seeded,
     for o in outcomes:
         lines += details(o)
     return "\n".join(lines)
+
+
+def _node_version() -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        return subprocess.run(["node", "--version"], capture_output=True, text=True,
+                              timeout=10, check=False).stdout.strip()
+    return "?"
 
 
 def _version(dist: str) -> str:
@@ -1020,6 +1040,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="time limit to reach the final versions (default 30 s)")
     parser.add_argument("--no-compression", action="store_true",
                         help="do not offer permessage-deflate from the clients")
+    parser.add_argument("--client", choices=("python", "node"), default="python",
+                        help="subscriber processes: Python websockets (default; the figures "
+                             "of record) or Node's ws from tests/js (lighter on the CPU the "
+                             "gateway shares)")
     parser.add_argument("--profile-server", type=Path, metavar="DIR",
                         help="run the gateway under cProfile; its stats go to "
                              "DIR/gateway-s<subscribers>-r<rate>.prof (slows it down)")
