@@ -15,7 +15,10 @@ from typing import Any
 
 import pytest
 import websockets
-from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.extensions.permessage_deflate import (
+    ClientPerMessageDeflateFactory,
+    PerMessageDeflate,
+)
 
 from gateway.app import create_app
 from gateway.live.hub import ShadowHub
@@ -142,3 +145,36 @@ async def test_without_the_gateway_protocol_frames_take_the_asgi_send(
             event = await client.next_event()
             assert (event["kind"], event["version"]) == ("UPDATED", version)
         assert hub.frames.prepared == 0 and hub.frames.frames >= 4
+
+
+async def test_a_client_asking_for_a_smaller_window_gets_frames_compressed_for_it(
+    served: tuple[str, ShadowHub], stores: Stores, gateway: Gateway, tenant: Tenant
+) -> None:
+    """A client may ask for a smaller server window (server_max_window_bits=9): negotiated,
+    and its frames arrive beside a usual socket's (the payload is compressed once per
+    window). zlib's inflater does not refuse a distance past the window it was given when
+    the bytes are in its output, so what this shows is negotiation and delivery."""
+    address, hub = served
+    fleet = await seed_fleet(stores, tenant.id, devices=2, hours=0.05, sites=1, lines=1,
+                             machines=1)
+    device = fleet.active[0]
+    async with websockets.connect(
+            f"ws://{address}/graphql", subprotocols=["graphql-transport-ws"], compression=None,
+            extensions=[ClientPerMessageDeflateFactory(server_max_window_bits=9)]) as small, \
+            TransportWS.connect(address, tenant.key) as usual:
+        client = TransportWS(small)
+        await client.send({"type": "connection_init",
+                           "payload": {"Authorization": f"Bearer {tenant.key}"}})
+        extension = deflate_of(small)
+        assert extension is not None and extension.remote_max_window_bits == 9
+        for ws in (client, usual):
+            await subscribe(ws, {"ids": [str(device)]})
+            assert (await ws.next_event())["kind"] == "SNAPSHOT"
+        prepared = hub.frames.prepared
+        # Repeats 600 bytes apart: past a 512-byte window, within a 4 KiB one.
+        block = "".join(f"{n * 7919 % 100_000:05d}" for n in range(120))
+        version = await report(gateway, tenant, device, block * 4)
+        for ws in (client, usual):
+            event = await ws.next_event()
+            assert (event["kind"], event["version"]) == ("UPDATED", version)
+        assert hub.frames.prepared - prepared == 2
