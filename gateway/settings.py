@@ -236,6 +236,13 @@ class Settings:
     allowed_origins: tuple[str, ...] = setting(
         (), "origins allowed to open WebSockets besides the gateway's own host, and answered "
         "with CORS headers", shown="none")
+    ws_compression: str = setting(
+        "shared", "how WebSocket messages are compressed when the client offers "
+        "permessage-deflate: `shared` compresses each subscription result once for every "
+        "socket (no context takeover: about half the CPU per delivered message, but small "
+        "messages cost several times the bytes); `per-socket` keeps each socket's context "
+        "(fewest bytes, a compression per message and socket) (docs/http-and-websocket.md)",
+        choices=("shared", "per-socket"))
     telemetry_events_per_second: float = setting(
         20.0, "most telemetryChanged events a subscription receives per second; readings "
         "arriving faster coalesce to each device's newest (docs/telemetry-and-ingest.md)")

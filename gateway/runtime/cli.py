@@ -120,12 +120,20 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
+def uvicorn_ws(settings: Settings) -> str:
+    """uvicorn's WebSocket implementation for ``WS_COMPRESSION``: the gateway's
+    websockets-sansio with prepared frames for subscription results (``shared``), or
+    uvicorn's own, which compresses per socket with context takeover (``per-socket``)."""
+    from gateway.http.ws_protocol import WS_PROTOCOL
+
+    return WS_PROTOCOL if settings.ws_compression == "shared" else "websockets-sansio"
+
+
 def _run_workers(settings: Settings, dev_key: str | None) -> int:
     """Binds the port, prints the banner (so a port clash shows only the error), then
     serves until Ctrl-C or SIGTERM."""
     import uvicorn
 
-    from gateway.http.ws_protocol import WS_PROTOCOL
     from gateway.runtime import supervisor
 
     config = uvicorn.Config(
@@ -134,8 +142,7 @@ def _run_workers(settings: Settings, dev_key: str | None) -> int:
         # an operator and the process tests wait for. Its access line per request
         # follows IOTSPHERE_LOG_LEVEL like the gateway's request lines.
         log_level="info", access_log=log_level() <= logging.INFO,
-        # uvicorn's websockets-sansio, with prepared frames for subscription results.
-        ws=WS_PROTOCOL,
+        ws=uvicorn_ws(settings),
         # In-flight requests get the grace period; bodies stop a little earlier
         # (gateway/runtime/draining.py).
         timeout_graceful_shutdown=max(int(math.ceil(settings.shutdown_grace)), 1),

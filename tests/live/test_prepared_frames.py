@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,7 +22,9 @@ from websockets.extensions.permessage_deflate import (
 )
 
 from gateway.app import create_app
+from gateway.http.ws_protocol import WS_PROTOCOL
 from gateway.live.hub import ShadowHub
+from gateway.runtime.cli import uvicorn_ws
 from gateway.runtime.demo import seed_fleet
 from gateway.settings import Settings
 from gateway.stores import Stores
@@ -123,17 +126,24 @@ async def test_spliced_frames_on_the_legacy_protocol(
         assert await receive() == {"type": "complete", "id": "légacy"}
 
 
+def test_the_setting_picks_the_protocol(settings: Settings) -> None:
+    assert uvicorn_ws(replace(settings, ws_compression="shared")) == WS_PROTOCOL
+    assert uvicorn_ws(replace(settings, ws_compression="per-socket")) == "websockets-sansio"
+
+
 async def test_without_the_gateway_protocol_frames_take_the_asgi_send(
     settings: Settings, stores: Stores, gateway: Gateway, tenant: Tenant
 ) -> None:
-    """Under uvicorn's own websockets-sansio (no prepared frames in the scope, context
-    takeover negotiated) every frame goes through the ASGI send, as before."""
+    """Under uvicorn's own websockets-sansio (IOTSPHERE_WS_COMPRESSION=per-socket, or
+    another server: no prepared frames in the scope, context takeover negotiated) every
+    frame goes through the ASGI send, as before."""
     fleet = await seed_fleet(stores, tenant.id, devices=2, hours=0.05, sites=1, lines=1,
                              machines=1)
     device = fleet.active[0]
     app = create_app(settings, stores=stores)
     kept = lifespan_state(app)
-    async with serve(app, ws="websockets-sansio") as address, \
+    ws = uvicorn_ws(replace(settings, ws_compression="per-socket"))
+    async with serve(app, ws=ws) as address, \
             TransportWS.connect(address, tenant.key) as client:
         hub: ShadowHub = kept["state"]["hub"]
         extension = deflate_of(client.ws)
