@@ -295,12 +295,40 @@ def _days(start: datetime, end: datetime) -> set[date]:
 
 EMPTY_SERIES = SeriesRows(0, None, None, None, None, None, None, [], [])
 
+# Bucket start times by their epoch seconds, shared by every series of the process: the
+# bucketed queries return bucket starts as float8 epochs (date_part), since asyncpg's
+# timestamptz[] decoding made a datetime per element (~1 us each) that every device of a
+# dashboard then repeated; buckets are aligned to BUCKET_ORIGIN, so devices share them.
+# An epoch as float8 is within half a microsecond of the instant up to year ~2255 (53
+# bits), and timedelta rounds to the microsecond, so the datetime is the instant exactly.
+# Cleared when full: a bound, not an eviction policy.
+_BUCKET_TIMES: dict[float, datetime] = {}
+_BUCKET_TIMES_MAX = 65_536
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RAW = object()  # a row without epochs: a raw series, timestamptz[] times
+
+
+def bucket_time(epoch: float) -> datetime:
+    """The bucket start at ``epoch`` seconds, shared with every other series."""
+    found = _BUCKET_TIMES.get(epoch)
+    if found is None:
+        if len(_BUCKET_TIMES) >= _BUCKET_TIMES_MAX:
+            _BUCKET_TIMES.clear()
+        found = _BUCKET_TIMES[epoch] = _EPOCH + timedelta(seconds=epoch)
+    return found
+
 
 def _series(row: asyncpg.Record | None) -> SeriesRows:
+    """A raw series' row (``times``: timestamptz[]) or a bucketed one's (``epochs``)."""
     if row is None or not row["n"]:
         return EMPTY_SERIES
+    epochs = row.get("epochs", _RAW)
+    if epochs is _RAW:
+        times = list(row["times"] or [])
+    else:
+        get = _BUCKET_TIMES.get
+        times = [get(e) or bucket_time(e) for e in epochs or ()]
     return SeriesRows(
         count=row["n"], min=row["min"], max=row["max"], avg=row["avg"], stddev=row["stddev"],
-        first=row["first"], last=row["last"], times=list(row["times"] or []),
-        values=list(row["vals"] or []),
+        first=row["first"], last=row["last"], times=times, values=list(row["vals"] or []),
     )

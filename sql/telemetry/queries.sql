@@ -37,8 +37,11 @@ CROSS JOIN LATERAL (
 -- $7, the gateway's fixed origin, so equal ranges always bucket alike) with partial
 -- aggregates, from which the range's stats are summed; first and last are index probes.
 -- {agg} is filled from a fixed table of aggregate expressions, never from input.
+-- Bucket starts come back as epoch seconds (float8, date_part), as in every bucketed
+-- query here: the gateway maps them to datetimes shared by every device
+-- (gateway/stores/telemetry.py, bucket_time), where timestamptz[] made one per element.
 SELECT d.id AS device_id, s.n, s.min, s.max, s.avg, s.stddev, f.first, l.last,
-       s.times, s.vals
+       s.epochs, s.vals
 FROM unnest($2::uuid[]) AS d(id)
 CROSS JOIN LATERAL (
     SELECT sum(x.n)::bigint AS n, min(x.lo) AS min, max(x.hi) AS max,
@@ -46,7 +49,7 @@ CROSS JOIN LATERAL (
            CASE WHEN sum(x.n) > 1 THEN sqrt(greatest(
                (sum(x.squares) - sum(x.total) ^ 2 / sum(x.n)) / (sum(x.n) - 1), 0)) END
                AS stddev,
-           array_agg(x.bucket ORDER BY x.bucket) AS times,
+           array_agg(date_part('epoch', x.bucket) ORDER BY x.bucket) AS epochs,
            array_agg(x.v ORDER BY x.bucket) AS vals
     FROM (
         SELECT date_bin($6::interval, time, $7::timestamptz) AS bucket, count(*) AS n,
@@ -107,12 +110,13 @@ WITH parts AS MATERIALIZED (
                (sum(squares) - sum(total) ^ 2 / sum(n)::float8) / (sum(n)::float8 - 1), 0))
                END AS stddev,
            min(first_part) AS first_part, max(last_part) AS last_part,
-           array_agg(bucket ORDER BY bucket) AS times, array_agg(v ORDER BY bucket) AS vals
+           array_agg(date_part('epoch', bucket) ORDER BY bucket) AS epochs,
+           array_agg(v ORDER BY bucket) AS vals
     FROM buckets
     GROUP BY device_id
 )
 SELECT s.device_id, s.n, s.min, s.max, s.avg, s.stddev, f.first_value AS first,
-       l.last_value AS last, s.times, s.vals
+       l.last_value AS last, s.epochs, s.vals
 FROM series s
 JOIN parts f ON f.device_id = s.device_id AND f.bucket = s.first_part
 JOIN parts l ON l.device_id = s.device_id AND l.bucket = s.last_part;
@@ -143,12 +147,13 @@ WITH parts AS MATERIALIZED (
                (sum(squares) - sum(total) ^ 2 / sum(n)::float8) / (sum(n)::float8 - 1), 0))
                END AS stddev,
            min(bucket) AS first_part, max(bucket) AS last_part,
-           array_agg(bucket ORDER BY bucket) AS times, array_agg({agg} ORDER BY bucket) AS vals
+           array_agg(date_part('epoch', bucket) ORDER BY bucket) AS epochs,
+           array_agg({agg} ORDER BY bucket) AS vals
     FROM parts
     GROUP BY device_id
 )
 SELECT s.device_id, s.n, s.min, s.max, s.avg, s.stddev, f.first_value AS first,
-       l.last_value AS last, s.times, s.vals
+       l.last_value AS last, s.epochs, s.vals
 FROM series s
 JOIN parts f ON f.device_id = s.device_id AND f.bucket = s.first_part
 JOIN parts l ON l.device_id = s.device_id AND l.bucket = s.last_part;
@@ -188,10 +193,11 @@ WITH parts AS (
     SELECT root, date_bin($7::interval, bucket, $8::timestamptz) AS bucket, {agg} AS v
     FROM r GROUP BY 1, 2
 )
-SELECT s.*, b.times, b.vals
+SELECT s.*, b.epochs, b.vals
 FROM stats s
 LEFT JOIN (
-    SELECT root, array_agg(bucket ORDER BY bucket) AS times, array_agg(v ORDER BY bucket) AS vals
+    SELECT root, array_agg(date_part('epoch', bucket) ORDER BY bucket) AS epochs,
+           array_agg(v ORDER BY bucket) AS vals
     FROM buckets GROUP BY root
 ) b USING (root);
 
@@ -284,10 +290,11 @@ WITH r AS MATERIALIZED (
     SELECT root, date_bin($7::interval, time, $8::timestamptz) AS bucket, {agg} AS v
     FROM r GROUP BY 1, 2
 )
-SELECT s.*, b.times, b.vals
+SELECT s.*, b.epochs, b.vals
 FROM stats s
 LEFT JOIN (
-    SELECT root, array_agg(bucket ORDER BY bucket) AS times, array_agg(v ORDER BY bucket) AS vals
+    SELECT root, array_agg(date_part('epoch', bucket) ORDER BY bucket) AS epochs,
+           array_agg(v ORDER BY bucket) AS vals
     FROM buckets GROUP BY root
 ) b USING (root);
 
