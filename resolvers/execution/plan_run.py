@@ -313,6 +313,11 @@ class PlanRun:
             item_shape = shape.item
             item_nullable = shape.item_nullable
             assert item_shape is not None
+            selection = item_shape.selection
+            if selection is not None and not selection.deep \
+                    and selection.type.is_type_of is None:
+                self._complete_shallow(plan, item_shape, item_nullable, value, items, position)
+                return
             for index, item in enumerate(value):
                 items.append(None)
                 self._complete(plan, item_shape, item_nullable, item, items, index, position)
@@ -337,6 +342,27 @@ class PlanRun:
             # Leaves only below (a telemetry point): its position is made only if an error
             # needs it, once, shared by every field of the object.
             fill(self, value, obj, [prev, key, container, nullable, typename, None])
+
+    def _complete_shallow(self, plan: FieldPlan, shape: Shape, nullable: bool, value: Any,
+                          items: list[Any], position: Position) -> None:
+        """A list of objects with leaves only below (telemetry points, readings): each
+        item filled as ``_complete`` would, without its call and dispatch per item (a
+        dashboard has ~13 points a device at 1 hour, 288 at 24). Null and failed items
+        take ``_complete``."""
+        assert shape.selection is not None
+        fill = fill_of(shape.selection)
+        complete = self._complete
+        append = items.append
+        for index, item in enumerate(value):
+            if item is None or item is Undefined or isinstance(item, Exception):
+                append(None)
+                complete(plan, shape, nullable, item, items, index, position)
+            else:
+                obj: dict[str, Any] = {}
+                append(obj)
+                fill(self, item, obj, [position, index, items, nullable, None, None])
+            if self.any_nulled and self._nulled(position):
+                return  # the list (or an ancestor) was nulled: the rest is dropped
 
     def _fail(self, plan: FieldPlan, raw: Exception, container: Any, key: str | int,
               nullable: bool, prev: Position | None) -> None:
