@@ -10,6 +10,7 @@ from uuid import UUID
 import strawberry
 
 from gateway.errors import BadUserInput
+from resolvers.execution.leaf_coercion import unchanged
 
 Interval = NewType("Interval", timedelta)
 
@@ -106,6 +107,6 @@ JSON_SCALAR = strawberry.scalar(
     "received as itself, not as a string. Objects such as Device.metadata and Shadow.desired "
     "are JSON objects. TypeScript: a JSON value type (docs/clients.md).",
     specified_by_url="https://ecma-international.org/publications-and-standards/standards/ecma-404/",
-    serialize=lambda value: value,
+    serialize=unchanged,  # the planned fills then store dicts and lists as they are
     parse_value=lambda value: value,
 )

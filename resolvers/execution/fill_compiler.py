@@ -4,7 +4,8 @@ completing each plain leaf are unrolled into straight-line code, built once per 
 
 For every plain leaf field the code reads the attribute and, when the value has the exact
 type whose output coercion is known to return it unchanged (a ``str`` for String and ID,
-an ``int`` within 32 bits, a finite ``float``, a ``bool``), is a member of the field's
+an ``int`` within 32 bits, a finite ``float``, a ``bool``, a ``dict`` or ``list`` for a
+scalar whose coercion is ``leaf_coercion.unchanged``), is a member of the field's
 enum, is a UTC DateTime whose text the coercion already memoised, or is None for a
 nullable field, stores the result at once. Anything else (a null where none may be, an
 exception, another type, every object, list and custom scalar) goes to
@@ -22,7 +23,7 @@ from typing import Any
 
 from graphql import GraphQLEnumType
 
-from resolvers.execution.leaf_coercion import NAMESPACE, UNCHANGED_WHEN
+from resolvers.execution.leaf_coercion import NAMESPACE, unchanged_when
 from resolvers.execution.plan import BATCHED, LEAF, PLAIN, TYPENAME, FieldPlan, Selection
 
 Fill = Callable[[Any, Any, dict[str, Any], Any], None]  # (run, source, obj, position)
@@ -107,7 +108,7 @@ def _leaf(index: int, plan: FieldPlan, key: str, general: str, env: dict[str, An
           ) -> list[str]:
     shape = plan.shape
     leaf = shape.leaf if shape is not None and shape.kind == LEAF else None
-    exact = UNCHANGED_WHEN.get(leaf.name) if leaf is not None else None
+    exact = unchanged_when(leaf) if leaf is not None else None
     if exact is not None:
         return [f"if {exact}:", f"    obj[{key}] = v", "else:", f"    {general}"]
     if isinstance(leaf, GraphQLEnumType) and (members := enum_names(leaf)) is not None:

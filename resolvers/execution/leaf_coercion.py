@@ -2,7 +2,8 @@
 what the leaf type's own ``coerce_output_value`` returns (and raises what it raises);
 the shortcuts only skip work whose outcome is known (a finite float, an ``int`` within
 32 bits, a ``str``, a ``bool``), and a DateTime's text is memoised per plan, since every
-device of a dashboard shares its bucket times."""
+device of a dashboard shares its bucket times. A scalar declared with ``unchanged`` as its
+output coercion (JSON) is known to return every value as it is."""
 
 from __future__ import annotations
 
@@ -33,6 +34,23 @@ UNCHANGED_WHEN = {
 NAMESPACE = {"_isfinite": isfinite}  # what those tests refer to
 
 
+def unchanged(value: Any) -> Any:
+    """The output coercion of a scalar sent as itself (resolvers.scalars' JSON)."""
+    return value
+
+
+# ... and for a scalar whose coercion is ``unchanged``: a dict or list read off an object
+# (never an exception, None or Undefined, which the general path handles).
+UNCHANGED_SCALAR_WHEN = "v.__class__ is dict or v.__class__ is list"
+
+
+def unchanged_when(leaf: GraphQLLeafType) -> str | None:
+    """The test (over ``v``) under which ``leaf``'s output coercion returns ``v``."""
+    if leaf.coerce_output_value is unchanged:  # type: ignore[union-attr]
+        return UNCHANGED_SCALAR_WHEN
+    return UNCHANGED_WHEN.get(leaf.name)
+
+
 def _unchanged_or(test: str, general: Callable[[Any], Any]) -> Callable[[Any], Any]:
     namespace = {**NAMESPACE, "general": general}
     exec(f"def coerce(v):\n    return v if {test} else general(v)", namespace)  # noqa: S102
@@ -41,6 +59,8 @@ def _unchanged_or(test: str, general: Callable[[Any], Any]) -> Callable[[Any], A
 
 def fast_coercion(leaf: GraphQLLeafType) -> Callable[[Any], Any]:
     general = leaf.coerce_output_value
+    if general is unchanged:
+        return unchanged
     if leaf in (GraphQLString, GraphQLID, GraphQLInt, GraphQLFloat, GraphQLBoolean):
         return _unchanged_or(UNCHANGED_WHEN[leaf.name], general)
     if leaf.name == "DateTime":

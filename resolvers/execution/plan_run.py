@@ -300,7 +300,7 @@ class PlanRun:
             container[key] = coerced
             return
         if kind == LIST:
-            if not is_iterable(value):
+            if value.__class__ is not list and not is_iterable(value):
                 self._fail(plan, GraphQLError(
                     "Expected Iterable, but did not find one for field"
                     f" '{plan.parent_type.name}.{plan.name}'."), container, key, nullable, prev)
@@ -317,6 +317,9 @@ class PlanRun:
             if selection is not None and not selection.deep \
                     and selection.type.is_type_of is None:
                 self._complete_shallow(plan, item_shape, item_nullable, value, items, position)
+                return
+            if item_shape.kind == LEAF:
+                self._complete_leaves(plan, item_shape, item_nullable, value, items, position)
                 return
             for index, item in enumerate(value):
                 items.append(None)
@@ -363,6 +366,30 @@ class PlanRun:
                 fill(self, item, obj, [position, index, items, nullable, None, None])
             if self.any_nulled and self._nulled(position):
                 return  # the list (or an ancestor) was nulled: the rest is dropped
+
+    def _complete_leaves(self, plan: FieldPlan, shape: Shape, nullable: bool, value: Any,
+                         items: list[Any], position: Position) -> None:
+        """A list of leaves (labels): each item's coercion called here, as ``_complete``
+        would; what it cannot store as is (a null, an exception, a coercion that fails or
+        answers null) takes ``_complete``."""
+        coerce = shape.coerce
+        assert coerce is not None
+        complete = self._complete
+        append = items.append
+        for index, item in enumerate(value):
+            coerced = None
+            if item is not None and item is not Undefined and not isinstance(item, Exception):
+                try:
+                    coerced = coerce(item)
+                except Exception:  # noqa: BLE001 - _complete below reports it
+                    coerced = None
+            if coerced is None or coerced is Undefined:
+                append(None)
+                complete(plan, shape, nullable, item, items, index, position)
+                if self.any_nulled and self._nulled(position):
+                    return  # the list (or an ancestor) was nulled: the rest is dropped
+            else:
+                append(coerced)
 
     def _fail(self, plan: FieldPlan, raw: Exception, container: Any, key: str | int,
               nullable: bool, prev: Position | None) -> None:
