@@ -30,9 +30,9 @@ class Shadow:
 
     @classmethod
     def from_doc(cls, doc: ShadowDoc) -> Shadow:
+        device_id = strawberry.ID(str(doc.device_id))
         return cls(
-            id=strawberry.ID(str(doc.device_id)),
-            device_id=strawberry.ID(str(doc.device_id)), version=doc.version,
+            id=device_id, device_id=device_id, version=doc.version,
             reported=JSON(doc.reported), desired=JSON(doc.desired),
             delta=JSON(delta(doc.desired, doc.reported)), metadata=JSON(doc.metadata),
             updated_at=doc.updated_at,

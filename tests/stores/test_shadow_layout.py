@@ -11,7 +11,7 @@ from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.stores import Stores
 from gateway.stores.shadow_layout import LAYOUT, LAYOUT_KEY, move_old_layout
-from gateway.stores.shadows import ShadowDoc, shadow_key, version_key
+from gateway.stores.shadows import ShadowDoc, shadow_key, shadow_keys, version_key
 from tests.support.lifespan import Lifespan
 
 
@@ -34,6 +34,8 @@ def test_each_device_has_its_own_slot() -> None:
     # A device's shadow and version key share a tag (one slot); two devices do not.
     assert version_key(tenant, a).startswith(f"iot:{{{tenant}:{a}}}")
     assert shadow_key(tenant, a).split("}")[0] != shadow_key(tenant, b).split("}")[0]
+    # The batch form (reads of many devices) names the very same keys.
+    assert shadow_keys(tenant, [a, b]) == [shadow_key(tenant, a), shadow_key(tenant, b)]
 
 
 async def test_old_keys_move_and_nothing_goes_backwards(stores: Stores) -> None:
