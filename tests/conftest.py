@@ -30,10 +30,12 @@ import redis.asyncio as redis
 
 from gateway.app import create_app
 from gateway.auth.callers import create_tenant_with_admin_key
+from gateway.live.hub import ShadowHub
 from gateway.settings import Settings
 from gateway.stores import Stores, open_stores
 from gateway.stores.migrations import STORES, migrate
 from tests.support.lifespan import Lifespan
+from tests.support.live_server import serve_gateway
 
 # Property tests (hypothesis) run from one seed per run, chosen here unless given, printed
 # in the header and beside every failure, so any failing run can be replayed exactly.
@@ -241,6 +243,14 @@ async def gateway(settings: Settings, stores: Stores) -> AsyncIterator[Gateway]:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
             yield Gateway(http)
+
+
+@pytest.fixture
+async def served(settings: Settings, stores: Stores) -> AsyncIterator[tuple[str, ShadowHub]]:
+    """The gateway on a real loopback socket (uvicorn, the gateway's WebSocket protocol):
+    its address and its subscription hub."""
+    async with serve_gateway(settings, stores) as address_and_hub:
+        yield address_and_hub
 
 
 AppClient = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]

@@ -7,30 +7,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import websockets
 from websockets.exceptions import ConnectionClosed
 
-from gateway.app import create_app
 from gateway.live.hub import ShadowHub
 from gateway.runtime.demo import Fleet, seed_fleet
-from gateway.settings import Settings
 from gateway.stores import Stores
 from tests.conftest import Gateway, Tenant
 from tests.live.test_subscriptions import SUB, report
 from tests.support.js import JS, npm_ready
-from tests.support.live_server import lifespan_state, serve, wait_until
-
-
-@pytest.fixture
-async def served(settings: Settings, stores: Stores) -> AsyncIterator[tuple[str, ShadowHub]]:
-    app = create_app(settings, stores=stores)
-    kept = lifespan_state(app)
-    async with serve(app) as address:
-        yield address, kept["state"]["hub"]
+from tests.support.live_server import wait_until
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ in tests/http/test_graphql_ws_conformance.py and tests/http/test_real_clients.py
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import Any
+from uuid import UUID
 
 import pytest
 import websockets
@@ -34,11 +34,10 @@ from tests.support.live_server import TransportWS, lifespan_state, serve
 
 
 @pytest.fixture
-async def served(settings: Settings, stores: Stores) -> AsyncIterator[tuple[str, ShadowHub]]:
-    app = create_app(settings, stores=stores)
-    kept = lifespan_state(app)
-    async with serve(app) as address:
-        yield address, kept["state"]["hub"]
+async def device(stores: Stores, tenant: Tenant) -> UUID:
+    fleet = await seed_fleet(stores, tenant.id, devices=2, hours=0.05, sites=1, lines=1,
+                             machines=1)
+    return fleet.active[0]
 
 
 def deflate_of(ws: Any) -> PerMessageDeflate | None:
@@ -48,12 +47,10 @@ def deflate_of(ws: Any) -> PerMessageDeflate | None:
 
 
 async def test_spliced_frames_reach_compressed_and_plain_sockets(
-    served: tuple[str, ShadowHub], stores: Stores, gateway: Gateway, tenant: Tenant
+    served: tuple[str, ShadowHub], gateway: Gateway, tenant: Tenant,
+    device: UUID,
 ) -> None:
     address, hub = served
-    fleet = await seed_fleet(stores, tenant.id, devices=2, hours=0.05, sites=1, lines=1,
-                             machines=1)
-    device = fleet.active[0]
     async with AsyncExitStack() as stack:
         sockets = []
         for compression in ("deflate", "deflate", None):
@@ -93,12 +90,10 @@ async def test_spliced_frames_reach_compressed_and_plain_sockets(
 
 
 async def test_spliced_frames_on_the_legacy_protocol(
-    served: tuple[str, ShadowHub], stores: Stores, gateway: Gateway, tenant: Tenant
+    served: tuple[str, ShadowHub], gateway: Gateway, tenant: Tenant,
+    device: UUID,
 ) -> None:
     address, hub = served
-    fleet = await seed_fleet(stores, tenant.id, devices=2, hours=0.05, sites=1, lines=1,
-                             machines=1)
-    device = fleet.active[0]
     async with websockets.connect(f"ws://{address}/graphql", subprotocols=["graphql-ws"]) as ws:
         assert deflate_of(ws) is not None
         await ws.send(json.dumps({"type": "connection_init",

@@ -8,22 +8,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import pytest
 
-from gateway.app import create_app
 from gateway.live.hub import ShadowHub
 from gateway.runtime.demo import Fleet, seed_fleet
 from gateway.settings import Settings
 from gateway.stores import Stores
 from gateway.stores.shadows import telemetry_channel
 from tests.conftest import Gateway, Tenant
-from tests.support.live_server import TransportWS, lifespan_state, serve, wait_until
+from tests.support.live_server import TransportWS, serve_gateway, wait_until
 
 SUB = """subscription($ids: [ID!]!, $metrics: [String!]) {
   telemetryChanged(deviceIds: $ids, metrics: $metrics) {
@@ -34,18 +30,6 @@ INGEST = """mutation($r: [ReadingInput!]!) {
   ingestTelemetry(readings: $r) { accepted rejected { reason } } }"""
 
 
-@asynccontextmanager
-async def _served(settings: Settings, stores: Stores) -> AsyncIterator[tuple[str, ShadowHub]]:
-    app = create_app(settings, stores=stores)
-    kept = lifespan_state(app)
-    async with serve(app) as address:
-        yield address, kept["state"]["hub"]
-
-
-@pytest.fixture
-async def served(settings: Settings, stores: Stores) -> AsyncIterator[tuple[str, ShadowHub]]:
-    async with _served(settings, stores) as kept:
-        yield kept
 
 
 async def seeded(stores: Stores, tenant: Tenant) -> Fleet:
@@ -163,7 +147,7 @@ async def test_a_burst_coalesces_under_the_rate_bound(
     bounded = dataclasses.replace(settings, telemetry_events_per_second=0.5)
     fleet = await seeded(stores, tenant)
     device = str(fleet.active[0])
-    async with _served(bounded, stores) as (address, _), TransportWS.connect(
+    async with serve_gateway(bounded, stores) as (address, _), TransportWS.connect(
             address, tenant.key) as ws:
         assert (await ws.receive())["type"] == "connection_ack"
         await ws.subscribe(SUB, {"ids": [device], "metrics": ["temperature"]})

@@ -13,8 +13,12 @@ import uvicorn
 import websockets
 from starlette.applications import Starlette
 
+from gateway.app import create_app
 from gateway.http.ws_protocol import WS_PROTOCOL
+from gateway.live.hub import ShadowHub
 from gateway.runtime.devstack import free_port
+from gateway.settings import Settings
+from gateway.stores import Stores
 
 
 @asynccontextmanager
@@ -34,6 +38,17 @@ async def serve(app: Starlette, ws: str = WS_PROTOCOL) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@asynccontextmanager
+async def serve_gateway(settings: Settings, stores: Stores,
+                        ws: str = WS_PROTOCOL) -> AsyncIterator[tuple[str, ShadowHub]]:
+    """The gateway for ``settings`` on the test's stores, served by ``serve``; yields its
+    address and its subscription hub."""
+    app = create_app(settings, stores=stores)
+    kept = lifespan_state(app)
+    async with serve(app, ws) as address:
+        yield address, kept["state"]["hub"]
 
 
 class TransportWS:
