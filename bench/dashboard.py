@@ -319,7 +319,8 @@ def report(args: argparse.Namespace, stack: Stack, seeded: Seeded, outcome: Outc
         f"{args.duration:g} s; stopped by: "
         + ", ".join(f"c{lv.concurrency} {lv.stopped_by}" for lv in outcome.levels) + ".",
         "- Server: "
-        + ("`iotsphere serve` (uvicorn, uvloop + httptools, access log on)"
+        + ("`iotsphere serve` (uvicorn, uvloop + httptools, at IOTSPHERE_LOG_LEVEL=WARNING: "
+           "no access log)"
            if args.workers == 1 else f"uvicorn, {_workers(args.workers)} (uvloop + "
            "httptools, access log off)")
         + ", stores: "
