@@ -204,9 +204,9 @@ async def _profiles(stores: Stores, tenant: UUID, assets: DataLoader, wants: _Pr
         # One row per installed asset carries its columns, one per parent the parent's
         # (sql/assets/queries.sql).
         if row is not None and row["a_id"] is not None:
-            assets.prime(row["a_id"], installed_asset(row))
+            assets.prime(row["a_id"], embedded_asset(row, _INSTALLED))
             if parents and row["pa_id"] is not None:
-                assets.prime(row["pa_id"], parent_asset(row))
+                assets.prime(row["pa_id"], embedded_asset(row, _PARENT))
     return rows
 
 
@@ -252,11 +252,8 @@ def capabilities_of(profile: Mapping[str, Any] | None) -> list[Any]:
     return orjson.loads(text) if text is not None else []
 
 
-def installed_asset(profile: Mapping[str, Any]) -> dict[str, Any]:
-    """The asset row carried in a profile row's ``a_*`` columns."""
-    return {column: profile[prefixed] for column, prefixed in _INSTALLED}
-
-
-def parent_asset(profile: Mapping[str, Any]) -> dict[str, Any]:
-    """The installed asset's parent carried in a profile row's ``pa_*`` columns."""
-    return {column: profile[prefixed] for column, prefixed in _PARENT}
+def embedded_asset(profile: Mapping[str, Any],
+                   columns: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """An asset row carried in a profile row's prefixed columns: ``_INSTALLED`` (``a_*``,
+    the installed asset) or ``_PARENT`` (``pa_*``, its parent)."""
+    return {column: profile[prefixed] for column, prefixed in columns}

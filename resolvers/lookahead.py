@@ -23,9 +23,7 @@ from strawberry.types import Info
 
 def asks_for(info: Info, name: str) -> bool:
     """``name`` is selected (at any alias) directly under the field ``info`` resolves."""
-    raw = info._raw_info
-    return _selects((node.selection_set for node in raw.field_nodes), name, raw.fragments,
-                    set())
+    return name in names_under(info, ())
 
 
 def names_under(info: Info, path: tuple[str, ...]) -> set[str]:
@@ -58,25 +56,3 @@ def _fields(selection_sets: Iterable[SelectionSetNode],
             elif isinstance(selection, InlineFragmentNode):
                 pending.append(selection.selection_set)
     return found
-
-
-def _selects(selection_sets: Iterable[SelectionSetNode | None], name: str,
-             fragments: Mapping[str, FragmentDefinitionNode], seen: set[str]) -> bool:
-    for selection_set in selection_sets:
-        if selection_set is None:
-            continue
-        for selection in selection_set.selections:
-            if isinstance(selection, FieldNode):
-                if selection.name.value == name:
-                    return True
-            elif isinstance(selection, FragmentSpreadNode):
-                fragment_name = selection.name.value
-                fragment = fragments.get(fragment_name)
-                if fragment is not None and fragment_name not in seen:
-                    seen.add(fragment_name)  # validation forbids cycles; this guards anyway
-                    if _selects((fragment.selection_set,), name, fragments, seen):
-                        return True
-            elif (isinstance(selection, InlineFragmentNode)
-                  and _selects((selection.selection_set,), name, fragments, seen)):
-                return True
-    return False

@@ -59,14 +59,14 @@ def begin_counting() -> StoreCalls:
 
 
 @cache
-def _store_metrics(store: str) -> tuple[Any, Any]:
+def store_metrics(store: str) -> tuple[Any, Any]:
     """The store's round-trip counter and latency histogram children, looked up once (a
     label lookup takes a lock and hashes the labels: twice per store call before)."""
     return STORE_CALLS.labels(store), STORE_SECONDS.labels(store)
 
 
 def record_round_trip(store: str) -> None:
-    _store_metrics(store)[0].inc()
+    store_metrics(store)[0].inc()
     calls = _calls.get()
     if calls is not None:
         setattr(calls, store, getattr(calls, store) + 1)
@@ -110,7 +110,7 @@ def translate_errors(store: str) -> Iterator[None]:
             "(a NUL character, or a number out of range)"
         ) from exc
     finally:
-        _store_metrics(store)[1].observe(time.perf_counter() - started)
+        store_metrics(store)[1].observe(time.perf_counter() - started)
         if span is not None:
             tracing.end_store_span(span)
 

@@ -32,8 +32,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway import tracing
 from gateway.errors import StoreUnavailable, VersionConflict
-from gateway.metrics import STORE_SECONDS
-from gateway.stores.base import record_round_trip
+from gateway.stores.base import record_round_trip, store_metrics
 from gateway.stores.breaker import CircuitBreaker
 from gateway.stores.redis_client import AnyRedis, NodeScript, connect_url
 from gateway.stores.revoked_tokens import TokenRevocation
@@ -43,14 +42,18 @@ log = logging.getLogger("gateway.stores")
 KEY_PREFIX = "iot"
 
 
+def _tenant_head(tenant_id: UUID) -> str:
+    return f"{KEY_PREFIX}:{{{tenant_id}:"
+
+
 def shadow_key(tenant_id: UUID, device_id: UUID) -> str:
-    return f"{KEY_PREFIX}:{{{tenant_id}:{device_id}}}:shadow"
+    return f"{_tenant_head(tenant_id)}{device_id}}}:shadow"
 
 
 def shadow_keys(tenant_id: UUID, device_ids: Sequence[UUID]) -> list[str]:
     """``shadow_key`` of each device: the tenant's part made once (``str`` of a Python
     UUID is ~3 us, most of a key's cost)."""
-    head = f"{KEY_PREFIX}:{{{tenant_id}:"
+    head = _tenant_head(tenant_id)
     return [f"{head}{d}}}:shadow" for d in device_ids]
 
 
@@ -128,7 +131,7 @@ def _translate() -> Iterator[None]:
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         raise StoreUnavailable("shadows", type(exc).__name__) from exc
     finally:
-        STORE_SECONDS.labels("shadows").observe(time.perf_counter() - started)
+        store_metrics("shadows")[1].observe(time.perf_counter() - started)
         if span is not None:
             tracing.end_store_span(span)
 
