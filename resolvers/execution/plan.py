@@ -97,6 +97,7 @@ class Selection:
     # their own while they execute (flat ones get one only when an error needs it).
     deep: bool = False
     fill: Any = None  # its generated fill (resolvers.execution.fill_compiler), made on first use
+    build: Any = None  # its build (flat selections; False for others), made on first use
 
 
 def build(root_type: GraphQLObjectType, grouped: dict[str, list[FieldDetails]],

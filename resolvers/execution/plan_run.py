@@ -27,7 +27,7 @@ from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path, inspect, is_iterable
 from strawberry.types.arguments import convert_arguments
 
-from resolvers.execution.fill_compiler import fill_of
+from resolvers.execution.fill_compiler import Slow, build_of, fill_of
 from resolvers.execution.plan import (
     LEAF,
     LIST,
@@ -36,38 +36,7 @@ from resolvers.execution.plan import (
     Selection,
     Shape,
 )
-
-
-class Position:
-    """Where a value sits in the response: ``container[key]``, inside ``prev``."""
-
-    __slots__ = ("container", "dead", "key", "nullable", "prev", "typename", "_path")
-
-    def __init__(self, prev: Position | None, key: str | int, container: Any,
-                 nullable: bool, typename: str | None) -> None:
-        self.prev = prev
-        self.key = key
-        self.container = container
-        self.nullable = nullable
-        self.typename = typename
-        self.dead = False
-        self._path: Path | None = None
-
-    def path(self) -> Path:
-        if self._path is None:
-            prev = self.prev.path() if self.prev is not None else None
-            self._path = Path(prev, self.key, self.typename)
-        return self._path
-
-
-def _real(position: Any) -> Position | None:
-    """The Position of a flat object, made from its lazy form on first need."""
-    if type(position) is not list:
-        return position  # type: ignore[no-any-return]
-    made = position[5]
-    if made is None:
-        made = position[5] = Position(*position[:5])
-    return made  # type: ignore[no-any-return]
+from resolvers.execution.positions import Position, real
 
 
 def _field_path(prev: Position | None, key: str | int, typename: str | None) -> Path:
@@ -159,12 +128,54 @@ class PlanRun:
                 f"{plan.parent_type.name}.{plan.name}: the batch resolver answered "
                 f"{len(values)} values for {len(parents)} objects")
             values = [failure] * len(parents)
-        # _complete_field inlined: one call less per object of the level.
+        # _complete_field inlined: one call less per object of the level; a level of flat
+        # objects (shadows) or lists of them (readings) made by the type's build, and one of
+        # other objects (assets, series) filled here, with what they do not take as it is
+        # completed by the general path, which reports it.
         complete, shape, nullable, key = self._complete, plan.shape, plan.nullable, plan.key
         assert shape is not None
-        for (_, obj, prev), value in zip(parents, values, strict=True):
-            if not (self.any_nulled and self._nulled(prev)):
-                complete(plan, shape, nullable, value, obj, key, prev)
+        selection = shape.selection
+        item = shape.item
+        if selection is None and shape.kind == LIST and item is not None \
+                and item.kind == OBJECT and not shape.item_nullable:
+            selection = item.selection
+        build = build_of(selection) if selection is not None else None
+        pairs = zip(parents, values, strict=True)
+        if build is not None and shape.kind == OBJECT:
+            for (_, obj, prev), value in pairs:
+                if not (self.any_nulled and self._nulled(prev)):
+                    try:
+                        obj[key] = build(value)
+                    except Exception:  # noqa: BLE001 - the general path reports it
+                        complete(plan, shape, nullable, value, obj, key, prev)
+        elif build is not None:
+            for (_, obj, prev), value in pairs:
+                if not (self.any_nulled and self._nulled(prev)):
+                    try:
+                        if value.__class__ is not list:
+                            raise Slow  # noqa: TRY301
+                        obj[key] = list(map(build, value))
+                    except Exception:  # noqa: BLE001 - the general path reports it
+                        complete(plan, shape, nullable, value, obj, key, prev)
+        elif selection is not None and shape.kind == OBJECT:
+            fill, typename = fill_of(selection), plan.parent_type.name
+            is_type_of = selection.type.is_type_of
+            deep = selection.deep
+            for (_, obj, prev), value in pairs:
+                if self.any_nulled and self._nulled(prev):
+                    continue
+                if value is None or value is Undefined or isinstance(value, Exception) or (
+                        is_type_of is not None and not is_type_of(value, None)):  # type: ignore[arg-type]
+                    complete(plan, shape, nullable, value, obj, key, prev)
+                    continue
+                made: dict[str, Any] = {}
+                obj[key] = made
+                fill(self, value, made, Position(prev, key, obj, nullable, typename) if deep
+                     else [prev, key, obj, nullable, typename, None])
+        else:
+            for (_, obj, prev), value in pairs:
+                if not (self.any_nulled and self._nulled(prev)):
+                    complete(plan, shape, nullable, value, obj, key, prev)
 
     def _done(self, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)
@@ -305,21 +316,33 @@ class PlanRun:
                     "Expected Iterable, but did not find one for field"
                     f" '{plan.parent_type.name}.{plan.name}'."), container, key, nullable, prev)
                 return
-            items: list[Any] = []
-            container[key] = items
-            prev = _real(prev)
-            position = Position(prev, key, container, nullable,
-                                plan.parent_type.name if isinstance(key, str) else None)
             item_shape = shape.item
             item_nullable = shape.item_nullable
             assert item_shape is not None
             selection = item_shape.selection
+            build = build_of(selection) if selection is not None else None
+            if build is not None and value.__class__ is list:
+                try:  # flat objects, built; what a build refuses is done below
+                    container[key] = [None if item is None else build(item) for item in value] \
+                        if item_nullable else list(map(build, value))
+                except Exception:  # noqa: BLE001, S110 - redone by the general path
+                    pass
+                else:
+                    return
+            items: list[Any] = []
+            container[key] = items
+            prev = real(prev)
+            position = Position(prev, key, container, nullable,
+                                plan.parent_type.name if isinstance(key, str) else None)
             if selection is not None and not selection.deep \
                     and selection.type.is_type_of is None:
                 self._complete_shallow(plan, item_shape, item_nullable, value, items, position)
                 return
             if item_shape.kind == LEAF:
                 self._complete_leaves(plan, item_shape, item_nullable, value, items, position)
+                return
+            if selection is not None and selection.deep:
+                self._complete_objects(plan, item_shape, item_nullable, value, items, position)
                 return
             for index, item in enumerate(value):
                 items.append(None)
@@ -367,6 +390,29 @@ class PlanRun:
             if self.any_nulled and self._nulled(position):
                 return  # the list (or an ancestor) was nulled: the rest is dropped
 
+    def _complete_objects(self, plan: FieldPlan, shape: Shape, nullable: bool, value: Any,
+                          items: list[Any], position: Position) -> None:
+        """A list of objects with fields to execute below (edges, nodes): each item filled
+        with a position of its own, as ``_complete`` would, without its call and dispatch
+        per item. Null, failed and foreign items take ``_complete``."""
+        selection = shape.selection
+        assert selection is not None
+        fill = fill_of(selection)
+        is_type_of = selection.type.is_type_of
+        complete = self._complete
+        append = items.append
+        for index, item in enumerate(value):
+            if item is None or item is Undefined or isinstance(item, Exception) or (
+                    is_type_of is not None and not is_type_of(item, None)):  # type: ignore[arg-type]
+                append(None)
+                complete(plan, shape, nullable, item, items, index, position)
+            else:
+                obj: dict[str, Any] = {}
+                append(obj)
+                fill(self, item, obj, Position(position, index, items, nullable, None))
+            if self.any_nulled and self._nulled(position):
+                return  # the list (or an ancestor) was nulled: the rest is dropped
+
     def _complete_leaves(self, plan: FieldPlan, shape: Shape, nullable: bool, value: Any,
                          items: list[Any], position: Position) -> None:
         """A list of leaves (labels): each item's coercion called here, as ``_complete``
@@ -395,7 +441,7 @@ class PlanRun:
               nullable: bool, prev: Position | None) -> None:
         """A field error at ``container[key]``: located there, held by the nearest
         nullable position (``key`` itself, or an ancestor), which becomes null."""
-        prev = _real(prev)
+        prev = real(prev)
         typename = plan.parent_type.name if isinstance(key, str) else None
         path = _field_path(prev, key, typename)
         error = located_error(raw, [d.node for d in plan.details], path.as_list())

@@ -27,6 +27,64 @@ def _bad(n: int, every: int) -> bool:
     return n % every == every - 1
 
 
+class _Boom:
+    """A plain field read through a descriptor that raises on every 2nd object: a built
+    object (below) is then redone by the general path, which must report it."""
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        if _bad(obj.n, 2):
+            raise NotFound(f"No boom {obj.n}")
+        return "boom"
+
+
+@strawberry.type
+class Leafy:
+    """Plain leaves only: the planner builds it (fill_compiler's build) and redoes it by
+    the general path on anything the build does not take as it is."""
+
+    n: int
+    label: str  # None on every 3rd: a null at a non-null plain field
+    big: int | None  # beyond 32 bits on every 4th
+    tags: list[str]  # a None item on every 5th
+    loose: list[str | None] | None
+    boom: str | None
+
+
+class _Leafy(Leafy):
+    boom = _Boom()  # type: ignore[assignment]
+
+    def __init__(self, n: int) -> None:  # noqa: D107
+        self.n = n
+        self.label = None if _bad(n, 3) else f"leaf {n}"  # type: ignore[assignment]
+        self.big = 2**40 if _bad(n, 4) else n
+        self.tags = ["t", None if _bad(n, 5) else "u"]  # type: ignore[list-item]
+        self.loose = [None, "x"] if n % 2 else None
+
+
+@strawberry.type
+class Wrap:
+    """A plain object with fields to execute below (as an edge holds its node)."""
+
+    n: int
+    inner: Node  # None on every 8th: a null at a non-null plain object
+    maybe_inner: Node | None  # None on every 2nd
+
+
+class _Wrap(Wrap):
+    def __init__(self, n: int) -> None:  # noqa: D107
+        self.n = n
+
+    @property
+    def inner(self) -> Node:  # type: ignore[override]
+        return None if _bad(self.n, 8) else make(self.n + 1)  # type: ignore[return-value]
+
+    @property
+    def maybe_inner(self) -> Node | None:  # type: ignore[override]
+        return None if _bad(self.n, 2) else make(self.n + 5)
+
+
 @strawberry.type
 class Node:
     n: int
@@ -37,6 +95,15 @@ class Node:
     loose: list[str | None] | None
     big: int | None  # beyond 32 bits on every 3rd node: Int refuses it
     size: int  # the same at a non-null position
+    leafy: Leafy
+    leafies: list[Leafy]
+    maybe_leafies: list[Leafy | None] | None
+    wraps: list[Wrap]  # a None item on every 6th node
+    maybe_wraps: list[Wrap | None] | None
+
+    @strawberry.field
+    def wrap(self) -> Wrap | None:
+        return _Wrap(self.n * 2)
 
     @strawberry.field
     async def child(self) -> Node | None:
@@ -86,7 +153,11 @@ class Node:
 def make(n: int) -> Node:
     return Node(n=n, id=strawberry.ID(f"N{n}"), name=None if _bad(n, 5) else f"node {n}",  # type: ignore[arg-type]
                 note=None if n % 2 else "note", tags=["a", None if _bad(n, 4) else "b"],  # type: ignore[list-item]
-                loose=["x", None], big=2**40 if _bad(n, 3) else n, size=2**40 if _bad(n, 3) else n)
+                loose=["x", None], big=2**40 if _bad(n, 3) else n, size=2**40 if _bad(n, 3) else n,
+                leafy=_Leafy(n), leafies=[_Leafy(n + i) for i in range(3)],
+                maybe_leafies=[_Leafy(n), None, _Leafy(n + 1)],
+                wraps=[_Wrap(n), None if _bad(n, 6) else _Wrap(n + 3)],  # type: ignore[list-item]
+                maybe_wraps=[None, _Wrap(n + 1)])
 
 
 @strawberry.type
@@ -169,6 +240,20 @@ async def _answers(query: str, variables: dict[str, Any] | None) -> tuple[Any, A
     "{ node(n: 1) { notAList } node2: node(n: 2) { notAList } }",
     "{ one { name must { name } } }",
     "{ a: node(n: 9) { ...F } b: node(n: 14) { ...F } } fragment F on Node { n child { n name } }",
+    # plain objects and lists of them, built, and redone by the general path when refused
+    "{ nodes { n leafy { n label big tags loose boom __typename } } }",
+    "{ node(n: 1) { leafy { n big boom } } x: node(n: 2) { leafy { n tags } } }",
+    "{ nodes { leafies { n boom } } }",
+    "{ node(n: 2) { leafies { n label } maybeLeafies { n big loose } } }",
+    "{ node(n: 7) { maybeLeafies { n label } } }",
+    # plain objects with fields to execute below, alone and in lists
+    "{ nodes { wrap { n inner { n name child { n } } } } }",
+    "{ node(n: 3) { wraps { n inner { lost n } } } y: node(n: 5) { wraps { inner { n } } } }",
+    "{ node(n: 2) { wraps { inner { leafy { label } tags } } } }",
+    "{ nodes { wraps { __typename } } }",  # a null item where none may be, typename only
+    "{ nodes { wraps { n inner { n } } } }",  # a null inner where none may be
+    "{ node(n: 6) { maybeWraps { n inner { n child { n } } } } }",
+    "{ node(n: 4) { wraps { n maybeInner { n name child { n } } } } }",
 ])
 async def test_written_documents_answer_the_same(query: str) -> None:
     _, _, planned = await _answers(query, None)
