@@ -22,6 +22,12 @@ general path from the start, which reports exactly what it always did. That redo
 the attribute a second time, which is why only plain fields (dataclass attributes and
 memoising descriptors, pure reads) are built this way. A dashboard's points were about a
 third of its planned execution, through a fill call and a lazy position per point.
+
+A source can go further for a plain list of flat objects: its class's
+``plain_columns(name)`` may answer the list's items as columns (``{attribute: values}``,
+item i's attribute being ``values[i]``) without making the items, and the list is then
+built from the columns in one loop (a gap-filled series' points: a point object and a
+build call less per point). None there, or a refusal, falls back to the list itself.
 """
 
 from __future__ import annotations
@@ -164,10 +170,61 @@ def _compile_build(selection: Selection) -> Build | None:
     return _define(lines, env, f"<build {selection.type.name}>", "build")  # type: ignore[no-any-return]
 
 
+def columns_build_of(selection: Selection) -> Callable[[Any], list[Any]] | None:
+    """The columns build of a flat selection (see the module's docstring), generated on
+    first use; None where the selection has no build or reads no attribute."""
+    made = selection.columns_build
+    if made is None:
+        made = selection.columns_build = _compile_columns_build(selection) or False
+    return made or None
+
+
+def _compile_columns_build(selection: Selection) -> Callable[[Any], list[Any]] | None:
+    if build_of(selection) is None:
+        return None
+    plains = [(index, plan) for index, plan in enumerate(selection.fields)
+              if plan.kind == PLAIN]
+    if not plains or any(plan.shape is None or plan.shape.kind != LEAF for _, plan in plains):
+        return None
+    env: dict[str, Any] = {}
+    names = ", ".join(f"c{index}" for index, _ in plains)
+    lines = ["def columns_build(columns):"]
+    lines += [f"    c{index} = columns[{plan.attribute!r}]" for index, plan in plains]
+    lines += ["    out = []", "    append = out.append",
+              f"    for {', '.join(f'u{index}' for index, _ in plains)}, in "
+              f"zip({names}, strict=True):" if len(plains) > 1 else
+              f"    for u{plains[0][0]} in {names}:",
+              "        obj = {}"]
+    for index, plan in enumerate(selection.fields):
+        key = repr(plan.key)
+        if plan.kind == TYPENAME:
+            lines.append(f"        obj[{key}] = {selection.type.name!r}")
+            continue
+        assert plan.shape is not None
+        env[f"C{index}"] = plan.shape.coerce
+        lines.append(f"        v = u{index}")
+        body = _leaf(index, plan, key, f"obj[{key}] = _coerced(C{index}, v)", env)
+        if plan.nullable:
+            lines += ["        if v is None:", f"            obj[{key}] = None", "        else:"]
+            lines += ["            " + line for line in body]
+        else:
+            lines += ["        " + line for line in body]
+    lines += ["        append(obj)", "    return out"]
+    return _define(lines, env, f"<columns {selection.type.name}>",  # type: ignore[no-any-return]
+                   "columns_build")
+
+
+def plain_columns(source: Any, name: str) -> Any:
+    """What ``source``'s class offers as the columns of its plain list ``name``, if
+    anything (see the module's docstring)."""
+    offer = getattr(source.__class__, "plain_columns", None)
+    return None if offer is None else offer(source, name)
+
+
 def _define(lines: list[str], env: dict[str, Any], filename: str, name: str) -> Any:
     env.update(NAMESPACE)
     env.update(_datetime=datetime, _UTC=UTC, _Undefined=Undefined, _Slow=Slow,
-               _coerced=_coerced, _Position=Position)
+               _coerced=_coerced, _Position=Position, _plain_columns=plain_columns)
     namespace: dict[str, Any] = {}
     exec(compile("\n".join(lines), filename, "exec"), env, namespace)  # noqa: S102
     return namespace[name]
@@ -206,7 +263,13 @@ def _plain(index: int, plan: FieldPlan, key: str, env: dict[str, Any]) -> list[s
     built = _built(index, plan, key, env)
     if built:
         # Built optimistically; the general path below redoes whatever the build refused.
-        return ["    try:", f"        {read}", *("        " + line for line in built),
+        attempt = [read, *built]
+        columns = _columns(index, plan, env)
+        if columns is not None:
+            attempt = [f"columns = _plain_columns(source, {plan.attribute!r})",
+                       "if columns is not None:", f"    obj[{key}] = {columns}(columns)",
+                       "else:", *("    " + line for line in attempt)]
+        return ["    try:", *("        " + line for line in attempt),
                 "    except Exception:", *("    " + line for line in lines),
                 f"        {general}"]
     shape = plan.shape
@@ -228,6 +291,20 @@ def _plain(index: int, plan: FieldPlan, key: str, env: dict[str, Any]) -> list[s
     else:
         indent = "    "
     return lines + [indent + line for line in _leaf(index, plan, key, general, env)]
+
+
+def _columns(index: int, plan: FieldPlan, env: dict[str, Any]) -> str | None:
+    """The name of the columns build for a plain list of flat objects, if it has one."""
+    shape = plan.shape
+    item = shape.item if shape is not None and shape.kind == LIST else None
+    if item is None or item.kind != OBJECT or item.selection is None \
+            or shape is None or shape.item_nullable:
+        return None
+    columns_build = columns_build_of(item.selection)
+    if columns_build is None:
+        return None
+    env[f"K{index}"] = columns_build
+    return f"K{index}"
 
 
 def _built(index: int, plan: FieldPlan, key: str, env: dict[str, Any]) -> list[str]:

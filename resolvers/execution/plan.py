@@ -98,6 +98,7 @@ class Selection:
     deep: bool = False
     fill: Any = None  # its generated fill (resolvers.execution.fill_compiler), made on first use
     build: Any = None  # its build (flat selections; False for others), made on first use
+    columns_build: Any = None  # the same from columns (False where there is none)
 
 
 def build(root_type: GraphQLObjectType, grouped: dict[str, list[FieldDetails]],

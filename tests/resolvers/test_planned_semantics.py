@@ -64,6 +64,37 @@ class _Leafy(Leafy):
 
 
 @strawberry.type
+class Cell:
+    n: int
+    label: str  # None on every 3rd
+    big: int | None  # beyond 32 bits on every 4th
+    note: str | None  # never among the columns offered
+
+
+@strawberry.type
+class Sheet:
+    """A plain list of flat objects whose source offers it as columns too
+    (``plain_columns``): built from them, and redone from the list when refused."""
+
+    n: int
+    cells: list[Cell]
+
+
+class _Sheet(Sheet):
+    def __init__(self, n: int) -> None:  # noqa: D107
+        self.n = n
+        self.cells = [Cell(n=i, label=None if _bad(i, 3) else f"cell {i}",  # type: ignore[arg-type]
+                           big=2**40 if _bad(i, 4) else i, note="note")
+                      for i in range(n, n + 3)]
+
+    def plain_columns(self, name: str) -> dict[str, list[Any]] | None:
+        if name != "cells":
+            return None
+        return {"n": [c.n for c in self.cells], "label": [c.label for c in self.cells],
+                "big": [c.big for c in self.cells]}
+
+
+@strawberry.type
 class Wrap:
     """A plain object with fields to execute below (as an edge holds its node)."""
 
@@ -100,6 +131,7 @@ class Node:
     maybe_leafies: list[Leafy | None] | None
     wraps: list[Wrap]  # a None item on every 6th node
     maybe_wraps: list[Wrap | None] | None
+    sheet: Sheet
 
     @strawberry.field
     def wrap(self) -> Wrap | None:
@@ -157,7 +189,7 @@ def make(n: int) -> Node:
                 leafy=_Leafy(n), leafies=[_Leafy(n + i) for i in range(3)],
                 maybe_leafies=[_Leafy(n), None, _Leafy(n + 1)],
                 wraps=[_Wrap(n), None if _bad(n, 6) else _Wrap(n + 3)],  # type: ignore[list-item]
-                maybe_wraps=[None, _Wrap(n + 1)])
+                maybe_wraps=[None, _Wrap(n + 1)], sheet=_Sheet(n))
 
 
 @strawberry.type
@@ -253,6 +285,11 @@ async def _answers(query: str, variables: dict[str, Any] | None) -> tuple[Any, A
     "{ nodes { wraps { __typename } } }",  # a null item where none may be, typename only
     "{ nodes { wraps { n inner { n } } } }",  # a null inner where none may be
     "{ node(n: 6) { maybeWraps { n inner { n child { n } } } } }",
+    # a plain list built from the columns its source offers, or from the list when refused
+    "{ node(n: 4) { sheet { n cells { n label big __typename } } } }",
+    "{ nodes { sheet { cells { n label } } } }",
+    "{ a: node(n: 1) { sheet { cells { big } } } b: node(n: 0) { sheet { cells { n } } } }",
+    "{ node(n: 4) { sheet { cells { n note } } } }",
     "{ node(n: 4) { wraps { n maybeInner { n name child { n } } } } }",
 ])
 async def test_written_documents_answer_the_same(query: str) -> None:
