@@ -31,8 +31,9 @@ from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWS
 from gateway.errors import BadUserInput, GatewayError
 from gateway.http import rate_limit
 from gateway.http.persisted import PersistedOperations
-from gateway.http.ws_frames import PREPARED_FRAMES, PreparedHead, PreparedPayload
+from gateway.http.ws_frames import PREPARED_FRAMES, PreparedHead
 from gateway.live.cohorts import Mailbox
+from gateway.live.payload import PreparedPayload
 
 
 async def admit(persisted: PersistedOperations, context: Any, payload: dict[str, Any]) -> None:

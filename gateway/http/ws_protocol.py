@@ -44,7 +44,8 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from gateway.http.ws_frames import PREPARED_FRAMES, PreparedHead, PreparedPayload, message
+from gateway.http.ws_frames import PREPARED_FRAMES, PreparedHead, message
+from gateway.live.payload import PreparedPayload
 
 WS_PROTOCOL = "gateway.http.ws_protocol:GatewayWebSocketProtocol"  # uvicorn's `ws`
 WINDOW_BITS = 12  # uvicorn's choice, kept: a 4 KiB window per socket's decompressor

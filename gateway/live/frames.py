@@ -14,10 +14,10 @@ hub drains the ready cohorts and members in rounds:
    every group's execution is started (``Cohort.started``: once per cohort and change);
 2. per group, the result's payload (``{"data": ..., "errors": ...}``) is encoded once to
    UTF-8 and, for sockets with permessage-deflate, compressed once (a
-   ``gateway.http.ws_frames.PreparedPayload``); each member's frame is its head and that
-   payload, spliced: as text, or as DEFLATE stored blocks around the shared compressed
-   blocks, which the server's protocol negotiates without context takeover for this
-   (``gateway.http.ws_protocol``);
+   ``gateway.live.payload.PreparedPayload``); each member's frame is its head and that
+   payload, spliced by the sink (``gateway.http.ws_frames``): as text, or as DEFLATE
+   stored blocks around the shared compressed blocks, which the server's protocol
+   negotiates without context takeover for this (``gateway.http.ws_protocol``);
 3. each frame is written in place: ``FrameSink.write`` puts the whole frame on the
    socket's transport when it has room (no task, no loop round, no per-socket
    compression). Otherwise (the transport paused, the socket closing, a server without
@@ -47,8 +47,8 @@ from typing import Any, Protocol, cast
 
 import orjson
 
-from gateway.http.ws_frames import PreparedPayload
 from gateway.live.cohorts import SNAPSHOT, Change, Cohort, Mailbox
+from gateway.live.payload import PreparedPayload
 
 log = logging.getLogger("gateway.live.frames")
 

@@ -10,14 +10,8 @@ import zlib
 
 import pytest
 
-from gateway.http.ws_frames import (
-    PreparedHead,
-    PreparedPayload,
-    deflated_body,
-    frame_header,
-    message,
-    stored_blocks,
-)
+from gateway.http.ws_frames import PreparedHead, frame_header, message
+from gateway.live.payload import PreparedPayload, stored_blocks
 
 HEADS = ['{"id":"1","type":"next","payload":',
          '{"type":"data","id":"opération ✓","payload":']
@@ -105,14 +99,6 @@ def test_messages_inflate_one_after_another_with_context_kept() -> None:
         head = PreparedHead(f'{{"id":"{op}","type":"next","payload":')
         body = parse(message(head, payload, 12))[2]
         assert inflater.decompress(body + b"\x00\x00\xff\xff") == head.raw + payload.text + b"}"
-
-
-def test_the_payload_is_compressed_once_per_window() -> None:
-    payload = PreparedPayload(b'{"data":{"v":1}}')
-    first = payload.deflated(12)
-    assert payload.deflated(12) is first
-    assert first == deflated_body(payload.text, 12)
-    assert payload.deflated(10) is not first
 
 
 def test_a_wrong_stored_length_fails_to_inflate() -> None:

@@ -16,9 +16,9 @@ import orjson
 import pytest
 from strawberry.types.execution import ExecutionResult
 
-from gateway.http.ws_frames import PreparedPayload
 from gateway.live.cohorts import SNAPSHOT, UPDATED, Cohort, ShadowChange
 from gateway.live.frames import FrameWriter, SocketMember
+from gateway.live.payload import PreparedPayload
 from tests.live.test_cohorts import TENANT, change
 
 
