@@ -65,7 +65,9 @@ Clients: --client node runs the subscriber processes as bench/_fanout_clients.mj
 job, commands and report: a second strict client at full size. It is not lighter: with
 permessage-deflate it took ~175-210 us of CPU per event and ~800 MiB per 5,000 sockets
 against the Python client's ~90-115 us and ~280-320 MiB (bench/RESULTS.md, 2026-12-07
-15:47). The Python client stays the default and the figures of record.
+15:47), when that was websockets' asyncio client. The Python client, now websockets'
+sans-I/O protocol handled in place (bench/_fanout_clients.py's docstring), stays the
+default and the figures of record.
 
 Diagnostics (they change how the gateway is launched, never its code): --gc-stats logs and
 reports the gateway's full garbage collections and their pauses; --gc-freeze (an experiment)
@@ -949,7 +951,9 @@ def report(args: argparse.Namespace, stack: Stack, seeded: Seeded,
         "receipt of that final version minus the writer's stop.",
         (f"- Clients: Node's `ws` (bench/_fanout_clients.mjs, Node {_node_version()}), "
          if args.client == "node" else
-         f"- Clients: `websockets` {_version('websockets')} asyncio clients on uvloop, ")
+         f"- Clients: `websockets` {_version('websockets')} sans-I/O client protocol driven "
+         f"by an asyncio.Protocol per socket, each message handled as it arrives "
+         f"(bench/_fanout_clients.py), on uvloop, ")
         + f"compression {'off' if args.no_compression else 'permessage-deflate (as browsers)'}, "
         f"no client pings, {args.connect_parallel} handshakes in flight per process; "
         f"connect = connection_init, connection_ack, subscribe, first SNAPSHOT. Server: "
