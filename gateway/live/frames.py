@@ -7,7 +7,9 @@ built by the protocol handler (``gateway.http.websocket``). A change reaches suc
 through their cohort alone (``Cohort.offer`` keeps the newest change per device and marks
 the cohort ready: nothing per member per change); a member's own changes (its
 SNAPSHOTs, what coalesced while its socket was full) mark the member ready. One task per
-hub drains the ready cohorts and members in rounds:
+hub drains the ready members and cohorts in rounds, a round taking every ready member and
+the cohorts that have been ready longest, up to ``_ROUND_MEMBERS`` members (a cohort
+marked ready again goes to the back):
 
 1. each ready member's pending changes, and each ready cohort's newest changes for every
    member not already served in this round, are grouped by (cohort, change, kind), and
@@ -29,6 +31,18 @@ hub drains the ready cohorts and members in rounds:
 
 The writer yields to the event loop every ``_YIELD_EVERY`` frames, so a large round does
 not stall the sockets' readers, the hub's listener or a health check.
+
+Why rounds of a bounded size: a round takes its cohorts' newest changes when it starts.
+When one round took every ready cohort (at 10,000 subscribers, every member: a round of
+10,000 frames), a change that arrived during a round waited for the rest of that round
+and then for its cohort's turn in the next, up to two rounds' time, while the change its
+members got had been taken up to a round before it was written. In rounds of
+``_ROUND_MEMBERS`` a cohort's changes are taken when its turn comes, so the latency
+of a delivered change is about one small round: at 10,000 subscribers and 1,000 updates/s
+on a busy 2-core machine, p50/p99 1503/3533 ms over the writer's window -> 446/830 ms
+(bench/RESULTS.md, 2026-12-07 17:51 and 17:56). A subscriber's next change still comes
+once its cohort's turn comes round again: the time to serve every member once, which is
+what the last change of a run waits for (its p99 then ~2 s on that machine).
 
 Measured (bench/RESULTS.md, "Subscription fan-out: frames written by the hub"): the
 per-subscriber path (Strawberry's operation task, message dict, JSON encoding and send
@@ -53,6 +67,8 @@ from gateway.live.payload import PreparedPayload
 log = logging.getLogger("gateway.live.frames")
 
 _YIELD_EVERY = 256  # frames written between two yields to the event loop
+# Members whose ready cohorts one round takes at most (at least one cohort a round).
+_ROUND_MEMBERS = 1024
 
 
 class FrameSink(Protocol):
@@ -153,8 +169,21 @@ class FrameWriter:
             self._wake.clear()
             while self._ready or self._cohorts:
                 members, self._ready = self._ready, []
-                cohorts, self._cohorts = self._cohorts, []
-                await self._round(members, cohorts)
+                await self._round(members, self._next_cohorts())
+
+    def _next_cohorts(self) -> list[Cohort]:
+        """The longest-waiting ready cohorts, up to ``_ROUND_MEMBERS`` members: a round
+        takes each cohort's newest changes when it starts, so a change that arrives during
+        a round waits for the rest of it, and then for its cohort's turn in the next."""
+        taken, members = 0, 0
+        for cohort in self._cohorts:
+            taken += 1
+            members += len(cohort.shared)
+            if members >= _ROUND_MEMBERS:
+                break
+        cohorts = self._cohorts[:taken]
+        del self._cohorts[:taken]
+        return cohorts
 
     async def aclose(self) -> None:
         for task in list(self._sending):

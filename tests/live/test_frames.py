@@ -16,6 +16,7 @@ import orjson
 import pytest
 from strawberry.types.execution import ExecutionResult
 
+from gateway.live import frames as frames_module
 from gateway.live.cohorts import SNAPSHOT, UPDATED, Cohort, ShadowChange
 from gateway.live.frames import FrameWriter, SocketMember
 from gateway.live.payload import PreparedPayload
@@ -220,3 +221,32 @@ async def test_members_of_other_cohorts_get_their_own_results(writer: FrameWrite
     b.offer(c, snapshot=True)
     await settle(writer)
     assert [len(e.calls) for e in executes] == [1, 1]
+
+
+async def test_a_round_takes_the_longest_waiting_cohorts_their_newest_when_it_starts(
+    writer: FrameWriter, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A round takes ready cohorts up to a member budget, oldest first, and each cohort's
+    newest changes as its round starts: a cohort whose turn has not come yet delivers
+    only the change that is newest by then."""
+    monkeypatch.setattr(frames_module, "_ROUND_MEMBERS", 2)
+    cohorts = [Cohort((name,), TENANT, devices=None, asset_id=None, execute=Execute())
+               for name in "abc"]
+    sinks = []
+    device = uuid4()
+    for cohort in cohorts:
+        members = [join(cohort, writer, cohort.key[0]) for _ in range(2)]
+        offer([m for m, _ in members], change(device, 1), snapshot=True)
+        sinks.append([sink for _, sink in members])
+    await settle(writer)
+    for cohort in cohorts:
+        cohort.offer(change(device, 2))
+    for _ in range(20):  # until the first cohort's round has written
+        await asyncio.sleep(0)
+        if len(sinks[0][0].frames) == 2:
+            break
+    assert [len(s[0].frames) for s in sinks] == [2, 1, 1]
+    cohorts[2].offer(change(device, 3))  # before the third cohort's turn
+    await settle(writer)
+    assert [s.versions() for s in sinks[0] + sinks[1]] == [[(1, SNAPSHOT), (2, UPDATED)]] * 4
+    assert [s.versions() for s in sinks[2]] == [[(1, SNAPSHOT), (3, UPDATED)]] * 2
