@@ -67,7 +67,8 @@ from gateway.live.payload import PreparedPayload
 log = logging.getLogger("gateway.live.frames")
 
 _YIELD_EVERY = 256  # frames written between two yields to the event loop
-# Members whose ready cohorts one round takes at most (at least one cohort a round).
+# Members whose ready cohorts one round takes at most (at least one cohort a round); 256
+# gave no lower latency at 10,000 subscribers (bench/RESULTS.md, 2026-12-07 18:11).
 _ROUND_MEMBERS = 1024
 
 
