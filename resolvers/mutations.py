@@ -294,7 +294,7 @@ class Mutation(ApiKeyMutation, TokenRevocationMutation):
         )
 
 
-async def ingest_readings(ctx: Context, readings: list[telemetry.RawReading]) -> IngestResult:
+async def ingest_readings(ctx: Context, readings: list[telemetry.Reading]) -> IngestResult:
     outcome = await telemetry.ingest(ctx.stores, ctx.tenant_id, readings)
     ctx.loaders.forget_telemetry()  # later fields of the same document see the new data
     return IngestResult(

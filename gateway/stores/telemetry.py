@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from itertools import repeat
 from typing import Any
 from uuid import UUID
 
@@ -44,6 +45,10 @@ PART_AGGREGATES = {
     "FIRST": "first_value", "LAST": "last_value",
 }
 ROLLUP_WIDTH = timedelta(minutes=5)
+READING_COLUMNS = ["tenant_id", "device_id", "metric", "time", "value"]
+# A reading as written: (tenant, device, metric, time, value); the newest per series.
+Record = tuple[UUID, UUID, str, datetime, float]
+Latest = Mapping[tuple[UUID, str], tuple[datetime, float]]
 
 
 def rolled_span(q: SeriesQuery) -> tuple[datetime, datetime] | None:
@@ -150,25 +155,79 @@ class TelemetryStore(PgStore):
         self, tenant_id: UUID, device_ids: Sequence[UUID], metrics: Sequence[str],
         times: Sequence[datetime], values: Sequence[float],
     ) -> int:
-        """Stores one tenant's validated readings in one statement (plus one partition call
-        when the batch reaches a day this process has not seen). Returns how many were new;
-        the rest were duplicates."""
-        if not times:
+        """Stores one tenant's validated readings, given as columns in any order (tools and
+        tests; ``gateway.writes.telemetry`` hands ``ingest_sorted`` its batch directly).
+        Returns how many were new; the rest were duplicates."""
+        records = sorted(zip(repeat(tenant_id), device_ids, metrics, times, values,
+                             strict=False), key=_record_key)
+        latest: dict[tuple[UUID, str], tuple[datetime, float]] = {}
+        for _, device, metric, time, value in records:
+            latest[device, metric] = (time, value)  # ascending time: the last is the newest
+        return await self.ingest_sorted(records, latest)
+
+    async def ingest_sorted(self, records: Sequence[Record], latest: Latest) -> int:
+        """Stores one tenant's validated readings, ``records`` (tenant, device, metric,
+        time, value) in the canonical lock order (device, metric in byte order, time;
+        ``gateway.writes.bulk_ingest``) and ``latest`` the newest of each series among
+        them. Returns how many were new; the rest were duplicates.
+
+        One transaction: a binary COPY straight into ``readings`` (its rollup trigger runs
+        at the COPY's end), then the last values. A batch holding a duplicate (a retry, or
+        a reading given twice) makes the COPY fail whole; it is rolled back and the batch
+        inserted again skipping duplicates. The COPY costs PostgreSQL about half the CPU
+        of the ``INSERT .. SELECT FROM unnest .. ON CONFLICT DO NOTHING`` this replaced
+        (8-10 against 16-19 us a reading in batches of 10,000, measured on the embedded
+        PostgreSQL 18). Tables are locked readings, rollup, last values, as by every
+        writer of readings; a partition call comes first when the batch reaches a day
+        this process has not seen."""
+        if not records:
             return 0
-        args = (tenant_id, list(device_ids), list(metrics), list(times), list(values))
-        await self.ensure_days(min(times), max(times))
+        first = min(r[3] for r in records)
+        last = max(r[3] for r in records)
+        await self.ensure_days(first, last)
         try:
-            row = await self.fetchrow(self.sql["ingest"], *args)
+            inserted = await self._write_sorted(records, latest)
         except asyncpg.CheckViolationError:
             # "no partition found for row": a partition this process remembered was dropped
             # (retention, or another tool). Forget, ensure again, retry once.
             self._ensured_days.clear()
-            await self.ensure_days(min(times), max(times))
-            row = await self.fetchrow(self.sql["ingest"], *args)
-        assert row is not None
-        if row["inserted"]:
-            self.wrote(min(times), max(times))
-        return int(row["inserted"])
+            await self.ensure_days(first, last)
+            inserted = await self._write_sorted(records, latest)
+        if inserted:
+            self.wrote(first, last)
+        return inserted
+
+    async def _write_sorted(self, records: Sequence[Record], latest: Latest) -> int:
+        try:
+            async with self.acquire() as conn, conn.transaction():
+                # BEGIN, COPY (after its column query), last values, COMMIT.
+                for _ in range(5):
+                    record_round_trip(self.name)
+                await conn.copy_records_to_table("readings", records=records,
+                                                 columns=READING_COLUMNS)
+                await self._upsert_latest(conn, records[0][0], latest)
+            return len(records)
+        except asyncpg.UniqueViolationError:
+            pass
+        tenant_id = records[0][0]
+        async with self.acquire() as conn, conn.transaction():
+            for _ in range(4):  # BEGIN, the insert, last values, COMMIT
+                record_round_trip(self.name)
+            rows = await conn.fetch(
+                self.sql["ingest_skipping_duplicates"], tenant_id, [r[1] for r in records],
+                [r[2] for r in records], [r[3] for r in records], [r[4] for r in records])
+            await self._upsert_latest(conn, tenant_id, {
+                (r["device_id"], r["metric"]): (r["time"], r["value"]) for r in rows})
+        return int(rows[0]["inserted"]) if rows else 0
+
+    async def _upsert_latest(self, conn: asyncpg.Connection, tenant_id: UUID,
+                             latest: Latest) -> None:
+        if latest:
+            keys = list(latest)
+            await conn.execute(
+                self.sql["upsert_latest_many"], tenant_id, [k[0] for k in keys],
+                [k[1] for k in keys], [latest[k][0] for k in keys],
+                [latest[k][1] for k in keys])
 
     async def ensure_days(self, start: datetime, end: datetime) -> None:
         if not self.days_ensured(start, end):
@@ -286,6 +345,12 @@ class TelemetryStore(PgStore):
 
     async def ensure_partitions(self, start: datetime, end: datetime) -> None:
         await self.execute(self.sql["ensure_partitions"], start, end)
+
+
+def _record_key(record: Record) -> tuple[bytes, str, datetime]:
+    # The canonical lock order: a uuid's bytes compare as PostgreSQL's uuid does, str by
+    # code point as text COLLATE "C" does for UTF-8.
+    return (record[1].bytes, record[2], record[3])
 
 
 def _days(start: datetime, end: datetime) -> set[date]:

@@ -22,9 +22,10 @@ STORE_UNAVAILABLE). So a request's readings go to the database once:
 The 5-minute rollup is kept by the readings trigger, deferred: the partial aggregates
 are collected in the transaction and merged into ``readings_5m`` once at the end in key
 order (``readings_rollup_merge``, telemetry migration 008). The last values are upserted
-once at the end, before the rollup (the order ``ingestTelemetry``'s one statement locks
-them in), from what was actually inserted. Every table is locked in key order and the
-tables in the same order (readings, last values, rollup) by every writer.
+once at the end, after the rollup (the order ``ingestTelemetry``'s COPY and then its
+last values lock them in, ``TelemetryStore.ingest_sorted``), from what was actually
+inserted. Every table is locked in key order and the tables in the same order
+(readings, rollup, last values) by every writer.
 
 Partitions: the days of every batch are created before the readings are written, from
 a separate connection (committed at once, shared by everyone); a day first reached after
@@ -102,8 +103,8 @@ class Writer:
             await task
 
     async def finish(self) -> None:
-        """Writes the readings (one statement, key order), then moves the last values
-        forward and merges the rollup."""
+        """Writes the readings (one statement, key order), then merges the rollup and
+        moves the last values forward."""
         await self.wait()
         if self._first is not None:
             records, latest = self._first
@@ -111,14 +112,14 @@ class Writer:
             await self._write_one_batch(records, latest)
         elif self._staged:
             await self._insert_staged()
+        if self._deferred:
+            await self._conn.execute(self._telemetry.sql["rollup_merge"])
         if self.latest:
             keys = list(self.latest)
             await self._conn.execute(
                 self._telemetry.sql["upsert_latest_many"], self._tenant,
                 [k[0] for k in keys], [k[1] for k in keys],
                 [self.latest[k][0] for k in keys], [self.latest[k][1] for k in keys])
-        if self._deferred:
-            await self._conn.execute(self._telemetry.sql["rollup_merge"])
 
     async def abandon(self) -> None:
         """On a failed request: stop the batch in flight before the rollback."""

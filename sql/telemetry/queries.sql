@@ -219,33 +219,25 @@ INSERT INTO readings (tenant_id, device_id, metric, time, value)
 SELECT tenant_id, device_id, metric, time, value FROM tmp_readings
 ON CONFLICT (device_id, metric, time) DO NOTHING;
 
--- name: ingest
--- One statement, one round trip, one transaction: readings that are new are stored and
--- counted, duplicates (device, metric, time) are skipped, and the last-value table moves
--- forward only. Returns how many readings were new.
-WITH input AS (
-    SELECT $1::uuid AS tenant_id, x.device_id, x.metric, x.time, x.value
+-- name: ingest_skipping_duplicates
+-- ingestTelemetry's batch when its binary COPY met a duplicate (a retry, or a reading given
+-- twice): new readings are stored in the canonical lock order (device, metric in byte
+-- order, time; gateway/writes/bulk_ingest.py), duplicates skipped; back come the newest
+-- inserted reading of each series and how many were inserted (no row: none), for the
+-- last values, upserted next (upsert_latest_many) after the rollup trigger has run.
+WITH inserted AS (
+    INSERT INTO readings (tenant_id, device_id, metric, time, value)
+    SELECT $1::uuid, x.device_id, x.metric, x.time, x.value
     FROM unnest($2::uuid[], $3::text[], $4::timestamptz[], $5::float8[])
          AS x(device_id, metric, time, value)
-), inserted AS (
-    INSERT INTO readings (tenant_id, device_id, metric, time, value)
-    SELECT tenant_id, device_id, metric, time, value FROM input
-    -- The canonical lock order of readings (gateway/writes/bulk_ingest.py): two calls
-    -- writing the same readings in opposite orders cannot deadlock.
-    ORDER BY device_id, metric COLLATE "C", time
+    ORDER BY x.device_id, x.metric COLLATE "C", x.time
     ON CONFLICT (device_id, metric, time) DO NOTHING
-    RETURNING tenant_id, device_id, metric, time, value
-), latest AS (
-    INSERT INTO latest_readings (tenant_id, device_id, metric, time, value)
-    SELECT DISTINCT ON (device_id, metric) tenant_id, device_id, metric, time, value
-    FROM inserted
-    ORDER BY device_id, metric, time DESC
-    ON CONFLICT (device_id, metric) DO UPDATE
-    SET time = EXCLUDED.time, value = EXCLUDED.value
-    WHERE latest_readings.time < EXCLUDED.time
-      AND latest_readings.tenant_id = EXCLUDED.tenant_id
+    RETURNING device_id, metric, time, value
 )
-SELECT count(*) AS inserted FROM inserted;
+SELECT DISTINCT ON (device_id, metric) device_id, metric, time, value,
+       count(*) OVER () AS inserted
+FROM inserted
+ORDER BY device_id, metric, time DESC;
 
 -- name: last_seen_after
 -- The reconciler's scan: newest reading time per device, in device-id order after $1.
@@ -316,8 +308,8 @@ FROM inserted
 ORDER BY device_id, metric, time DESC;
 
 -- name: upsert_latest_many
--- POST /ingest's last values, one row per (device, metric) written by the request; the
--- last-value table moves forward only. Rows are locked in key order, as every other
+-- The last values of both ingest routes, one row per (device, metric) written by the
+-- request or batch; the last-value table moves forward only. Rows are locked in key order, as every other
 -- writer of latest_readings does, so concurrent ingests cannot deadlock on them.
 INSERT INTO latest_readings (tenant_id, device_id, metric, time, value)
 SELECT $1, x.device_id, x.metric, x.time, x.value

@@ -151,18 +151,23 @@ async def test_decommission_whose_registry_commit_is_unanswered(
     assert (await reconcile(stores, grace=NOW)).shadows == 0
 
 
+@pytest.mark.parametrize("given_twice", [False, True], ids=["copied", "duplicates skipped"])
 async def test_ingest_telemetry_whose_commit_is_unanswered(
-    gateway: Gateway, stores: Stores, tenant: Tenant
+    gateway: Gateway, stores: Stores, tenant: Tenant, given_twice: bool
 ) -> None:
+    """Both ways a batch is written (TelemetryStore.ingest_sorted): binary COPY, and for a
+    batch holding a duplicate (here a reading given twice) the insert skipping them."""
     device = await register(gateway, tenant, "SN-1")
     now = datetime.now(UTC).replace(microsecond=0)
     times = [now - timedelta(minutes=5), now - timedelta(minutes=1)]
     readings = [{"deviceId": device, "metric": "temp", "time": t.isoformat(), "value": 1.0}
                 for t in times]
-    async with answer_lost(stores.telemetry, stores.telemetry.sql["ingest"]) as lost:
-        unavailable(await gateway.query(INGEST, {"r": readings}, key=tenant.key),
+    first = readings + readings[:1] if given_twice else readings
+    async with answer_lost(stores.telemetry, "COMMIT;") as lost:
+        unavailable(await gateway.query(INGEST, {"r": first}, key=tenant.key),
                     "telemetry")
     assert lost
+    assert await stores.telemetry.pool.fetchval("SELECT count(*) FROM readings") == 2
     assert (await _device(gateway, tenant, device))["lastSeenAt"] is None
     assert (await reconcile(stores, grace=NOW)).last_seen == 1
     state = await _device(gateway, tenant, device)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
+
+import asyncpg
+import pytest
 
 from gateway.stores import Stores
 from tests.conftest import Gateway, Tenant
@@ -140,3 +144,87 @@ async def test_batch_size_limit(gateway: Gateway, stores: Stores, tenant: Tenant
 
     result = await ingest(gateway, tenant, readings[:10_000])
     assert result == {"accepted": 10_000, "duplicates": 0, "rejected": []}
+
+
+class _EveryCopyMeetsADuplicate(asyncpg.Connection):  # type: ignore[misc]
+    """A COPY into readings fails as one meeting a stored reading does, so every batch
+    takes the insert skipping duplicates (TelemetryStore.ingest_sorted)."""
+
+    async def copy_records_to_table(self, table_name: str, **kwargs: Any) -> str:
+        raise asyncpg.UniqueViolationError("duplicate key value violates unique constraint")
+
+
+@pytest.fixture(params=["copy", "insert skipping duplicates"])
+async def write_path(request: pytest.FixtureRequest, stores: Stores) -> AsyncIterator[str]:
+    if request.param == "copy":
+        yield request.param
+        return
+    await stores.telemetry.aclose()
+    stores.telemetry.connection_class = _EveryCopyMeetsADuplicate
+    await stores.telemetry.connect()
+    try:
+        yield request.param
+    finally:
+        await stores.telemetry.aclose()
+        stores.telemetry.connection_class = asyncpg.Connection
+        await stores.telemetry.connect()
+
+
+async def test_both_ways_of_writing_a_batch_answer_and_store_alike(
+    gateway: Gateway, stores: Stores, tenant: Tenant, write_path: str
+) -> None:
+    """The binary COPY of a batch and the insert skipping duplicates (a batch holding a
+    duplicate, or every batch here when the COPY is made to fail): the same answer, the
+    same readings, last values, rollup and lastSeenAt. The batch is out of order, across
+    devices and metrics whose byte order and the collation's differ ("B" < "a" < "b")."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    a, b = sorted([await new_device(stores, tenant), await new_device(stores, tenant)])
+    batch = [
+        reading(b, now - timedelta(minutes=1), 4.0, metric="b"),
+        reading(a, now - timedelta(minutes=2), 2.0),
+        reading(b, now - timedelta(minutes=1), 5.0, metric="B"),
+        reading(a, now - timedelta(minutes=3), 1.0),
+        reading(str(uuid4()), now, 9.0),
+        reading(a, now - timedelta(minutes=1), 3.0, metric="a"),
+        reading(a, now - timedelta(minutes=2), 8.0, metric="9bad"),
+        reading(b, now - timedelta(minutes=7), 6.0, metric="b"),
+    ]
+    first = await ingest(gateway, tenant, batch)
+    assert (first["accepted"], first["duplicates"]) == (6, 0)
+    assert [(r["index"], r["reason"]) for r in first["rejected"]] == [
+        (4, "unknown device"), (6, "metric '9bad' is not a metric name")]
+
+    async def stored() -> tuple[list[tuple[Any, ...]], ...]:
+        pool = stores.telemetry.pool
+        return (
+            [tuple(r) for r in await pool.fetch(
+                "SELECT device_id::text, metric, time, value FROM readings ORDER BY 1, 2, 3")],
+            [tuple(r) for r in await pool.fetch(
+                "SELECT device_id::text, metric, time, value FROM latest_readings"
+                " ORDER BY 1, 2")],
+            [tuple(r) for r in await pool.fetch(
+                "SELECT device_id::text, metric, sum(n), sum(total) FROM readings_5m"
+                " GROUP BY 1, 2 ORDER BY 1, 2")],
+        )
+
+    minutes = [now - timedelta(minutes=m) for m in range(8)]
+    readings, latest, rolled = await stored()
+    assert readings == [
+        (a, "a", minutes[1], 3.0), (a, "temp", minutes[3], 1.0), (a, "temp", minutes[2], 2.0),
+        (b, "B", minutes[1], 5.0), (b, "b", minutes[7], 6.0), (b, "b", minutes[1], 4.0)]
+    assert latest == [(a, "a", minutes[1], 3.0), (a, "temp", minutes[2], 2.0),
+                      (b, "B", minutes[1], 5.0), (b, "b", minutes[1], 4.0)]
+    assert rolled == [(a, "a", 1, 3.0), (a, "temp", 2, 3.0), (b, "B", 1, 5.0),
+                      (b, "b", 2, 10.0)]
+    state_a = await state(gateway, tenant, a, now)
+    assert datetime.fromisoformat(state_a["lastSeenAt"]) == minutes[1]
+
+    # A retry with two new readings, one of them given twice: duplicates skipped.
+    again = await ingest(gateway, tenant, [*batch, reading(a, now, 7.0), reading(a, now, 7.0)])
+    assert (again["accepted"], again["duplicates"]) == (1, 7)
+    assert again["rejected"] == first["rejected"]
+    readings, latest, rolled = await stored()
+    assert len(readings) == 7 and (a, "temp", now, 7.0) in readings
+    assert (a, "temp", now, 7.0) in latest and len(latest) == 4
+    assert (a, "temp", 3, 10.0) in rolled
+    assert datetime.fromisoformat((await state(gateway, tenant, a, now))["lastSeenAt"]) == now

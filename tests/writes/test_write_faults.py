@@ -257,7 +257,7 @@ async def test_ingest_with_the_telemetry_store_failing(
     device = await register(gateway, tenant, "SN-1")
     reading = {"deviceId": device, "metric": "temp", "value": 1.0,
                "time": datetime.now(UTC).isoformat()}
-    monkeypatch.setattr(stores.telemetry, "ingest", failing("telemetry"))
+    monkeypatch.setattr(stores.telemetry, "ingest_sorted", failing("telemetry"))
     unavailable(await gateway.query(INGEST, {"r": [reading]}, key=tenant.key), "telemetry")
     monkeypatch.undo()
     state = (await gateway.query(DEVICE, {"id": device}, key=tenant.key))["data"]["device"]
