@@ -81,6 +81,27 @@ def installed(schema: GraphQLSchema) -> bool:
     return schema in _INSTALLED
 
 
+# A request's variables are coerced twice, by the cost check and by the executor's build,
+# from the same raw list: the second takes the first's readings from here and drops them
+# (~4 us a reading each time, measured on 10,000-reading batches). Keyed by the raw
+# list's id with the list held, so the id cannot be reused while the entry lives; a
+# couple of entries for requests in flight side by side, the oldest dropped first.
+_RECENT: dict[int, tuple[Any, ParseTime, list[dict[str, Any]]]] = {}
+_RECENT_MAX = 2
+
+
+def _coerce_once(raw: Any, parse_time: ParseTime) -> list[dict[str, Any]] | None:
+    held = _RECENT.pop(id(raw), None)
+    if held is not None and held[0] is raw and held[1] is parse_time:
+        return held[2]
+    coerced = coerce_readings(raw, parse_time)
+    if coerced:
+        while len(_RECENT) >= _RECENT_MAX:
+            del _RECENT[next(iter(_RECENT))]
+        _RECENT[id(raw)] = (raw, parse_time, coerced)
+    return coerced
+
+
 def coerce_readings(raw: Any, parse_time: ParseTime) -> list[dict[str, Any]] | None:
     """The readings as graphql-core coerces them, or None for anything unusual (then
     graphql-core coerces the request, and reports what is wrong)."""
@@ -136,7 +157,7 @@ def fast_readings(schema: GraphQLSchema, definitions: Collection[VariableDefinit
     for definition in definitions:
         if _is_readings(definition.type):
             name = definition.variable.name.value
-            value = coerce_readings(raw.get(name), parse_time)
+            value = _coerce_once(raw.get(name), parse_time)
             if value is None:
                 return None
             found[name] = value

@@ -175,6 +175,23 @@ def test_variables_coerce_as_graphql_core_coerces_them(settings: Settings) -> No
             assert taken == (name in FAST), name
 
 
+def test_a_request_coerces_its_readings_once(settings: Settings) -> None:
+    """The cost check and the executor's build each ask for the variables of one request:
+    the second gets the first's readings (the same list), and then it is let go; another
+    request's list, equal or not, is coerced on its own."""
+    schema = build_schema(dataclasses.replace(settings, planned_execution=True))._schema
+    definitions = parse(INGEST).definitions[0].variable_definitions  # type: ignore[attr-defined]
+    device = str(uuid4())
+    variables = {"r": [good(device, n) for n in range(3)]}
+    first = fast_readings(schema, definitions, variables)
+    second = fast_readings(schema, definitions, variables)
+    assert first is not None and second is not None and first["r"] is second["r"]
+    third = fast_readings(schema, definitions, variables)
+    assert third is not None and third["r"] is not first["r"] and third["r"] == first["r"]
+    other = fast_readings(schema, definitions, {"r": list(variables["r"])})
+    assert other is not None and other["r"] is not third["r"] and other["r"] == third["r"]
+
+
 async def test_malformed_readings_answer_the_same_on_both_paths(
     stores: Stores, settings: Settings, tenant: Tenant,
 ) -> None:
