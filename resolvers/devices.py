@@ -284,7 +284,7 @@ async def device_shadows(devices: list[Device], info: Info) -> list[Any]:
     for device in devices:
         doc = docs.get(device.uuid)
         values.append(doc if isinstance(doc, Exception)
-                      else Shadow.from_doc(doc) if doc else None)
+                      else Shadow.from_doc(doc, device.id) if doc else None)
     return values
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
+from typing import Any
 
 import strawberry
 from strawberry.scalars import JSON
@@ -29,14 +30,39 @@ class Shadow:
     updated_at: datetime
 
     @classmethod
-    def from_doc(cls, doc: ShadowDoc) -> Shadow:
-        device_id = strawberry.ID(str(doc.device_id))
-        return cls(
-            id=device_id, device_id=device_id, version=doc.version,
-            reported=JSON(doc.reported), desired=JSON(doc.desired),
-            delta=JSON(delta(doc.desired, doc.reported)), metadata=JSON(doc.metadata),
-            updated_at=doc.updated_at,
-        )
+    def from_doc(cls, doc: ShadowDoc, device_id: str | None = None) -> Shadow:
+        """The shadow of a stored document; ``device_id`` is the id's text when the caller
+        has it already (a Device's ``id``). ``delta`` is computed when first read."""
+        shadow = _new(_StoredShadow)
+        # The stored document's fields at once (the dataclass __init__ took each as a
+        # keyword and each JSON value through a call): they are Shadow's, by name.
+        fields = doc.__dict__.copy()
+        fields["id"] = fields["device_id"] = (
+            device_id if device_id is not None else str(doc.device_id))
+        shadow.__dict__ = fields
+        return shadow
+
+
+class _Delta:
+    """``Shadow.delta`` of a stored shadow, computed on first read and kept (a non-data
+    descriptor: the value then sits in the instance's ``__dict__``). A dashboard that does
+    not select it no longer compares every shadow's desired and reported state."""
+
+    def __get__(self, shadow: Shadow | None, owner: type) -> Any:
+        if shadow is None:
+            return self
+        fields = shadow.__dict__
+        value = fields["delta"] = delta(fields["desired"], fields["reported"])
+        return value
+
+
+class _StoredShadow(Shadow):
+    """A Shadow made by ``Shadow.from_doc``: the dataclass __init__ is not called."""
+
+    delta = _Delta()  # type: ignore[assignment]
+
+
+_new = object.__new__
 
 
 @strawberry.enum

@@ -56,10 +56,10 @@ class NodeScript:
     def __init__(self, client: AnyRedis, body: str) -> None:
         self._client = client
         self._cluster = isinstance(client, RedisCluster)
-        self._slot_script = _Script(body)  # KEYS of one slot, or any on a single server
+        self._slot_script = Script(body)  # KEYS of one slot, or any on a single server
         # The flags line needs Redis 7+/Valkey, hence only here: a single server never runs
         # it. ``local KEYS = ARGV`` lets one body serve both.
-        self._node_script = _Script(
+        self._node_script = Script(
             "#!lua flags=no-writes,allow-cross-slot-keys\nlocal KEYS = ARGV\n" + body)
 
     async def run(self, keys: Sequence[str], *, group: int = 1) -> list[Any]:
@@ -97,7 +97,9 @@ class NodeScript:
         return out
 
 
-class _Script:
+class Script:
+    """A script called by its SHA1, sent whole once the server says it does not know it."""
+
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()

@@ -14,6 +14,7 @@ from gateway.writes.merge_patch import merge_patch
 from gateway.writes.validate import json_size
 
 _MISSING = object()
+_PLAIN = frozenset((str, int, float, bool))
 
 
 def json_equal(a: Any, b: Any) -> bool:
@@ -37,6 +38,13 @@ def delta(desired: dict[str, Any], reported: dict[str, Any]) -> dict[str, Any]:
         if want is None:
             continue
         have = reported.get(key, _MISSING)
+        # Two strings, numbers or booleans of one class, most of a state, are equal as JSON
+        # exactly when they are equal in Python: no json_equal call for them.
+        kind = want.__class__
+        if kind in _PLAIN and have.__class__ is kind:
+            if have != want:
+                out[key] = want
+            continue
         if isinstance(want, dict) and isinstance(have, dict):
             nested = delta(want, have)
             if nested:
