@@ -267,10 +267,8 @@ async def device_latest(devices: list[Device], info: Info, *,
     for metric in metrics or ():
         validate.metric(metric, "metrics")  # malformed names: BAD_USER_INPUT, as ingest
     loader = info.context.loaders.latest(metrics)
-    found = await load_settled(loader, [d.uuid for d in devices])
-    return [rows if isinstance(rows, Exception) else [
-        Reading(metric=r["metric"], time=r["time"], value=r["value"]) for r in rows]
-        for rows in found]
+    # The store's readings are the Readings: their fields are read as attributes.
+    return await load_settled(loader, [d.uuid for d in devices])
 
 
 @batched("Device", "shadow")

@@ -2,11 +2,18 @@
 -- first/last use min/max over [epoch, value] pairs: one pass, no sort, no second scan.
 
 -- name: latest
-SELECT device_id, metric, time, value
-FROM latest_readings
-WHERE tenant_id = $1 AND device_id = ANY($2::uuid[])
-  AND ($3::text[] IS NULL OR metric = ANY($3))
-ORDER BY device_id, metric;
+-- The newest reading of each metric of $3 (every metric when null) of the devices of $2,
+-- as one row of arrays in device order (n: the device's place in $2), then metric order:
+-- a few arrays to decode instead of a row, and a UUID, per reading. Times are float8
+-- epochs (exact to the microsecond until 2255): asyncpg's timestamptz decoding costs
+-- ~5,800 instructions a value (callgrind, 125 readings).
+SELECT array_agg(d.n ORDER BY d.n, l.metric) AS ns,
+       array_agg(l.metric ORDER BY d.n, l.metric) AS metrics,
+       array_agg(date_part('epoch', l.time) ORDER BY d.n, l.metric) AS epochs,
+       array_agg(l.value ORDER BY d.n, l.metric) AS vals
+FROM unnest($2::uuid[]) WITH ORDINALITY AS d(id, n)
+JOIN latest_readings l ON l.device_id = d.id
+WHERE l.tenant_id = $1 AND ($3::text[] IS NULL OR l.metric = ANY($3));
 
 -- name: series_raw
 -- Per device: stats over the whole range and the first $6 raw points in time order
