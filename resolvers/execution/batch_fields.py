@@ -18,6 +18,7 @@ rule once per level, with the same caller and arguments the per-object check wou
 
 from __future__ import annotations
 
+from asyncio import Future
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -37,16 +38,18 @@ def batched(type_name: str, field_name: str) -> Callable[[BatchResolver], BatchR
     return register
 
 
-async def settled(awaitables: Iterable[Awaitable[Any]]) -> list[Any]:
-    """Each awaitable's value, or its exception in its place. Started before this is
-    called (loader futures), they are awaited in turn: a batch resolves them together, so
-    only the first await waits."""
+async def settled(futures: Iterable[Future[Any]]) -> list[Any]:
+    """Each future's value, or its exception in its place. Loader futures, they are
+    awaited in turn: a batch resolves them together, so only the first await waits, and
+    the others' outcomes are read as they are (awaiting a done future took a coroutine
+    step and a StopIteration each)."""
     values: list[Any] = []
-    for awaitable in awaitables:
+    append = values.append
+    for future in futures:
         try:
-            values.append(await awaitable)
+            append(future.result() if future.done() else await future)
         except Exception as error:  # noqa: BLE001 - the item's own failure
-            values.append(error)
+            append(error)
     return values
 
 
@@ -68,11 +71,15 @@ async def load_settled(loader: DataLoader, keys: Iterable[Any]) -> list[Any]:
             if key is None:
                 loader.load(key)  # raises load's own TypeError
             future = cache[key] = create()
-            queue.append(Loader(key, future))
+            # Loader(key, future) without its namedtuple __new__, a Python call per key.
+            queue.append(_tuple_new(Loader, (key, future)))
             if len(queue) == 1:
                 enqueue_post_future_job(loader.loop, loader)
         futures.append(future)
     return await settled(futures)
+
+
+_tuple_new = tuple.__new__
 
 
 def one(values: list[Any]) -> Any:
