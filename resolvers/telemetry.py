@@ -242,7 +242,7 @@ class _StoredSeries(TelemetrySeries):
 
     def plain_columns(self, name: str) -> dict[str, Sequence[Any]] | None:
         """The points as columns, for the planned executor to build the response from
-        without a point object each (resolvers.execution.fill_compiler)."""
+        without a point object each (resolvers.execution.build_compiler)."""
         if name != "points":
             return None
         times, values = point_columns(self.query, self.rows)

@@ -23,7 +23,7 @@ from graphql import (
 
 # The test under which a built-in leaf's coercion returns the value itself, as Python
 # source over ``v``: the coercions below are made from it, and the generated fills
-# (resolvers.execution.fill_compiler) inline it, so the two cannot disagree.
+# and builds (resolvers.execution.leaf_code) inline it, so the two cannot disagree.
 UNCHANGED_WHEN = {
     GraphQLString.name: "v.__class__ is str",
     GraphQLID.name: "v.__class__ is str",
@@ -79,6 +79,6 @@ def fast_coercion(leaf: GraphQLLeafType) -> Callable[[Any], Any]:
                     texts.clear()
                 text = texts[key] = general(value)
             return text
-        coerce_datetime.texts = texts  # type: ignore[attr-defined]  # read by fill_compiler
+        coerce_datetime.texts = texts  # type: ignore[attr-defined]  # read by leaf_code
         return coerce_datetime
     return general

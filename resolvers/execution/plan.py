@@ -97,7 +97,7 @@ class Selection:
     # their own while they execute (flat ones get one only when an error needs it).
     deep: bool = False
     fill: Any = None  # its generated fill (resolvers.execution.fill_compiler), made on first use
-    build: Any = None  # its build (flat selections; False for others), made on first use
+    build: Any = None  # its build (build_compiler; False where there is none), made on first use
     columns_build: Any = None  # the same from columns (False where there is none)
 
 

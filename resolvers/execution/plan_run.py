@@ -27,7 +27,9 @@ from graphql.execution.values import get_argument_values
 from graphql.pyutils import Path, inspect, is_iterable
 from strawberry.types.arguments import convert_arguments
 
-from resolvers.execution.fill_compiler import Slow, build_of, fill_of
+from resolvers.execution.build_compiler import build_of
+from resolvers.execution.fill_compiler import fill_of
+from resolvers.execution.leaf_code import Slow
 from resolvers.execution.plan import (
     LEAF,
     LIST,
