@@ -4,7 +4,10 @@ the project's bench/, so an older tree can be measured), answers the query a few
 warm caches and pools, then switches callgrind's instrumentation on, zeroes its counters,
 answers the query ``requests`` times straight through ASGI, and switches it off.
 
-    python bench/_instructions_run.py <key> <body JSON> <requests>
+    python bench/_instructions_run.py <key> <body JSON> <requests> [clock]
+
+With ``clock`` (no callgrind) it times the answers instead: the process's CPU seconds
+(``time.process_time``) for ``requests`` answers, printed as ``cpu-seconds <s>``.
 
 The stores come from the IOTSPHERE_* variables bench/instructions.py sets.
 """
@@ -16,6 +19,7 @@ import gc
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
 WARMUP = 20
@@ -55,7 +59,7 @@ async def _request(app: Any, state: Any, body: bytes, key: str) -> bytes:
     return b"".join(chunks)
 
 
-async def _main(key: str, body: bytes, requests: int) -> None:
+async def _main(key: str, body: bytes, requests: int, clock: bool = False) -> None:
     from gateway.app import create_app
     from gateway.settings import Settings
 
@@ -68,6 +72,12 @@ async def _main(key: str, body: bytes, requests: int) -> None:
         gc.collect()
         gc.freeze()
         gc.set_threshold(50_000, 10, 5)  # as `iotsphere serve` (gateway/runtime/workers.py)
+        if clock:
+            started = time.process_time()
+            for _ in range(requests):
+                await _request(app, state, body, key)
+            print(f"cpu-seconds {time.process_time() - started:.6f}", flush=True)
+            return
         _callgrind("--instr=on")
         _callgrind("--zero")
         for _ in range(requests):
@@ -79,4 +89,4 @@ if __name__ == "__main__":
     import uvloop
 
     key, body, requests = sys.argv[1:4]
-    uvloop.run(_main(key, body.encode(), int(requests)))
+    uvloop.run(_main(key, body.encode(), int(requests), sys.argv[4:] == ["clock"]))

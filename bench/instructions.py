@@ -3,7 +3,7 @@ of a percent on a shared, noisy machine, where CPU seconds vary by a third from 
 
     .venv/bin/python bench/instructions.py [--query subset,dashboard] [--requests 20]
         [--devices 120] [--hours 1] [--first 100] [--baseline-tree DIR]
-        [--profile-dir DIR] [--write]
+        [--profile-dir DIR] [--clock ROUNDS] [--write]
 
 Starts the stores and seeds the demo fleet (bench/_stack.py), then for each query runs
 bench/_instructions_run.py under `valgrind --tool=callgrind --instr-atstart=no`: the
@@ -16,7 +16,15 @@ project (e.g. `git worktree add /tmp/base <commit>`) on the same stores and data
 table shows both and their ratio. Instructions are not time (a cache miss costs more than
 an add), so read them as what a change saves, next to the wall-clock benchmarks.
 
-Needs valgrind (Debian's package): the benchmark stops and says so when it is missing.
+--clock ROUNDS times the same in-process answers instead (no valgrind): per round and
+tree, one process answers --requests times and reports its CPU seconds
+(``time.process_time``); the trees alternate round by round, so a drift of the machine's
+speed reaches both, and the table shows each tree's median per request, every round's,
+and the ratio of the medians. Served benchmarks hours apart can differ by more than a
+change saves; this compares two trees side by side, in seconds.
+
+Needs valgrind (Debian's package) unless --clock: the benchmark stops and says so when it
+is missing.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,6 +78,47 @@ def _count(tree: Path, stores: dict[str, str], key: str, body: str, requests: in
     return int(found.group(1))
 
 
+def _seconds(tree: Path, stores: dict[str, str], key: str, body: str, requests: int) -> float:
+    """CPU seconds per answer of ``tree``'s gateway, in-process, one process."""
+    env = {**os.environ, **stores, "IOTSPHERE_RATE_LIMIT": "0", "PYTHONPATH": str(tree)}
+    done = subprocess.run(
+        [sys.executable, str(RUNNER), key, body, str(requests), "clock"],
+        env=env, cwd=tree, capture_output=True, text=True, timeout=1800)
+    found = re.search(r"cpu-seconds ([0-9.]+)", done.stdout)
+    if done.returncode != 0 or found is None:
+        raise BenchError(f"the measured process failed ({tree}):\n{done.stderr[-3000:]}")
+    return float(found.group(1)) / requests
+
+
+def _clock_table(args: argparse.Namespace, trees: list[tuple[str, Path]],
+                 stores: dict[str, str], key: str, queries: list[str]) -> str:
+    names = [name for name, _ in trees]
+    table = ["| query | " + " | ".join(f"{name}, CPU ms/request (median; rounds)"
+                                       for name in names)
+             + (" | this / baseline |" if len(trees) > 1 else " |"),
+             "|---|" + "---|" * len(trees) + ("---:|" if len(trees) > 1 else "")]
+    for query in queries:
+        body = json.dumps({"query": QUERIES[query], "variables": {"first": args.first}})
+        rounds: dict[str, list[float]] = {name: [] for name in names}
+        for n in range(args.clock):
+            # Alternate which tree goes first, so neither always follows the other.
+            for name, tree in trees if n % 2 == 0 else trees[::-1]:
+                rounds[name].append(_seconds(tree, stores, key, body, args.requests) * 1e3)
+        medians = {name: statistics.median(values) for name, values in rounds.items()}
+        print(f"{query}: " + ", ".join(f"{name} {medians[name]:.2f} ms" for name in names),
+              flush=True)
+        cells = [f"{medians[name]:.2f}; " + " ".join(f"{v:.2f}" for v in rounds[name])
+                 for name in names]
+        if len(trees) > 1:
+            cells.append(f"{medians['this tree'] / medians['baseline']:.3f}")
+        table.append(f"| {query} | " + " | ".join(cells) + " |")
+    return "\n".join(table) + (
+        f"\n\nCPU seconds (`time.process_time`) of {args.requests} in-process answers per "
+        f"round and tree after 20 uncounted, {args.clock} rounds, trees alternating; "
+        f"{args.devices} devices, {args.hours} h of telemetry, first {args.first}"
+        + (f"; baseline tree {args.baseline_tree}" if len(trees) > 1 else "") + ".")
+
+
 def _profile(directory: Path | None, query: str, tree: str) -> Path | None:
     if directory is None:
         return None
@@ -94,6 +144,9 @@ def main() -> int:
                         help="another checkout of the project, measured beside this one")
     parser.add_argument("--profile-dir", type=Path,
                         help="keep each callgrind profile there, as <query>.<tree>.out")
+    parser.add_argument("--clock", type=positive(int), metavar="ROUNDS",
+                        help="time the answers in CPU seconds, ROUNDS rounds per tree, "
+                             "instead of counting instructions")
     parser.add_argument("--write", action="store_true",
                         help="append a dated section to bench/RESULTS.md")
     args = parser.parse_args()
@@ -101,13 +154,23 @@ def main() -> int:
     for query in queries:
         if query not in QUERIES:
             parser.error(f"unknown query {query!r}")
-    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+    if args.clock is None and (shutil.which("valgrind") is None
+                               or shutil.which("callgrind_control") is None):
         raise BenchError("valgrind is not installed (Debian: apt-get install valgrind)")
     trees = [("this tree", ROOT)]
     if args.baseline_tree is not None:
         trees.append(("baseline", args.baseline_tree.resolve()))
     with stack_up() as stack:
         key = asyncio.run(_seed(args, stack.settings))
+        if args.clock is not None:
+            report = _clock_table(args, trees, stack.env, key, queries)
+            print("\n" + report)
+            if args.write:
+                info = machine_info("PostgreSQL and Valkey (embedded)", ())
+                append_results(dated_section(
+                    "in-process CPU seconds per request (bench/instructions.py --clock)",
+                    info, report))
+            return 0
         rows = []
         for query in queries:
             body = json.dumps({"query": QUERIES[query], "variables": {"first": args.first}})
