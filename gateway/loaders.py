@@ -18,6 +18,7 @@ from uuid import UUID
 import orjson
 from aiodataloader import DataLoader
 
+from gateway.batch_loader import BatchLoader
 from gateway.metrics import LOADER_BATCH
 from gateway.stores import Stores
 from gateway.stores.pages import Page
@@ -229,14 +230,14 @@ def _batch_sizes(name: str) -> Any:
     return LOADER_BATCH.labels(name)
 
 
-def _loader(name: str, batch: Callable[[list[Any]], Awaitable[list[Any]]]) -> DataLoader:
-    """A DataLoader whose batch sizes show in /metrics (proof of batching in production)."""
+def _loader(name: str, batch: Callable[[list[Any]], Awaitable[list[Any]]]) -> BatchLoader:
+    """A loader whose batch sizes show in /metrics (proof of batching in production)."""
     sizes = _batch_sizes(name)
 
     async def load(keys: list[Any]) -> list[Any]:
         sizes.observe(len(keys))
         return await batch(keys)
-    return DataLoader(load)
+    return BatchLoader(load)
 
 
 _INSTALLED = tuple((column, "a_" + column) for column in ASSET_COLUMNS)

@@ -22,7 +22,9 @@ from asyncio import Future
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from aiodataloader import DataLoader, Loader, enqueue_post_future_job
+from aiodataloader import DataLoader
+
+from gateway.batch_loader import BatchLoader
 
 BatchResolver = Callable[..., Awaitable[list[Any]]]
 
@@ -54,32 +56,13 @@ async def settled(futures: Iterable[Future[Any]]) -> list[Any]:
 
 
 async def load_settled(loader: DataLoader, keys: Iterable[Any]) -> list[Any]:
-    """``settled([loader.load(key) for key in keys])``, each key's future made in one loop:
-    the same futures (one per key, shared through the loader's cache, queued for its next
-    batch), without ``load`` and ``do_resolve_reject`` called per key, which were most of
-    a level's loader cost (a page asks for 100 keys at once). It reads aiodataloader
-    0.4's cache and queue (pinned below 1); a loader with other options takes
-    ``load``."""
-    if not loader.cache or not loader.batch or loader.max_batch_size:
-        return await settled([loader.load(key) for key in keys])
-    cache, queue = loader._cache, loader._queue
-    create = loader.loop.create_future
-    futures = []
-    for key in keys:
-        future = cache.get(key)
-        if future is None:
-            if key is None:
-                loader.load(key)  # raises load's own TypeError
-            future = cache[key] = create()
-            # Loader(key, future) without its namedtuple __new__, a Python call per key.
-            queue.append(_tuple_new(Loader, (key, future)))
-            if len(queue) == 1:
-                enqueue_post_future_job(loader.loop, loader)
-        futures.append(future)
-    return await settled(futures)
+    """Each key's value, or its exception in its place: ``settled([loader.load(key) for
+    key in keys])``, through the same cache and batches. The request's loaders
+    (gateway.batch_loader) do it without a future per key, a level's 100 keys at once."""
+    if isinstance(loader, BatchLoader):
+        return await loader.load_settled(keys)
+    return await settled([loader.load(key) for key in keys])
 
-
-_tuple_new = tuple.__new__
 
 
 def one(values: list[Any]) -> Any:
