@@ -85,30 +85,42 @@ _UNAVAILABLE = (
 )
 
 
+def translated(store: str, exc: BaseException) -> BaseException | None:
+    """The public error a driver error raised by ``store`` stands for: ``StoreUnavailable``
+    naming the store for an outage, ``StoreConflict`` for a retryable conflict,
+    ``BadUserInput`` for a value the store cannot take; None to let ``exc`` through."""
+    if isinstance(exc, StoreUnavailable):
+        return None
+    if isinstance(exc, _UNAVAILABLE):
+        return StoreUnavailable(store, type(exc).__name__)
+    if isinstance(exc, (asyncpg.exceptions.DeadlockDetectedError,
+                        asyncpg.exceptions.SerializationError)):
+        # E.g. two bulk ingests locking the same rollup rows in opposite orders.
+        return StoreConflict(store)
+    if isinstance(exc, asyncpg.exceptions.DataError):
+        # SQLSTATE class 22 (and asyncpg's argument encoding): queries take client values
+        # only as parameters, so this is a value such as a NUL character in text or JSON, or
+        # an integer beyond 64 bits. The driver's message names internals; ours does not.
+        return BadUserInput(
+            f"A value in this request cannot be stored or searched by the {store} store "
+            "(a NUL character, or a number out of range)"
+        )
+    return None
+
+
 @contextmanager
 def translate_errors(store: str) -> Iterator[None]:
-    """Maps driver errors that mean an outage to ``StoreUnavailable`` naming the store, and
-    values the store cannot take to ``BadUserInput``; times the call for /metrics."""
+    """Raises driver errors as ``translated`` says; times the call for /metrics and traces
+    it."""
     started = time.perf_counter()
     span = tracing.store_span(store)  # None unless tracing is on (gateway/tracing.py)
     try:
         yield
-    except StoreUnavailable:
-        raise
-    except _UNAVAILABLE as exc:
-        raise StoreUnavailable(store, type(exc).__name__) from exc
-    except (asyncpg.exceptions.DeadlockDetectedError,
-            asyncpg.exceptions.SerializationError) as exc:
-        # E.g. two bulk ingests locking the same rollup rows in opposite orders.
-        raise StoreConflict(store) from exc
-    except asyncpg.exceptions.DataError as exc:
-        # SQLSTATE class 22 (and asyncpg's argument encoding): queries take client values
-        # only as parameters, so this is a value such as a NUL character in text or JSON, or
-        # an integer beyond 64 bits. The driver's message names internals; ours does not.
-        raise BadUserInput(
-            f"A value in this request cannot be stored or searched by the {store} store "
-            "(a NUL character, or a number out of range)"
-        ) from exc
+    except BaseException as exc:
+        error = translated(store, exc)
+        if error is None:
+            raise
+        raise error from exc
     finally:
         store_metrics(store)[1].observe(time.perf_counter() - started)
         if span is not None:
@@ -159,6 +171,7 @@ class PgStore:
         self._pool: asyncpg.Pool | None = None
         self._creating: asyncio.Future[asyncpg.Pool] | None = None
         self.breaker = breaker or CircuitBreaker(self.name)
+        self._seconds = store_metrics(self.name)[1]
         # Set while the store's migrations have not run: calls fail as unavailable rather
         # than reach tables that may not exist yet.
         self.held: str | None = None
@@ -275,11 +288,10 @@ class PgStore:
 
     async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
         record_round_trip(self.name)
-        return await self.fetch_uncounted(query, args)
+        return await self._statement("fetch", query, args)  # type: ignore[no-any-return]
 
     async def fetch_uncounted(self, query: str, args: tuple[Any, ...]) -> list[asyncpg.Record]:
-        async with self.acquire() as conn:
-            return await conn.fetch(query, *args, timeout=self._timeout)
+        return await self._statement("fetch", query, args)  # type: ignore[no-any-return]
 
     async def fetch_may_lag(self, query: str, *args: Any) -> list[asyncpg.Record]:
         """``fetch`` for a read that may be a little behind the latest writes: served by the
@@ -308,14 +320,53 @@ class PgStore:
 
     async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
         record_round_trip(self.name)
-        async with self.acquire() as conn:
-            return await conn.fetchrow(query, *args, timeout=self._timeout)
+        return await self._statement("fetchrow", query, args)
 
     async def execute(self, query: str, *args: Any) -> str:
         record_round_trip(self.name)
         pin_to_primary()  # the request's later reads must see what this may have written
-        async with self.acquire() as conn:
-            return await conn.execute(query, *args, timeout=self._timeout)
+        return await self._statement("execute", query, args)  # type: ignore[no-any-return]
+
+    async def _statement(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
+        """``conn.<method>(query, *args)`` on a pooled connection with everything
+        ``acquire`` and ``_guarded`` put around it (held stores refuse, the breaker decides
+        and hears the outcome, driver errors are translated, the call is timed and traced;
+        getting, using and giving back the connection each bounded by the store timeout),
+        written out as one coroutine: those three nested generator-based context managers
+        cost more CPU than asyncpg's acquire and release (callgrind: 298 k instructions
+        a ``fetch("SELECT 1")`` with them, 239 k like this). Keep the two in step."""
+        name = self.name
+        if self.held is not None:
+            raise StoreUnavailable(name, self.held)
+        breaker = self.breaker
+        breaker.before()
+        try:
+            started = time.perf_counter()
+            span = tracing.store_span(name)  # None unless tracing is on
+            try:
+                pool = self._pool
+                if pool is None:
+                    pool = await self._ensure_pool()
+                async with asyncio.timeout(self._timeout):
+                    conn = await pool.acquire()
+                try:
+                    result = await getattr(conn, method)(query, *args, timeout=self._timeout)
+                finally:
+                    await pool.release(conn, timeout=self._timeout)
+            except BaseException as exc:
+                error = translated(name, exc)
+                if error is None:
+                    raise
+                raise error from exc
+            finally:
+                self._seconds.observe(time.perf_counter() - started)
+                if span is not None:
+                    tracing.end_store_span(span)
+        except BaseException as exc:
+            breaker.failed_with(exc)
+            raise
+        breaker.success()
+        return result
 
 
 class Tx:

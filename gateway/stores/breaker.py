@@ -79,24 +79,27 @@ class CircuitBreaker:
         failed in another store): the next call after this may probe."""
         self._probing = False
 
-    @contextmanager
-    def guard(self) -> Iterator[None]:
-        """``before`` and then the outcome of the block: its own store's ``StoreUnavailable``
+    def failed_with(self, exc: BaseException) -> None:
+        """The outcome of a call that raised ``exc``: its own store's ``StoreUnavailable``
         is a failure, any other exception an answer from the store (so a success), except
         another store's outage or a cancellation, which say nothing about this store."""
-        self.before()
-        try:
-            yield
-        except StoreUnavailable as exc:
+        if isinstance(exc, StoreUnavailable):
             if exc.store == self.store:
                 self.failure()
             else:
                 self.abandon()
-            raise
-        except Exception:
+        elif isinstance(exc, Exception):
             self.success()
-            raise
-        except BaseException:
+        else:
             self.abandon()
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """``before``, then the block's outcome: ``success``, or ``failed_with`` its error."""
+        self.before()
+        try:
+            yield
+        except BaseException as exc:
+            self.failed_with(exc)
             raise
         self.success()
