@@ -18,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import orjson
@@ -41,6 +41,7 @@ from gateway.stores.revoked_tokens import TokenRevocation
 log = logging.getLogger("gateway.stores")
 
 KEY_PREFIX = "iot"
+T = TypeVar("T")
 
 
 def _tenant_head(tenant_id: UUID) -> str:
@@ -131,13 +132,17 @@ class ShadowDoc:
     updated_at: datetime
 
 
+# Errors that mean "Redis is not there or not answering".
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
 @contextmanager
 def _translate() -> Iterator[None]:
     started = time.perf_counter()
     span = tracing.store_span("shadows")  # None unless tracing is on (gateway/tracing.py)
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+    except _UNAVAILABLE as exc:
         raise StoreUnavailable("shadows", type(exc).__name__) from exc
     finally:
         store_metrics("shadows")[1].observe(time.perf_counter() - started)
@@ -198,6 +203,7 @@ class ShadowStore:
         self._timeout = timeout
         self._redis: AnyRedis | None = None
         self.breaker = breaker or CircuitBreaker(self.name)
+        self._seconds = store_metrics(self.name)[1]
 
     async def connect(self) -> None:
         """Makes the client (which connects on demand) and pings once; an unreachable Redis
@@ -226,6 +232,34 @@ class ShadowStore:
         with self.breaker.guard(), _translate():
             yield
 
+    async def _guarded_call(self, call: Coroutine[Any, Any, T]) -> T:
+        """``await call`` within ``guarded()``, written out as one coroutine: the reads on
+        every request's path take this one, since ``guarded()``'s three nested
+        generator-based context managers cost ~30 k instructions a call (callgrind:
+        ``get_many`` of one shadow 330 -> 300 k). Keep the two in step."""
+        breaker = self.breaker
+        try:
+            breaker.before()
+        except StoreUnavailable:
+            call.close()  # never awaited
+            raise
+        try:
+            started = time.perf_counter()
+            span = tracing.store_span("shadows")  # None unless tracing is on
+            try:
+                result = await call
+            except _UNAVAILABLE as exc:
+                raise StoreUnavailable("shadows", type(exc).__name__) from exc
+            finally:
+                self._seconds.observe(time.perf_counter() - started)
+                if span is not None:
+                    tracing.end_store_span(span)
+        except BaseException as exc:
+            breaker.failed_with(exc)
+            raise
+        breaker.success()
+        return result
+
     async def aclose(self) -> None:
         if self._redis is not None:
             await self._redis.aclose()
@@ -247,12 +281,13 @@ class ShadowStore:
         if not device_ids:
             return []
         record_round_trip(self.name)
-        with self.guarded():
-            if isinstance(self.client, RedisCluster):
-                replies = await self._get_many_script.run(shadow_keys(tenant_id, device_ids))
-            else:
-                replies = await self._get_many_packed.call(
-                    self.client, (), (_tenant_head(tenant_id), "".join(map(str, device_ids))))
+        client = self.client
+        if isinstance(client, RedisCluster):
+            replies = await self._guarded_call(
+                self._get_many_script.run(shadow_keys(tenant_id, device_ids)))
+        else:
+            replies = await self._guarded_call(self._get_many_packed.call(
+                client, (), (_tenant_head(tenant_id), "".join(map(str, device_ids)))))
         return list(map(_decode, device_ids, replies))
 
     async def put(self, tenant_id: UUID, doc: ShadowDoc) -> None:
@@ -316,8 +351,7 @@ class ShadowStore:
         keys = []
         for device_id in device_ids:
             keys += [shadow_key(tenant_id, device_id), version_key(tenant_id, device_id)]
-        with self.guarded():
-            results = await self._get_with_versions_script.run(keys, group=2)
+        results = await self._guarded_call(self._get_with_versions_script.run(keys, group=2))
         out: list[tuple[ShadowDoc | None, int | None]] = []
         for n, device_id in enumerate(device_ids):
             doc = _decode(device_id, results[2 * n])
