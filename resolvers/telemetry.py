@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from functools import lru_cache
@@ -210,9 +210,14 @@ def point_columns(q: SeriesQuery, rows: SeriesRows) -> tuple[Sequence[datetime],
     empty ones as nulls (gap filling)."""
     if q.bucket is None:
         return rows.times, rows.values
-    values = dict(zip(rows.times, rows.values, strict=True))
     times = bucket_times(q.start, q.end, q.bucket)
-    return times, list(map(values.get, times))
+    values = rows.values
+    if len(values) == len(times):
+        # Every bucket holds readings: the rows' buckets (distinct, in order, each inside
+        # the range) are the range's, and their values need no placing.
+        return times, values
+    by_time = dict(zip(rows.times, values, strict=True))
+    return times, list(map(by_time.get, times))
 
 
 def series_stats(rows: SeriesRows) -> SeriesStats:
@@ -222,23 +227,46 @@ def series_stats(rows: SeriesRows) -> SeriesStats:
     )
 
 
-class _SeriesPoints:
-    """``points`` made from the store's rows on first read: a selection of stats alone
-    (or of no points) then builds none. Gap filling made a point per bucket of the range
-    for every device, about half of a stats-only telemetry field's CPU (cProfile, 100
-    devices). A non-data descriptor: the list, once made, sits in the instance."""
+class _Memo:
+    """A field of a stored series made from its rows on first read, then kept in the
+    instance (a non-data descriptor): a selection that does not read it makes none."""
+
+    def __init__(self, make: Callable[[_StoredSeries], Any]) -> None:
+        self.make = make
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
 
     def __get__(self, series: Any, owner: type | None = None) -> Any:
         if series is None:
             return self
-        points = series.__dict__["points"] = series_points(series.query, series.rows)
-        return points
+        value = series.__dict__[self.name] = self.make(series)
+        return value
+
+
+def _points(series: _StoredSeries) -> list[TelemetryPoint]:
+    # Gap filling made a point per bucket of the range for every device, about half of a
+    # stats-only telemetry field's CPU (cProfile, 100 devices).
+    return series_points(series.query, series.rows)
+
+
+def _stats(series: _StoredSeries) -> SeriesStats:
+    return series_stats(series.rows)
+
+
+def _device_id(series: _StoredSeries) -> strawberry.ID:
+    # str(UUID) is Python code in the uuid module; a dashboard rarely selects deviceId.
+    return strawberry.ID(str(series.device_uuid))
 
 
 class _StoredSeries(TelemetrySeries):
-    """A device's TelemetrySeries answered from the store's rows (``to_series``)."""
+    """A device's TelemetrySeries answered from the store's rows (``to_series``). Points,
+    stats and the device's ID are made when read (``_Memo``)."""
 
-    points = _SeriesPoints()  # type: ignore[assignment]
+    points = _Memo(_points)  # type: ignore[assignment]
+    stats = _Memo(_stats)  # type: ignore[assignment]
+    device_id = _Memo(_device_id)  # type: ignore[assignment]
 
     def plain_columns(self, name: str) -> dict[str, Sequence[Any]] | None:
         """The points as columns, for the planned executor to build the response from
@@ -250,14 +278,13 @@ class _StoredSeries(TelemetrySeries):
 
     def __init__(self, device_id: UUID, q: SeriesQuery, rows: SeriesRows) -> None:  # noqa: D107
         # The dataclass __init__ is not called: it would need the points now.
-        self.device_id = strawberry.ID(str(device_id))
         self.device_uuid = device_id
         self.metric = q.metric
         self.from_ = q.start
         self.to = q.end
-        self.bucket = Interval(q.bucket) if q.bucket else None
-        self.aggregate = _AGGREGATES[q.aggregate] if q.bucket else None
-        self.stats = series_stats(rows)
+        bucket = q.bucket
+        self.bucket = Interval(bucket) if bucket else None
+        self.aggregate = _AGGREGATES[q.aggregate] if bucket else None
         self.query = q
         self.rows = rows
 

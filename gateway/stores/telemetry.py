@@ -79,19 +79,46 @@ class SeriesQuery:
     limit_is_probe: bool = False
 
 
-@dataclass(frozen=True)
 class SeriesRows:
-    """One device's series as the store returns it: stats plus sparse points."""
+    """One device's series as the store returns it: stats plus sparse points (a bucketed
+    series holds its non-empty buckets only). Read-only by convention: loaders share it.
 
-    count: int
-    min: float | None
-    max: float | None
-    avg: float | None
-    stddev: float | None
-    first: float | None
-    last: float | None
-    times: list[datetime]
-    values: list[float]
+    A plain class with slots, built positionally: the frozen dataclass's __init__ set each
+    of its nine fields through ``object.__setattr__``, once per device of a dashboard. A
+    bucketed series keeps its bucket starts as the query's epochs and makes ``times`` from
+    them on first read: a series holding every bucket of its range is answered from the
+    range's own bucket starts (resolvers.telemetry.point_columns) and never reads them."""
+
+    __slots__ = ("count", "min", "max", "avg", "stddev", "first", "last", "values",
+                 "_times", "_epochs")
+
+    def __init__(self, count: int, min: float | None, max: float | None,  # noqa: A002
+                 avg: float | None, stddev: float | None, first: float | None,
+                 last: float | None, times: list[datetime] | None, values: list[float],
+                 epochs: Sequence[float] = ()) -> None:
+        self.count = count
+        self.min = min
+        self.max = max
+        self.avg = avg
+        self.stddev = stddev
+        self.first = first
+        self.last = last
+        self.values = values
+        self._times = times  # None: made from ``epochs`` when read
+        self._epochs = epochs
+
+    @property
+    def times(self) -> list[datetime]:
+        times = self._times
+        if times is None:
+            get = _BUCKET_TIMES.get
+            times = self._times = [get(e) or bucket_time(e) for e in self._epochs]
+        return times
+
+    def __repr__(self) -> str:
+        return (f"SeriesRows({self.count!r}, {self.min!r}, {self.max!r}, {self.avg!r}, "
+                f"{self.stddev!r}, {self.first!r}, {self.last!r}, {self.times!r}, "
+                f"{self.values!r})")
 
 
 class LatestReading:
@@ -424,11 +451,8 @@ def _series(row: asyncpg.Record | None) -> SeriesRows:
         return EMPTY_SERIES
     epochs = row.get("epochs", _RAW)
     if epochs is _RAW:
-        times = list(row["times"] or [])
-    else:
-        get = _BUCKET_TIMES.get
-        times = [get(e) or bucket_time(e) for e in epochs or ()]
-    return SeriesRows(
-        count=row["n"], min=row["min"], max=row["max"], avg=row["avg"], stddev=row["stddev"],
-        first=row["first"], last=row["last"], times=times, values=list(row["vals"] or []),
-    )
+        return SeriesRows(row["n"], row["min"], row["max"], row["avg"], row["stddev"],
+                          row["first"], row["last"], list(row["times"] or []),
+                          list(row["vals"] or []))
+    return SeriesRows(row["n"], row["min"], row["max"], row["avg"], row["stddev"],
+                      row["first"], row["last"], None, list(row["vals"] or []), epochs or ())
