@@ -6,7 +6,6 @@ import difflib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import Enum
-from functools import lru_cache
 from typing import Any
 from uuid import UUID
 
@@ -15,7 +14,13 @@ import strawberry
 from gateway.context import Info
 from gateway.errors import BadUserInput, LimitExceeded
 from gateway.loaders import capabilities_of
-from gateway.stores.telemetry import BUCKET_ORIGIN, SeriesQuery, SeriesRows, Trend
+from gateway.stores.telemetry import (
+    SeriesQuery,
+    SeriesRows,
+    Trend,
+    bucket_start,
+    bucket_times,
+)
 from gateway.writes import validate
 from resolvers.execution.batch_fields import batched, load_settled, one
 from resolvers.scalars import Interval
@@ -130,8 +135,8 @@ def series_query(
         if bucket is not None:
             # Gap filling walks from the bucket holding `start` to the first boundary past
             # `end`: both must be dates Python can represent, or this raises OverflowError.
-            _bucket_start(start, bucket)
-            _bucket_start(end, bucket) + bucket
+            bucket_start(start, bucket)
+            bucket_start(end, bucket) + bucket
     except OverflowError:
         raise BadUserInput(
             "The time range (widened to whole buckets) reaches beyond years 1 to 9999",
@@ -211,6 +216,8 @@ def point_columns(q: SeriesQuery, rows: SeriesRows) -> tuple[Sequence[datetime],
     if q.bucket is None:
         return rows.times, rows.values
     times = bucket_times(q.start, q.end, q.bucket)
+    if rows.grid_values is not None:
+        return times, rows.grid_values  # the store answered on this grid
     values = rows.values
     if len(values) == len(times):
         # Every bucket holds readings: the rows' buckets (distinct, in order, each inside
@@ -325,16 +332,3 @@ def to_forecast(
         metric=metric, threshold=threshold, slope_per_hour=trend.slope * 3600,
         crosses_at=crosses_at, r2=trend.r2, sample_count=trend.count,
     )
-
-
-def _bucket_start(t: datetime, bucket: timedelta) -> datetime:
-    """The boundary at or before ``t``: buckets are aligned to the fixed origin."""
-    return BUCKET_ORIGIN + ((t - BUCKET_ORIGIN) // bucket) * bucket
-
-
-@lru_cache(maxsize=256)
-def bucket_times(start: datetime, end: datetime, bucket: timedelta) -> tuple[datetime, ...]:
-    """Bucket starts covering [start, end); cached because every device of a request
-    shares them."""
-    first = _bucket_start(start, bucket)
-    return tuple(first + n * bucket for n in range(-(-(end - first) // bucket)))

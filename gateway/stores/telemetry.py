@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from itertools import repeat
 from typing import Any
 from uuid import UUID
@@ -80,22 +81,27 @@ class SeriesQuery:
 
 
 class SeriesRows:
-    """One device's series as the store returns it: stats plus sparse points (a bucketed
-    series holds its non-empty buckets only). Read-only by convention: loaders share it.
+    """One device's series as the store returns it: stats plus sparse points (``times``
+    and ``values``: a bucketed series' non-empty buckets only). Read-only by convention:
+    loaders share it.
 
     A plain class with slots, built positionally: the frozen dataclass's __init__ set each
     of its nine fields through ``object.__setattr__``, once per device of a dashboard. A
     bucketed series keeps its bucket starts as the query's epochs and makes ``times`` from
-    them on first read: a series holding every bucket of its range is answered from the
-    range's own bucket starts (resolvers.telemetry.point_columns) and never reads them."""
+    them on first read; one answered on its range's bucket grid (``grid`` the bucket
+    starts, ``grid_values`` a value or None for each) makes both sparse lists on first
+    read: the points are answered from the grid itself (resolvers.telemetry.point_columns),
+    with no gap filling and no bucket time decoded."""
 
-    __slots__ = ("count", "min", "max", "avg", "stddev", "first", "last", "values",
-                 "_times", "_epochs")
+    __slots__ = ("count", "min", "max", "avg", "stddev", "first", "last", "grid",
+                 "grid_values", "_times", "_values", "_epochs")
 
     def __init__(self, count: int, min: float | None, max: float | None,  # noqa: A002
                  avg: float | None, stddev: float | None, first: float | None,
-                 last: float | None, times: list[datetime] | None, values: list[float],
-                 epochs: Sequence[float] = ()) -> None:
+                 last: float | None, times: list[datetime] | None,
+                 values: list[float] | None, epochs: Sequence[float] = (),
+                 grid: Sequence[datetime] | None = None,
+                 grid_values: list[float | None] | None = None) -> None:
         self.count = count
         self.min = min
         self.max = max
@@ -103,17 +109,31 @@ class SeriesRows:
         self.stddev = stddev
         self.first = first
         self.last = last
-        self.values = values
-        self._times = times  # None: made from ``epochs`` when read
+        self.grid = grid
+        self.grid_values = grid_values
+        self._times = times  # None: made from ``epochs``, or the grid, when read
+        self._values = values  # None: made from the grid when read
         self._epochs = epochs
 
     @property
     def times(self) -> list[datetime]:
         times = self._times
         if times is None:
-            get = _BUCKET_TIMES.get
-            times = self._times = [get(e) or bucket_time(e) for e in self._epochs]
+            if self.grid is not None and self.grid_values is not None:
+                times = [t for t, v in zip(self.grid, self.grid_values, strict=True)
+                         if v is not None]
+            else:
+                get = _BUCKET_TIMES.get
+                times = [get(e) or bucket_time(e) for e in self._epochs]
+            self._times = times
         return times
+
+    @property
+    def values(self) -> list[float]:
+        values = self._values
+        if values is None:
+            values = self._values = [v for v in self.grid_values or () if v is not None]
+        return values
 
     def __repr__(self) -> str:
         return (f"SeriesRows({self.count!r}, {self.min!r}, {self.max!r}, {self.avg!r}, "
@@ -317,11 +337,13 @@ class TelemetryStore(PgStore):
                 q.limit, q.newest_first,
             )
         elif (span := rolled_span(q)) is not None and q.bucket == ROLLUP_WIDTH:
+            grid = bucket_times(q.start, q.end, q.bucket)
             sql = self.sql["series_rolled_5m"].replace("{agg}", PART_AGGREGATES[q.aggregate])
             rows = await self.fetch_may_lag(
                 sql, tenant_id, list(device_ids), q.metric, q.start, q.end, BUCKET_ORIGIN,
-                *span,
+                *span, grid[0],
             )
+            return _grid_series(rows, len(device_ids), grid)
         elif span is not None:
             sql = self.sql["series_rolled"].replace("{agg}", ROLLED_AGGREGATES[q.aggregate])
             rows = await self.fetch_may_lag(
@@ -435,6 +457,19 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RAW = object()  # a row without epochs: a raw series, timestamptz[] times
 
 
+def bucket_start(t: datetime, bucket: timedelta) -> datetime:
+    """The boundary at or before ``t``: buckets are aligned to the fixed origin."""
+    return BUCKET_ORIGIN + ((t - BUCKET_ORIGIN) // bucket) * bucket
+
+
+@lru_cache(maxsize=256)
+def bucket_times(start: datetime, end: datetime, bucket: timedelta) -> tuple[datetime, ...]:
+    """Bucket starts covering [start, end): a bucketed series' points, empty buckets
+    included. Cached because every device of a request shares them."""
+    first = bucket_start(start, bucket)
+    return tuple(first + n * bucket for n in range(-(-(end - first) // bucket)))
+
+
 def bucket_time(epoch: float) -> datetime:
     """The bucket start at ``epoch`` seconds, shared with every other series."""
     found = _BUCKET_TIMES.get(epoch)
@@ -442,6 +477,22 @@ def bucket_time(epoch: float) -> datetime:
         if len(_BUCKET_TIMES) >= _BUCKET_TIMES_MAX:
             _BUCKET_TIMES.clear()
         found = _BUCKET_TIMES[epoch] = _EPOCH + timedelta(seconds=epoch)
+    return found
+
+
+def _grid_series(rows: list[asyncpg.Record], count: int, grid: tuple[datetime, ...]
+                 ) -> list[SeriesRows]:
+    """series_rolled_5m's rows, one per device with readings by its place in the keys,
+    as the series of ``count`` keys (EMPTY_SERIES for the rest)."""
+    found = [EMPTY_SERIES] * count
+    for row in rows:
+        values = row["vals"]
+        if len(values) != len(grid):  # the query's grid is bucket_times': a bug otherwise
+            raise RuntimeError(f"series_rolled_5m answered {len(values)} buckets where the "
+                               f"range has {len(grid)}")
+        found[row["place"] - 1] = SeriesRows(
+            row["n"], row["min"], row["max"], row["avg"], row["stddev"], row["first"],
+            row["last"], None, None, grid=grid, grid_values=values)
     return found
 
 

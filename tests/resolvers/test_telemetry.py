@@ -284,3 +284,35 @@ async def test_a_metric_that_is_not_a_metric_name_is_refused_as_ingest_refuses_i
                                key=tenant.key)
     assert body["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "argument": "metric"}
     assert "is not a metric name" in body["errors"][0]["message"]
+
+
+FLEET_SERIES = """query($from: DateTime, $to: DateTime) { devices(first: 10) { edges { node {
+  name telemetry(metric: "power", from: $from, to: $to, bucket: "5m") {
+    points { time value } stats { count first last } } } } } }"""
+
+
+async def test_five_minute_buckets_of_a_page_over_edges_off_the_grid(
+    gateway: Gateway, devices: Devices, tenant: Tenant
+) -> None:
+    # 5-minute buckets come from the rollup on the range's grid (series_rolled_5m), the
+    # partial buckets at its edges from readings: every bucket of the range, nulls where
+    # empty, for the device with power readings and for those without (all nulls).
+    cases = [
+        # 12:02:30..12:37: 12:00 holds only minute 3 (minute 1 is before the range), 39 is
+        # after it; 12:10, 12:15, 12:30 and 12:35 are empty.
+        (_at(2.5), _at(37), [1.0, 7.0, None, None, 2.0, 10.0, None, None], (4, 1.0, 10.0)),
+        # 12:00..12:40:00.000001: a ninth bucket holding the reading at 12:40 exactly.
+        (_at(0), (T0 + timedelta(minutes=40, microseconds=1)).isoformat(),
+         [2.5, 7.0, None, None, 2.0, 10.0, None, -3.0, 100.0], (7, 4.0, 100.0)),
+    ]
+    for start, end, values, (count, first, last) in cases:
+        body = await gateway.query(FLEET_SERIES, {"from": start, "to": end}, key=tenant.key)
+        assert "errors" not in body, body["errors"]
+        series = {e["node"]["name"]: e["node"]["telemetry"]
+                  for e in body["data"]["devices"]["edges"]}
+        times = [T0 + timedelta(minutes=5 * n) for n in range(len(values))]
+        assert _points(series["t0"]) == list(zip(times, values, strict=True)), start
+        assert series["t0"]["stats"] == {"count": count, "first": first, "last": last}
+        for name in ("t1", "t2"):
+            assert _points(series[name]) == [(t, None) for t in times], (start, name)
+            assert series[name]["stats"] == {"count": 0, "first": None, "last": None}
