@@ -91,7 +91,7 @@ class SeriesRows:
     them on first read; one answered on its range's bucket grid (``grid`` the bucket
     starts, ``grid_values`` a value or None for each) makes both sparse lists on first
     read: the points are answered from the grid itself (resolvers.telemetry.point_columns),
-    with no gap filling and no bucket time decoded."""
+    the values placed by the query's bucket places, no bucket time decoded."""
 
     __slots__ = ("count", "min", "max", "avg", "stddev", "first", "last", "grid",
                  "grid_values", "_times", "_values", "_epochs")
@@ -343,7 +343,8 @@ class TelemetryStore(PgStore):
                 sql, tenant_id, list(device_ids), q.metric, q.start, q.end, BUCKET_ORIGIN,
                 *span, grid[0],
             )
-            return _grid_series(rows, len(device_ids), grid)
+            return [_grid_series(row, grid)
+                    for row in align(list(device_ids), rows, "device_id")]
         elif span is not None:
             sql = self.sql["series_rolled"].replace("{agg}", ROLLED_AGGREGATES[q.aggregate])
             rows = await self.fetch_may_lag(
@@ -480,20 +481,24 @@ def bucket_time(epoch: float) -> datetime:
     return found
 
 
-def _grid_series(rows: list[asyncpg.Record], count: int, grid: tuple[datetime, ...]
-                 ) -> list[SeriesRows]:
-    """series_rolled_5m's rows, one per device with readings by its place in the keys,
-    as the series of ``count`` keys (EMPTY_SERIES for the rest)."""
-    found = [EMPTY_SERIES] * count
-    for row in rows:
-        values = row["vals"]
-        if len(values) != len(grid):  # the query's grid is bucket_times': a bug otherwise
-            raise RuntimeError(f"series_rolled_5m answered {len(values)} buckets where the "
-                               f"range has {len(grid)}")
-        found[row["place"] - 1] = SeriesRows(
-            row["n"], row["min"], row["max"], row["avg"], row["stddev"], row["first"],
-            row["last"], None, None, grid=grid, grid_values=values)
-    return found
+def _grid_series(row: asyncpg.Record | None, grid: tuple[datetime, ...]) -> SeriesRows:
+    """A series_rolled_5m row on ``grid``, the range's bucket starts: its values placed
+    by their buckets' places, None in the empty buckets."""
+    if row is None:
+        return EMPTY_SERIES
+    values = row["vals"]
+    size = len(grid)
+    if len(values) != size:  # equal: every bucket holds readings, in order
+        places = row["places"]
+        if places[0] < 0 or places[-1] >= size:  # the query's grid is bucket_times'
+            raise RuntimeError(f"series_rolled_5m placed buckets {places[0]}..{places[-1]} "
+                               f"on a grid of {size}")
+        filled: list[float | None] = [None] * size
+        for place, value in zip(places, values, strict=True):
+            filled[place] = value
+        values = filled
+    return SeriesRows(row["n"], row["min"], row["max"], row["avg"], row["stddev"],
+                      row["first"], row["last"], None, None, grid=grid, grid_values=values)
 
 
 def _series(row: asyncpg.Record | None) -> SeriesRows:

@@ -129,16 +129,19 @@ JOIN parts f ON f.device_id = s.device_id AND f.bucket = s.first_part
 JOIN parts l ON l.device_id = s.device_id AND l.bucket = s.last_part;
 
 -- name: series_rolled_5m
--- series_rolled for buckets of exactly 5 minutes, where each part is a bucket, answered
--- on the range's bucket grid: one row per device that has readings (place: its position
--- in $2), its values one per bucket from $9 (the gateway's first bucket start, the one
--- holding $4) up to $5, null where a bucket holds none. The gateway then fills no gaps
--- and decodes no bucket times or device ids (resolvers.telemetry.point_columns). The
--- range's first and last values are the ends of the ordered non-empty parts, which
--- replaced two joins back to the parts. Parameters as series_rolled without the bucket
--- width: $6 origin, [$7, $8) the rollup's span. {agg} is a fixed expression over one
--- part's columns; every one of them is non-null for a part, so null means empty.
-WITH parts AS (
+-- series_rolled for buckets of exactly 5 minutes: each part is a bucket, so there is no
+-- second grouping (3-4 times faster on 100 devices x 24 h). Parameters as series_rolled
+-- without the bucket width: $6 origin, [$7, $8) the rollup's span; $9 is the gateway's
+-- first bucket start (the one holding $4). Each value comes with its bucket's place on
+-- the range's grid (0 for $9), which the gateway fills its points from: no bucket times
+-- to decode, and no places to read when every bucket holds readings. The range's first
+-- and last values are the ends of the parts in order, where two joins back to the parts
+-- took longer (PostgreSQL execution 5.35 -> 5.22 ms, median of 25, 100 devices x 1 h).
+-- The grid itself is not joined in here: generate_series over parameters made every
+-- plan custom (pg_prepared_statements), 1.3 ms of planning per execution. parts stays
+-- MATERIALIZED: inlined, the sums came in another order and differed in the last bit.
+-- {agg} is a fixed expression over one part's columns.
+WITH parts AS MATERIALIZED (
     SELECT device_id, bucket, n, total, squares, lo, hi, first_value, last_value
     FROM readings_5m
     WHERE tenant_id = $1 AND device_id = ANY($2::uuid[]) AND metric = $3
@@ -153,25 +156,21 @@ WITH parts AS (
       AND ((time >= $4 AND time < $7) OR (time >= $8 AND time < $5))
     GROUP BY 1, 2
 ), series AS (
-    SELECT d.place, sum(n)::bigint AS n, min(lo) AS min, max(hi) AS max,
+    SELECT device_id, sum(n)::bigint AS n, min(lo) AS min, max(hi) AS max,
            sum(total) / sum(n)::float8 AS avg,
            CASE WHEN sum(n) > 1 THEN sqrt(greatest(
                (sum(squares) - sum(total) ^ 2 / sum(n)::float8) / (sum(n)::float8 - 1), 0))
                END AS stddev,
-           array_agg(first_value ORDER BY g.k) FILTER (WHERE n IS NOT NULL) AS firsts,
-           array_agg(last_value ORDER BY g.k) FILTER (WHERE n IS NOT NULL) AS lasts,
-           array_agg({agg} ORDER BY g.k) AS vals
-    FROM unnest($2::uuid[]) WITH ORDINALITY AS d(id, place)
-    -- Bucket starts below $5: timestamptz has the microsecond resolution of the
-    -- gateway's datetimes, and adding minutes does not depend on the time zone.
-    CROSS JOIN generate_series($9::timestamptz, $5 - INTERVAL '1 microsecond',
-                               INTERVAL '5 minutes') WITH ORDINALITY AS g(bucket, k)
-    LEFT JOIN parts p ON p.device_id = d.id AND p.bucket = g.bucket
-    GROUP BY d.place
-    HAVING count(n) > 0
+           array_agg(first_value ORDER BY bucket) AS firsts,
+           array_agg(last_value ORDER BY bucket) AS lasts,
+           array_agg(((date_part('epoch', bucket) - date_part('epoch', $9::timestamptz))
+                      / 300)::int ORDER BY bucket) AS places,
+           array_agg({agg} ORDER BY bucket) AS vals
+    FROM parts
+    GROUP BY device_id
 )
-SELECT place, n, min, max, avg, stddev, firsts[1] AS first,
-       lasts[cardinality(lasts)] AS last, vals
+SELECT device_id, n, min, max, avg, stddev, firsts[1] AS first,
+       lasts[cardinality(lasts)] AS last, places, vals
 FROM series;
 
 -- name: rollup_rolled
