@@ -227,11 +227,22 @@ def point_columns(q: SeriesQuery, rows: SeriesRows) -> tuple[Sequence[datetime],
     return times, list(map(by_time.get, times))
 
 
+class _Stats(SeriesStats):
+    """A SeriesStats copied from a series' rows: the dataclass's keyword-only __init__ took
+    7 keyword arguments once per device of a dashboard."""
+
+    def __init__(self, rows: SeriesRows) -> None:  # noqa: D107
+        self.count = rows.count
+        self.min = rows.min
+        self.max = rows.max
+        self.avg = rows.avg
+        self.stddev = rows.stddev
+        self.first = rows.first
+        self.last = rows.last
+
+
 def series_stats(rows: SeriesRows) -> SeriesStats:
-    return SeriesStats(
-        count=rows.count, min=rows.min, max=rows.max, avg=rows.avg, stddev=rows.stddev,
-        first=rows.first, last=rows.last,
-    )
+    return _Stats(rows)
 
 
 class _Memo:
