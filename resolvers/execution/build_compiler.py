@@ -21,7 +21,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from resolvers.execution.leaf_code import define, leaf_lines, leaf_list_lines, read_lines
+from resolvers.execution.leaf_code import (
+    define,
+    leaf_expression,
+    leaf_lines,
+    leaf_list_lines,
+    read_lines,
+)
 from resolvers.execution.plan import LEAF, LIST, OBJECT, PLAIN, TYPENAME, FieldPlan, Selection
 
 Build = Callable[[Any], dict[str, Any]]  # a flat selection's object, or raises
@@ -91,32 +97,29 @@ def _compile_columns_build(selection: Selection) -> Callable[[Any], list[Any]] |
               if plan.kind == PLAIN]
     if not plains or any(plan.shape is None or plan.shape.kind != LEAF for _, plan in plains):
         return None
+    # Column by column, one comprehension each, then one dict display per object: about
+    # half the bytecode of filling each object field by field. A column that is the same
+    # tuple as at the last call (a series' bucket starts, shared by every device of a
+    # request) reuses that call's output: a tuple of leaf values (immutable) gives the same.
     env: dict[str, Any] = {}
-    names = ", ".join(f"c{index}" for index, _ in plains)
     lines = ["def columns_build(columns):"]
-    lines += [f"    c{index} = columns[{plan.attribute!r}]" for index, plan in plains]
-    lines += ["    out = []", "    append = out.append",
-              f"    for {', '.join(f'u{index}' for index, _ in plains)}, in "
-              f"zip({names}, strict=True):" if len(plains) > 1 else
-              f"    for u{plains[0][0]} in {names}:",
-              "        obj = {}"]
-    for index, plan in enumerate(selection.fields):
-        key = repr(plan.key)
-        if plan.kind == TYPENAME:
-            lines.append(f"        obj[{key}] = {selection.type.name!r}")
-            continue
-        assert plan.shape is not None
-        env[f"C{index}"] = plan.shape.coerce
-        lines.append(f"        v = u{index}")
-        body = leaf_lines(index, plan, key, f"obj[{key}] = _coerced(C{index}, v)", env)
-        if plan.nullable:
-            lines += ["        if v is None:", f"            obj[{key}] = None", "        else:"]
-            lines += ["            " + line for line in body]
-        else:
-            lines += ["        " + line for line in body]
-    lines += ["        append(obj)", "    return out"]
+    for index, plan in plains:
+        env[f"M{index}"] = [None, None]  # the last tuple column and its output
+        each = f"[{leaf_expression(index, plan, env)} for v in c{index}]"
+        lines += [f"    c{index} = columns[{plan.attribute!r}]",
+                  f"    if c{index} is M{index}[0]:", f"        k{index} = M{index}[1]",
+                  "    else:", f"        k{index} = {each}",
+                  f"        if c{index}.__class__ is tuple:",
+                  f"            M{index}[0], M{index}[1] = c{index}, k{index}"]
+    items = ", ".join(f"{plan.key!r}: " + (repr(selection.type.name) if plan.kind == TYPENAME
+                                            else f"a{index}")
+                      for index, plan in enumerate(selection.fields))
+    items_of = ", ".join(f"a{index}" for index, _ in plains)
+    columns = ", ".join(f"k{index}" for index, _ in plains)
+    source = f"zip({columns}, strict=True)" if len(plains) > 1 else columns
+    lines.append(f"    return [{{{items}}} for {items_of} in {source}]")
     return define(lines, env, f"<columns {selection.type.name}>",  # type: ignore[no-any-return]
-                   "columns_build")
+                  "columns_build")
 
 
 def plain_columns(source: Any, name: str) -> Any:

@@ -108,23 +108,53 @@ def leaf_list_lines(index: int, plan: FieldPlan, key: str, env: dict[str, Any]) 
                     indent + f"obj[{key}] = [{each} for x in v]"]
 
 
-def leaf_lines(index: int, plan: FieldPlan, key: str, general: str, env: dict[str, Any]
-          ) -> list[str]:
+def _fast_case(index: int, plan: FieldPlan, env: dict[str, Any]) -> tuple[str, str | None] | None:
+    """How a leaf is completed without its coercion's call: ``("v", test)``, the value is
+    sent as it is where ``test`` (over ``v``) holds; or ``(lookup, None)``, the output is
+    what ``lookup`` (an expression over ``v``) finds, where it is not None. None: only the
+    coercion will do."""
     shape = plan.shape
     leaf = shape.leaf if shape is not None and shape.kind == LEAF else None
     exact = unchanged_when(leaf) if leaf is not None else None
     if exact is not None:
-        return [f"if {exact}:", f"    obj[{key}] = v", "else:", f"    {general}"]
+        return "v", exact
     if isinstance(leaf, GraphQLEnumType) and (members := enum_names(leaf)) is not None:
         env[f"W{index}"], env[f"E{index}"] = members
-        return [f"n = E{index}.get(v._name_) if v.__class__ is W{index} else None",
-                "if n is not None:", f"    obj[{key}] = n", "else:", f"    {general}"]
+        return f"(E{index}.get(v._name_) if v.__class__ is W{index} else None)", None
     texts = getattr(shape.coerce, "texts", None) if shape is not None else None
     if texts is not None:
         # A DateTime in UTC whose text the leaf's coercion already made (bucket times repeat
         # across every device of a dashboard): the memo is the coercion's own.
         env[f"T{index}"] = texts
-        utc = "v.__class__ is _datetime and v.tzinfo is _UTC"
-        return [f"t = T{index}.get(v) if {utc} else None", "if t is not None:",
-                f"    obj[{key}] = t", "else:", f"    {general}"]
-    return [general]
+        return f"(T{index}.get(v) if v.__class__ is _datetime and v.tzinfo is _UTC else None)", \
+            None
+    return None
+
+
+def leaf_lines(index: int, plan: FieldPlan, key: str, general: str, env: dict[str, Any]
+          ) -> list[str]:
+    """Statements storing ``obj[key]`` from ``v``, the leaf's value, or running
+    ``general`` (a statement) where the fast case does not hold."""
+    case = _fast_case(index, plan, env)
+    if case is None:
+        return [general]
+    lookup, test = case
+    if test is not None:
+        return [f"if {test}:", f"    obj[{key}] = v", "else:", f"    {general}"]
+    return [f"found = {lookup}", "if found is not None:", f"    obj[{key}] = found", "else:",
+            f"    {general}"]
+
+
+def leaf_expression(index: int, plan: FieldPlan, env: dict[str, Any]) -> str:
+    """An expression over ``v`` for the leaf's output value, raising Slow for what the
+    general path must do (the item of a comprehension over a column)."""
+    env[f"C{index}"] = plan.shape.coerce if plan.shape is not None else None
+    general = f"_coerced(C{index}, v)"
+    case = _fast_case(index, plan, env)
+    if case is None:
+        each = general
+    elif case[1] is not None:
+        each = f"v if {case[1]} else {general}"
+    else:
+        each = f"found if (found := {case[0]}) is not None else {general}"
+    return f"None if v is None else ({each})" if plan.nullable else each
