@@ -153,11 +153,15 @@ class Asset(Node):
 
 @batched("Asset", "parent")
 async def asset_parents(assets: list[Asset], info: Info) -> list[Any]:
-    loader = info.context.loaders.asset
-    placed = [a for a in assets if a.parent_id is not None]
-    parents = dict(zip((id(a) for a in placed), Asset.from_rows(
-        await load_settled(loader, [a.parent_id for a in placed])), strict=True))
-    return [parents.get(id(asset)) for asset in assets]
+    # A level holds each asset once per device installed on it (Device.asset shares one
+    # object per asset): each distinct asset's parent is loaded and built once.
+    distinct = {id(asset): asset for asset in assets}
+    wanted = dict.fromkeys(a.parent_id for a in distinct.values() if a.parent_id is not None)
+    rows = await load_settled(info.context.loaders.asset, wanted)
+    parents = dict(zip(wanted, Asset.from_rows(rows), strict=True))
+    of = {key: None if a.parent_id is None else parents[a.parent_id]
+          for key, a in distinct.items()}
+    return [of[id(asset)] for asset in assets]
 
 
 @batched("Asset", "children")
