@@ -27,6 +27,7 @@ from aiodataloader import DataLoader
 Batch = Callable[[list[Any]], Coroutine[Any, Any, list[Any]]]
 
 _GATHERING, _RUNNING, _SETTLED, _FAILED = range(4)
+_MISSING = object()  # no cached value (None can be one)
 
 
 class _Batch:
@@ -99,27 +100,32 @@ class BatchLoader(DataLoader):  # type: ignore[misc]
     async def load_settled(self, keys: Iterable[Any]) -> list[Any]:
         """Each key's value, or its exception in its place, in order (as
         ``[await load(k) for k in keys]`` with exceptions caught, in one batch)."""
-        values, pending = self._values, self._pending
+        get_value, get_batch = self._values.get, self._pending.get
         waiting: list[tuple[int, Any, _Batch]] = []
+        batches: list[_Batch] = []  # the distinct batches waited for, in order
         out: list[Any] = []
         for key in keys:
-            if key in values:
-                out.append(values[key])
+            # A value is looked up once, not tested then read: a key's hash (a UUID's is
+            # computed on every lookup) is the most of a cached key's cost.
+            value = get_value(key, _MISSING)
+            if value is not _MISSING:
+                out.append(value)
                 continue
-            batch = pending.get(key)
-            if batch is None or batch.state >= _SETTLED:  # _batch_for, inlined: 100 keys
-                batch = self._batch_for(key)
+            batch = get_batch(key)
+            if batch is None or batch.state >= _SETTLED:
+                batch = self._join(key)
+            if not batches or batches[-1] is not batch:
+                if batch not in batches:
+                    batches.append(batch)
             waiting.append((len(out), key, batch))
             out.append(None)
         if not waiting:
             return out
-        seen = None
-        for _, _, batch in waiting:
-            if batch is not seen and batch.state < _SETTLED:
+        for batch in batches:  # each awaited once, however many of its keys wait
+            if batch.state < _SETTLED:
                 done = self.loop.create_future()
                 batch.levels.append(done)
                 await done
-            seen = batch
         for index, key, batch in waiting:
             out[index] = batch.error if batch.state == _FAILED else batch.results[key]
         return out
@@ -133,16 +139,19 @@ class BatchLoader(DataLoader):  # type: ignore[misc]
 
     def _batch_for(self, key: Any) -> _Batch:
         batch = self._live(key)
+        return batch if batch is not None else self._join(key)
+
+    def _join(self, key: Any) -> _Batch:
+        """Adds ``key``, neither cached nor on its way, to the gathering batch."""
+        if key is None:
+            raise TypeError("The loader.load() function must be called with a value, "
+                            "but got: None.")
+        batch = self._gathering
         if batch is None:
-            if key is None:
-                raise TypeError("The loader.load() function must be called with a value, "
-                                "but got: None.")
-            batch = self._gathering
-            if batch is None:
-                batch = self._gathering = _Batch(self._generation)
-                self.loop.call_soon(self._wait_one_more, batch)
-            batch.keys.append(key)
-            self._pending[key] = batch
+            batch = self._gathering = _Batch(self._generation)
+            self.loop.call_soon(self._wait_one_more, batch)
+        batch.keys.append(key)
+        self._pending[key] = batch
         return batch
 
     def _wait_one_more(self, batch: _Batch) -> None:

@@ -69,6 +69,47 @@ async def test_a_key_in_flight_joins_its_batch_instead_of_a_new_one() -> None:
     assert batches == [["a", "b"], ["c"]]
 
 
+@pytest.mark.parametrize("keys", [["a", "b", "a"], ["b", "a", "b"]])
+async def test_a_level_over_two_batches_waits_for_both(keys: list[str]) -> None:
+    gates: list[tuple[list[Any], asyncio.Event]] = []
+
+    async def gated(batch: list[Any]) -> list[Any]:
+        gate = asyncio.Event()
+        gates.append((list(batch), gate))
+        await gate.wait()
+        return [k.upper() for k in batch]
+
+    loader = BatchLoader(gated)
+    first = asyncio.ensure_future(loader.load_settled(["a"]))
+    for _ in range(5):  # until the batch of a is running
+        await asyncio.sleep(0)
+    level = asyncio.ensure_future(loader.load_settled(keys))  # a in flight, b gathering
+    for _ in range(5):  # until the batch of b is running too
+        await asyncio.sleep(0)
+    assert [batch for batch, _ in gates] == [["a"], ["b"]]
+    gates[0][1].set()
+    assert await first == ["A"]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not level.done()  # b's batch is still out
+    gates[1][1].set()
+    assert await level == [k.upper() for k in keys]
+
+
+async def test_a_cached_none_is_served_from_the_cache() -> None:
+    batches: list[list[Any]] = []
+
+    async def misses(keys: list[Any]) -> list[Any]:
+        batches.append(list(keys))
+        return [None for _ in keys]
+
+    loader = BatchLoader(misses)
+    assert await loader.load_settled(["x", "y"]) == [None, None]
+    assert await loader.load_settled(["y", "x"]) == [None, None]
+    assert await loader.load("x") is None
+    assert batches == [["x", "y"]]
+
+
 async def test_a_failed_batch_fails_every_key_and_caches_none() -> None:
     calls: list[list[Any]] = []
     fail = True
