@@ -29,6 +29,7 @@ from strawberry.types.arguments import convert_arguments
 
 from resolvers.execution.build_compiler import build_of
 from resolvers.execution.fill_compiler import fill_of
+from resolvers.execution.leaf_coercion import unchanged
 from resolvers.execution.plan import (
     LEAF,
     LIST,
@@ -145,6 +146,16 @@ class PlanRun:
                     try:
                         obj[key] = build(value)
                     except Exception:  # noqa: BLE001 - _complete reports it
+                        complete(plan, shape, nullable, value, obj, key, prev)
+            return
+        if selection is None and shape.coerce is unchanged:
+            # A JSON leaf (Device.metadata): a dict or list is sent as it is, as _complete
+            # would send it, without its call per object; anything else goes to _complete.
+            for (_, obj, prev), value in pairs:
+                if not (self.any_nulled and self._nulled(prev)):
+                    if value.__class__ is dict or value.__class__ is list:
+                        obj[key] = value
+                    else:
                         complete(plan, shape, nullable, value, obj, key, prev)
             return
         if selection is None or not selection.deep:
