@@ -235,3 +235,63 @@ async def test_asset_devices_batch_across_assets(
     # small paid the key's lookup too; large found it in the key cache.
     assert small == {"registry": 2, "assets": 2, "telemetry": 0, "shadows": 0}
     assert large == {**small, "registry": 1}
+
+
+async def test_device_assets_read_twice_with_different_fields_share_one_load(
+    gateway: Gateway, stores: Stores, tree: dict[str, UUID], tenant: Tenant
+) -> None:
+    """Device.asset loads and builds each distinct asset once for a level: two selections
+    of it in one request (a dashboard's name and kind, a detail's attributes, times and
+    ancestors) both answer every device right, with the profile round trip shared."""
+    installed = ["Machine A1-x", "Machine A1-x", "Machine B-z", "Machine A1-x", "Line A2",
+                 "Site B", None, "Machine A1-y"]
+    for n, asset in enumerate(installed):
+        row = await stores.registry.insert_device(tenant.id, serial=f"D{n}", name=f"d{n}",
+                                                  type="sensor", status="ACTIVE")
+        if asset is not None:
+            await stores.assets.upsert_profile(tenant.id, row["id"], asset_id=tree[asset],
+                                               metadata={"n": n}, capabilities=[])
+    q = """{ devices(first: 20, orderBy: {field: NAME}) { edges { node { name metadata
+      brief: asset { name kind parent { name } }
+      detail: asset { id attributes createdAt ancestors { name }
+                      parent { id attributes parent { name } } } } } } }"""
+    body = await gateway.query(q, key=tenant.key, trace=True)
+    nodes = [e["node"] for e in _data(body)["devices"]["edges"]]
+    assert [n["name"] for n in nodes] == [f"d{n}" for n in range(len(installed))]
+    rows = {name: await stores.assets.assets_by_ids(tenant.id, [tree[name]])
+            for name in NAMES}
+    parent_of = {t[0]: t[2] for t in TREE}
+    attributes = {t[0]: t[3] for t in TREE}
+    kinds = {t[0]: t[1] for t in TREE}
+    for n, (node, asset) in enumerate(zip(nodes, installed, strict=True)):
+        if asset is None:
+            assert node["brief"] is None and node["detail"] is None and \
+                node["metadata"] is None, node
+            continue
+        assert node["metadata"] == {"n": n}
+        parent = parent_of[asset]
+        grandparent = parent_of[parent] if parent else None
+        assert node["brief"] == {"name": asset, "kind": kinds[asset],
+                                 "parent": {"name": parent} if parent else None}, node
+        [row] = rows[asset]
+        assert node["detail"] == {
+            "id": str(tree[asset]), "attributes": attributes[asset],
+            "createdAt": row["created_at"].isoformat(),
+            "ancestors": [{"name": a} for a in _chain(parent_of, parent)],
+            "parent": {"id": str(tree[parent]), "attributes": attributes[parent],
+                       "parent": {"name": grandparent} if grandparent else None}
+            if parent else None,
+        }, node
+    # The key and the page; the profiles with the installed assets and their parents,
+    # which here are every ancestor and grandparent too (Site A is Line A2's parent).
+    assert body["extensions"]["storeCalls"] == {
+        "registry": 2, "assets": 1, "telemetry": 0, "shadows": 0}
+
+
+def _chain(parent_of: dict[str, str | None], name: str | None) -> list[str]:
+    """``name`` and its ancestors, from the root down."""
+    chain: list[str] = []
+    while name is not None:
+        chain.insert(0, name)
+        name = parent_of[name]
+    return chain
