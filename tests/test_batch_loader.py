@@ -1,4 +1,4 @@
-"""gateway.batch_loader: the request's loader answers, batches and caches as aiodataloader's
+"""gateway.loaders.batch_loader: the request's loader answers, batches and caches as aiodataloader's
 DataLoader does, through ``load`` and the level-at-once ``load_settled`` alike (pure logic:
 the batch functions are in-memory)."""
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiodataloader import DataLoader
 
-from gateway.batch_loader import BatchLoader
+from gateway.loaders.batch_loader import BatchLoader
 from resolvers.execution.batch_fields import settled
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiodataloader import DataLoader
 
-from gateway.batch_loader import BatchLoader
+from gateway.loaders.batch_loader import BatchLoader
 
 BatchResolver = Callable[..., Awaitable[list[Any]]]
 
@@ -58,7 +58,7 @@ async def settled(futures: Iterable[Future[Any]]) -> list[Any]:
 async def load_settled(loader: DataLoader, keys: Iterable[Any]) -> list[Any]:
     """Each key's value, or its exception in its place: ``settled([loader.load(key) for
     key in keys])``, through the same cache and batches. The request's loaders
-    (gateway.batch_loader) do it without a future per key, a level's 100 keys at once."""
+    (gateway.loaders.batch_loader) do it without a future per key, a level's 100 keys at once."""
     if isinstance(loader, BatchLoader):
         return await loader.load_settled(keys)
     return await settled([loader.load(key) for key in keys])

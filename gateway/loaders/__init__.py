@@ -18,7 +18,7 @@ from uuid import UUID
 import orjson
 from aiodataloader import DataLoader
 
-from gateway.batch_loader import BatchLoader
+from gateway.loaders.batch_loader import BatchLoader
 from gateway.metrics import LOADER_BATCH
 from gateway.stores import Stores
 from gateway.stores.pages import Page
