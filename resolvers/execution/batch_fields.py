@@ -5,9 +5,10 @@ A batch resolver takes the parents, the Strawberry ``Info`` and the field's conv
 arguments, and answers one value per parent, in order: the field's value, or the
 exception that fails that parent's field. The field's own resolver calls the same
 function with one parent (``one``), so each rule is written once and both executors run
-it. Loads are awaited future by future (never ``load_many``'s extra ``gather``), so a
-batch takes exactly the loop iterations one parent's resolver takes, and the loaders
-batch the same way on both paths.
+it. A level's keys go to its loader at once (``load_settled``: the request's loaders take
+them with no future per key), never through ``load_many``'s extra ``gather``, so a batch
+takes exactly the loop iterations one parent's resolver takes, and the loaders batch the
+same way on both paths.
 
     @batched("Device", "metadata")
     async def device_metadata(devices, info) -> list[Any]: ...
