@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -33,6 +33,12 @@ class TokenRevocation:
     @classmethod
     def from_row(cls, row: Any) -> TokenRevocation:
         before: datetime | None = row["issued_before"]
+        if before is not None and before.tzinfo is None:
+            # PostgreSQL's -infinity or infinity, which asyncpg reads as datetime.min or
+            # .max without an offset: the ends of the range, in UTC. The API refuses such
+            # a cut-off (DateTime out of range); a row written otherwise must not fail
+            # every re-read of the copy, and with it every JWT.
+            before = before.replace(tzinfo=UTC)
         return cls(row["tenant_id"], row["jti"], row["subject"],
                    before.timestamp() if before is not None else None)
 

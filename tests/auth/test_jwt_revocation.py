@@ -150,6 +150,33 @@ async def test_input_names_one_kind_of_revocation(
             assert [e["extensions"]["code"] for e in body["errors"]] == ["BAD_USER_INPUT"], bad
 
 
+async def test_a_cut_off_at_the_end_of_time_is_bad_input_and_a_stored_one_is_read(
+    jwt_settings: Settings, stores: Stores, tenant: Tenant
+) -> None:
+    # Found by test_fuzz: 0001-01-01T00:00:00Z reached PostgreSQL as -infinity, came back
+    # without an offset, and the mutation answered INTERNAL after writing the row.
+    now = int(time.time())
+    async with replica(jwt_settings, stores) as rep:
+        for cutoff in ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z"):
+            body = (await ask(rep.http, tenant.key, {"query": REVOKE, "variables": {
+                "input": {"subject": "erin", "issuedBefore": cutoff}}})).json()
+            assert [e["extensions"]["code"] for e in body["errors"]] == ["BAD_USER_INPUT"]
+        assert not await stores.registry.fetch(
+            "SELECT 1 FROM revoked_tokens WHERE tenant_id = $1", tenant.id)
+        # Such a row written by another writer: every re-read of the live revocations
+        # must still work, or every JWT would fail with it.
+        await stores.registry.execute(
+            "INSERT INTO revoked_tokens (tenant_id, subject, issued_before) "
+            "VALUES ($1, 'erin', '-infinity'), ($1, 'frank', 'infinity')", tenant.id)
+        stores.registry.revoked_tokens = RevokedTokens()
+        assert (await ask(rep.http, hs256(claims(tenant, sub="erin", iat=now)))
+                ).status_code == 200
+        refused(await ask(rep.http, hs256(claims(tenant, sub="erin", iat=None))))
+        refused(await ask(rep.http, hs256(claims(tenant, sub="frank", iat=now))))
+        assert (await ask(rep.http, hs256(claims(tenant, sub="gina", iat=now)))
+                ).status_code == 200
+
+
 def test_a_reread_keeps_what_was_announced_meanwhile() -> None:
     now = [0.0]
     copy = RevokedTokens(clock=lambda: now[0])
