@@ -104,7 +104,8 @@ DATETIME_SCALAR = strawberry.scalar(
     name="DateTime",
     description="A point in time, on the wire an RFC 3339 string. Output: always with an "
     "offset, microseconds when not zero, e.g. `2026-11-26T19:00:00+00:00`. Input: RFC 3339 "
-    "with an offset, e.g. `2026-11-26T19:00:00Z`. TypeScript: `string`.",
+    "with an offset, e.g. `2026-11-26T19:00:00Z`, after 0001-01-01T00:00:00Z and before "
+    "9999-12-31T23:59:59.999999Z. TypeScript: `string`.",
     serialize=lambda value: value.isoformat(),
     parse_value=parse_datetime,
 )
