@@ -2,11 +2,17 @@
 
     .venv/bin/python bench/dashboard.py [--devices 120] [--hours 24] [--requests 200]
         [--duration 60] [--concurrency 1,8] [--query dashboard|subset]
-        [--execution planned,unplanned] [--rounds 1] [--profile] [--write]
+        [--execution planned,unplanned] [--rounds 1] [--client httpx|autocannon]
+        [--profile] [--write]
 
 --execution runs the load once per execution mode (IOTSPHERE_PLANNED_EXECUTION true or
 false, a fresh server each), interleaved for --rounds rounds, and reports each mode and
 their ratio: planned and unplanned measured in the same run on the same data.
+
+--client autocannon loads each level with autocannon from one Node process for --duration
+seconds (bench/postgraphile's packages, installed by npm on first use; the load generator of
+bench/vs_postgraphile.py and of issue 13's measurements) instead of httpx in the benchmark
+process, whose own CPU (~2-3 ms a 130 KB response) is inside every latency it reports.
 
 Starts an embedded devstack in a temp dir (or uses the stores named by IOTSPHERE_REGISTRY_DSN,
 IOTSPHERE_ASSETS_DSN, IOTSPHERE_TELEMETRY_DSN and IOTSPHERE_REDIS_URL when all four are set),
@@ -48,6 +54,7 @@ import orjson  # noqa: E402
 
 from bench import _machine  # noqa: E402
 from bench._cli import positive, stop_on_signals  # noqa: E402
+from bench._postgraphile import autocannon, ensure_node_modules, package_version  # noqa: E402
 from bench._procs import (  # noqa: E402
     cpu_seconds,
     machine_busy_seconds,
@@ -176,6 +183,25 @@ async def run_level(
                  "request count" if issued >= requests else "time limit")
 
 
+def autocannon_level(url: str, body: bytes, headers: dict[str, str], concurrency: int, *,
+                     seconds: float, warmup: float, size: int, meter: CpuMeter) -> Level:
+    """One level under autocannon. Its responses cannot each be parsed here: every one must
+    be a 200 within 5% of ``size`` (a checked answer's), which an error or a missing store's
+    part would not be; the client's CPU is the Node process's."""
+    autocannon(url, body, headers, concurrency, warmup)
+    with meter:
+        run = autocannon(url, body, headers, concurrency, seconds)
+    meter.used["client"] = run.client_cpu_ms / 1e3
+    bad = {status: n for status, n in run.statuses.items() if status != "200"}
+    off = {int(b): n for b, n in run.sizes.items() if abs(int(b) - size) > size * 0.05}
+    if bad or run.errors or run.timeouts or off or not run.latencies:
+        raise BenchError(f"autocannon at c{concurrency}: statuses {run.statuses}, errors "
+                         f"{run.errors}, timeouts {run.timeouts}, response sizes {off or '-'} "
+                         f"against {size} bytes checked")
+    return Level(concurrency, [ms / 1e3 for ms in run.latencies], run.seconds, meter.used,
+                 "time limit")
+
+
 @dataclass
 class Outcome:
     levels: list[Level]
@@ -205,10 +231,19 @@ async def run_load(
             raise BenchError("no extensions.storeCalls in a traced response")
         levels = []
         for concurrency in args.concurrency:
-            level = await run_level(
-                client, body, headers, concurrency, requests=args.requests,
-                seconds=args.duration, warmup=args.warmup, expected=expected, meter=meter,
-            )
+            if args.client == "autocannon":
+                level = autocannon_level(
+                    f"{url}/graphql", body, headers, concurrency, seconds=args.duration,
+                    warmup=max(1.0, args.warmup / 20), size=len(plain.content), meter=meter)
+                # The level's answers were only sized: one more, checked whole.
+                after = await client.post("/graphql", content=body, headers=headers)
+                check_response(after.status_code, after.content, expected)
+            else:
+                level = await run_level(
+                    client, body, headers, concurrency, requests=args.requests,
+                    seconds=args.duration, warmup=args.warmup, expected=expected,
+                    meter=meter,
+                )
             levels.append(level)
             print(f"  concurrency {concurrency}: {len(level.latencies)} requests in "
                   f"{level.elapsed:.1f}s, p50 {level.pct(50):.1f} ms", file=sys.stderr)
@@ -318,19 +353,26 @@ def report(args: argparse.Namespace, stack: Stack, seeded: Seeded, outcome: Outc
         + f" = {sum(calls.values())}.",
         f"- Response size: {outcome.response_bytes:,} bytes "
         f"({outcome.response_bytes / 1024:.1f} KiB, uncompressed JSON).",
-        f"- Per level: {args.warmup} warm-up requests, then up to {args.requests} requests or "
-        f"{args.duration:g} s; stopped by: "
-        + ", ".join(f"c{lv.concurrency} {lv.stopped_by}" for lv in outcome.levels) + ".",
+        (f"- Per level: {max(1.0, args.warmup / 20):g} s of warm-up, then {args.duration:g} s "
+         "of load." if args.client == "autocannon" else
+         f"- Per level: {args.warmup} warm-up requests, then up to {args.requests} requests or "
+         f"{args.duration:g} s; stopped by: "
+         + ", ".join(f"c{lv.concurrency} {lv.stopped_by}" for lv in outcome.levels) + "."),
         "- Server: "
         + ("`iotsphere serve` (uvicorn, uvloop + httptools, at IOTSPHERE_LOG_LEVEL=WARNING: "
            "no access log)"
            if args.workers == 1 else f"uvicorn, {_workers(args.workers)} (uvloop + "
            "httptools, access log off)")
         + ", stores: "
-        f"{stack.how}; client: httpx.AsyncClient with keep-alive in the benchmark process; "
-        f"all on 127.0.0.1. CPU columns are the processes' user+system time divided by "
-        f"requests; the last column is CPU time used meanwhile by processes that are not "
-        f"the benchmark's, per second: anything but ~0 means the numbers are disturbed"
+        f"{stack.how}; client: "
+        + (f"autocannon {package_version('autocannon')} from one Node process (keep-alive "
+           "connections = concurrency; latencies from its response callback)"
+           if args.client == "autocannon" else
+           "httpx.AsyncClient with keep-alive in the benchmark process")
+        + "; "
+        "all on 127.0.0.1. CPU columns are the processes' user+system time divided by "
+        "requests; the last column is CPU time used meanwhile by processes that are not "
+        "the benchmark's, per second: anything but ~0 means the numbers are disturbed"
         + (" (with external stores, their servers count as other processes)."
            if stack.data_dir is None else "."),
     ]
@@ -419,6 +461,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="execution modes to run, e.g. planned,unplanned (interleaved)")
     parser.add_argument("--rounds", type=positive(int), default=1,
                         help="rounds of the execution modes, interleaved")
+    parser.add_argument("--client", choices=("httpx", "autocannon"), default="httpx",
+                        help="the load generator (default httpx; autocannon needs npm)")
     parser.add_argument("--profile", action="store_true",
                         help="also profile the request in-process (phases, EXPLAIN ANALYZE, "
                              "pyinstrument when installed)")
@@ -438,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so the finally blocks stop what was started.
     stop_on_signals()
     try:
+        if args.client == "autocannon":
+            ensure_node_modules()
         with contextlib.ExitStack() as exits:
             print("starting stores...", file=sys.stderr)
             stack = exits.enter_context(stack_up(env_stores=True))
@@ -479,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.write:
                 append_results(dated_section(
                     f"{args.query}, {args.devices} devices, {args.hours:g} h, first {args.first}, "
-                    f"{_workers(args.workers)}", info, body))
+                    f"{_workers(args.workers)}"
+                    + (", autocannon" if args.client == "autocannon" else ""), info, body))
                 print(f"\nappended to {RESULTS}", file=sys.stderr)
     except KeyboardInterrupt:
         print("\ninterrupted; everything started was stopped", file=sys.stderr)
