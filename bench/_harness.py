@@ -28,18 +28,6 @@ from starlette.applications import Starlette
 HOST = "127.0.0.1"
 
 
-def create_server_app() -> Starlette:
-    """``uvicorn --factory bench._harness:create_server_app``: the gateway for the
-    IOTSPHERE_* settings in the environment (every DSN set by the benchmark)."""
-    from gateway.app import create_app
-    from gateway.settings import Settings
-
-    settings = Settings.from_env()
-    if settings.embedded:
-        raise RuntimeError("the benchmark server needs every IOTSPHERE_*_DSN / REDIS_URL set")
-    return create_app(settings)
-
-
 # --------------------------------------------------------------------------- the profile
 
 @dataclass

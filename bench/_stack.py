@@ -42,7 +42,6 @@ from bench._procs import (  # noqa: E402
     proc_status,
     with_descendants,
 )
-from gateway.http.ws_protocol import WS_PROTOCOL  # noqa: E402
 from gateway.runtime.devstack import free_port  # noqa: E402,F401 - the benchmarks take it from here
 from gateway.settings import Settings  # noqa: E402
 
@@ -179,8 +178,8 @@ async def seed_demo(settings: Settings, prefix: str, devices: int, hours: float)
 class Server:
     """The gateway in its own process. ``launcher`` replaces the program that runs
     ``serve --host --port`` (a wrapper that instruments the process, cProfile...);
-    ``workers`` > 1 runs uvicorn's process manager over bench/_harness.py's app factory,
-    since ``iotsphere serve`` runs one process."""
+    ``workers`` > 1 is ``iotsphere serve --workers N``: its supervisor and N workers, each
+    with its own SO_REUSEPORT socket."""
 
     stack: Stack
     log_path: Path
@@ -210,17 +209,13 @@ class Server:
         raise BenchError(f"the gateway did not start; tail of {self.log_path}:\n{self.tail()}")
 
     def _command(self) -> list[str]:
-        if self.workers > 1:
-            return [sys.executable, "-m", "uvicorn", "--factory",
-                    "bench._harness:create_server_app", "--workers", str(self.workers),
-                    "--ws", WS_PROTOCOL,
-                    "--host", HOST, "--port", str(self.port), "--no-access-log",
-                    "--log-level", "warning", "--timeout-graceful-shutdown", "5"]
         program = self.launcher
         if program is None:
             exe = Path(sys.executable).parent / "iotsphere"
             program = [str(exe)] if exe.exists() else [sys.executable, "-m", "gateway.runtime.cli"]
-        return [*program, "serve", "--host", HOST, "--port", str(self.port), *self.extra_args]
+        workers = ["--workers", str(self.workers)] if self.workers > 1 else []
+        return [*program, "serve", "--host", HOST, "--port", str(self.port), *workers,
+                *self.extra_args]
 
     def _spawn(self) -> None:
         env = {k: v for k, v in os.environ.items()

@@ -18,7 +18,7 @@ Starts an embedded devstack in a temp dir (or uses the stores named by IOTSPHERE
 IOTSPHERE_ASSETS_DSN, IOTSPHERE_TELEMETRY_DSN and IOTSPHERE_REDIS_URL when all four are set),
 migrates, creates a tenant and an admin key, seeds a fleet with gateway.runtime.demo.seed_fleet, and
 serves the gateway in a separate process on a free 127.0.0.1 port (all three by
-bench/_stack.py: `iotsphere serve`, or uvicorn's process manager with --workers), so client
+bench/_stack.py: `iotsphere serve`, with --workers N its supervisor and N workers), so client
 and server share no GIL and the numbers include HTTP. Each concurrency level warms up, then runs
 until its request count or its time limit is reached, whichever comes first; every response
 must be 200 with no errors and `first` edges. It prints a Markdown table (latency percentiles,
@@ -361,8 +361,9 @@ def report(args: argparse.Namespace, stack: Stack, seeded: Seeded, outcome: Outc
         "- Server: "
         + ("`iotsphere serve` (uvicorn, uvloop + httptools, at IOTSPHERE_LOG_LEVEL=WARNING: "
            "no access log)"
-           if args.workers == 1 else f"uvicorn, {_workers(args.workers)} (uvloop + "
-           "httptools, access log off)")
+           if args.workers == 1 else f"`iotsphere serve --workers {args.workers}` (a "
+           "supervisor and its workers, each with its own SO_REUSEPORT socket; uvloop + "
+           "httptools, no access log)")
         + ", stores: "
         f"{stack.how}; client: "
         + (f"autocannon {package_version('autocannon')} from one Node process (keep-alive "

@@ -406,10 +406,8 @@ def main(argv: list[str] | None = None) -> int:
 
             gateways = []
             for n, extra in enumerate([{}, *args.variant]):
-                # `iotsphere serve --workers N` itself (one SO_REUSEPORT socket per worker),
-                # not _stack.Server's uvicorn process manager.
                 server = exits.enter_context(Server(
-                    stack, log_dir / f"gateway{n}.log", extra_args=["--workers", str(args.workers)],
+                    stack, log_dir / f"gateway{n}.log", workers=args.workers,
                     env={**common_env, **extra}))
                 gateways.append(Target(
                     _label(extra), f"{server.url}/graphql",
