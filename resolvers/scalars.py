@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import NewType
 from uuid import UUID
 
 import strawberry
 
 from gateway.errors import BadUserInput
+from gateway.writes.validate import storable_time
 from resolvers.execution.leaf_coercion import unchanged
 
 Interval = NewType("Interval", timedelta)
@@ -77,7 +78,7 @@ def parse_datetime(value: object) -> datetime:
         except ValueError:
             pass
         else:
-            if parsed.year in (1, 9999) and not _storable(parsed):
+            if parsed.year in (1, 9999) and not storable_time(parsed):
                 raise BadUserInput(
                     f"DateTime {value!r} is out of range: use a time after "
                     "0001-01-01T00:00:00Z and before 9999-12-31T23:59:59.999999Z")
@@ -85,19 +86,6 @@ def parse_datetime(value: object) -> datetime:
     raise BadUserInput(
         f"Invalid DateTime {value!r}: use RFC 3339, e.g. 2026-11-26T19:00:00Z"
     )
-
-
-def _storable(value: datetime) -> bool:
-    """Whether the stores keep this instant as it is. asyncpg sends Python's first and
-    last instants (0001-01-01T00:00:00Z, 9999-12-31T23:59:59.999999Z) as PostgreSQL's
-    -infinity and infinity, which come back as datetimes without an offset (a revocation
-    cut-off of 0001-01-01T00:00:00Z failed every later read of it, test_fuzz), and one
-    beyond them in UTC (0001-01-01T00:30:00+01:00) cannot be sent at all."""
-    try:
-        utc = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
-    except OverflowError:
-        return False
-    return datetime.min < utc < datetime.max
 
 
 DATETIME_SCALAR = strawberry.scalar(

@@ -22,7 +22,7 @@ from uuid import UUID
 
 from gateway.errors import StoreUnavailable
 from gateway.stores import Stores
-from gateway.writes.validate import MAX_READING, METRIC
+from gateway.writes.validate import MAX_READING, METRIC, storable_time
 
 log = logging.getLogger("gateway.writes")
 
@@ -52,6 +52,8 @@ class ReadingCheck:
             return "time is not an RFC 3339 date-time"
         if time > self._latest_allowed:
             return "time is more than 5 minutes in the future"
+        if time.year == 1 and not storable_time(time):
+            return "time is not after 0001-01-01T00:00:00Z"
         if value is None or not math.isfinite(value):
             return "value is not a finite number"
         if abs(value) > MAX_READING:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -18,6 +19,21 @@ MAX_JSON_BYTES = 64 * 1024
 # (for stddev), and squares of values near the float limit overflow PostgreSQL's float8.
 # 1e100 squared, summed a billion times, is still far inside it; no sensor reads 1e100.
 MAX_READING = 1e100
+
+
+def storable_time(value: datetime) -> bool:
+    """Whether the stores keep this instant as it is. asyncpg sends Python's first and
+    last instants (0001-01-01T00:00:00Z, 9999-12-31T23:59:59.999999Z) as PostgreSQL's
+    -infinity and infinity, which come back as datetimes without an offset (a revocation
+    cut-off of 0001-01-01T00:00:00Z failed every later read of it, test_fuzz; a reading
+    then asked for partitions from -infinity until the store timed out), and one beyond
+    them in UTC (0001-01-01T00:30:00+01:00) cannot be sent at all. Only years 1 and 9999
+    need the check."""
+    try:
+        utc = value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value
+    except OverflowError:
+        return False
+    return datetime.min < utc < datetime.max
 
 
 def text(value: str | None, field: str, *, max_len: int, required: bool = False) -> str | None:

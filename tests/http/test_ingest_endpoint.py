@@ -91,6 +91,27 @@ async def test_ndjson_accepts_good_lines_and_names_bad_ones(
     assert await _stored(stores, theirs) == 0
 
 
+async def test_a_time_the_stores_cannot_keep_is_refused_alone(
+    app_client: AppClient, stores: Stores, tenant: Tenant
+) -> None:
+    # 0001-01-01T00:00:00Z reached PostgreSQL as -infinity and asked for partitions from
+    # there until the store timed out (503 STORE_UNAVAILABLE); an offset past it in UTC
+    # could not be sent at all (an OverflowError out of the request).
+    mine = await _device(stores, tenant, "E1")
+    body = _ndjson(_reading(mine, 1, 2.0),
+                   {**_reading(mine, 1), "time": "0001-01-01T00:00:00Z"},
+                   {**_reading(mine, 1), "time": "0001-01-01T00:30:00+01:00"},
+                   {**_reading(mine, 1), "time": "0001-01-01T00:00:00"})
+    async with app_client() as http:
+        response = await _post(http, body, auth=f"Bearer {tenant.key}")
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["accepted"] == 1
+    assert {r["line"]: r["reason"] for r in result["rejected"]} == {
+        n: "time is not after 0001-01-01T00:00:00Z" for n in (2, 3, 4)}
+    assert await _stored(stores, mine) == 1
+
+
 async def test_csv_with_any_column_order(app_client: AppClient, stores: Stores, tenant: Tenant,
                                          gateway: Gateway) -> None:
     device = await _device(stores, tenant, "C1")
