@@ -43,7 +43,7 @@ from uuid import UUID
 
 import asyncpg
 
-from gateway.stores.telemetry import TelemetryStore
+from gateway.stores.telemetry import TelemetryStore, day_runs
 
 COLUMNS = ["tenant_id", "device_id", "metric", "time", "value"]
 Record = tuple[UUID, UUID, str, datetime, float]
@@ -85,7 +85,8 @@ class Writer:
         """Waits for the batch in flight, then starts staging this one (the first batch
         is kept until a second one comes or ``finish`` writes it alone)."""
         await self.wait()
-        await self._ensure_days(first, last)
+        for start, end in day_runs(first, last, (r[3] for r in records)):
+            await self._ensure_days(start, end)
         self.span = (first, last) if self.span is None else (
             min(first, self.span[0]), max(last, self.span[1]))
         if self._first is None and not self._staged:

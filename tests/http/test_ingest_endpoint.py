@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -255,6 +255,25 @@ async def test_partitions_are_created_for_past_and_future_data(
     assert result["accepted"] == 2
     days = await stored_days(stores)
     assert {(NOW - timedelta(minutes=old)).date(), (NOW + timedelta(minutes=4)).date()} <= days
+
+
+async def test_a_batch_years_apart_asks_only_for_the_days_it_holds(
+    app_client: AppClient, stores: Stores, tenant: Tenant
+) -> None:
+    # Every day between a reading of 2000 and today's (9,800 of them, two tables each)
+    # took the partition call past the store timeout: the request failed with 503.
+    device = await _device(stores, tenant, "P2")
+    old = {**_reading(device, 0), "time": "2000-01-01T12:00:00+00:00"}
+    older = {**_reading(device, 0), "time": "1999-12-31T23:59:00-01:00"}  # 2000-01-01 UTC
+    async with app_client() as http:
+        response = await _post(http, _ndjson(old, older, _reading(device, 1)),
+                               auth=f"Bearer {tenant.key}")
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == 3
+    days = await stored_days(stores)
+    assert {date(2000, 1, 1), NOW.date()} <= days
+    assert not {d for d in days if date(2000, 1, 2) <= d <= date(2020, 1, 1)}
+    assert await _stored(stores, device) == 3
 
 
 async def _rolled_up(stores: Stores, device: UUID) -> int:

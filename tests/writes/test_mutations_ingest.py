@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -12,6 +12,7 @@ import pytest
 
 from gateway.stores import Stores
 from tests.conftest import Gateway, Tenant
+from tests.support.telemetry_mode import stored_days
 
 INGEST = """mutation($r: [ReadingInput!]!) { ingestTelemetry(readings: $r) {
     accepted duplicates rejected { index reason } } }"""
@@ -228,3 +229,19 @@ async def test_both_ways_of_writing_a_batch_answer_and_store_alike(
     assert (a, "temp", now, 7.0) in latest and len(latest) == 4
     assert (a, "temp", 3, 10.0) in rolled
     assert datetime.fromisoformat((await state(gateway, tenant, a, now))["lastSeenAt"]) == now
+
+
+async def test_a_batch_years_apart_is_stored_with_the_days_it_holds_only(
+    gateway: Gateway, stores: Stores, tenant: Tenant
+) -> None:
+    # Partitions were asked for every day between the batch's first and last reading:
+    # 9,800 days for a reading of 2000 beside today's, past the store timeout.
+    now = datetime.now(UTC).replace(microsecond=0)
+    device = await new_device(stores, tenant)
+    old = datetime(2000, 1, 1, 12, tzinfo=UTC)
+    result = await ingest(gateway, tenant, [reading(device, old, 1.0),
+                                            reading(device, now - timedelta(minutes=1), 2.0)])
+    assert (result["accepted"], result["rejected"]) == (2, [])
+    days = await stored_days(stores)
+    assert {old.date(), now.date()} <= days
+    assert not {d for d in days if date(2000, 1, 2) <= d <= date(2020, 1, 1)}
