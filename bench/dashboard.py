@@ -202,6 +202,12 @@ def autocannon_level(url: str, body: bytes, headers: dict[str, str], concurrency
                  "time limit")
 
 
+def _autocannon_warmup(args: argparse.Namespace) -> float:
+    """Seconds of warm-up per level under autocannon (which runs for a time, not a count):
+    --warmup's request count over 20, at least a second."""
+    return max(1.0, args.warmup / 20)
+
+
 @dataclass
 class Outcome:
     levels: list[Level]
@@ -234,7 +240,7 @@ async def run_load(
             if args.client == "autocannon":
                 level = autocannon_level(
                     f"{url}/graphql", body, headers, concurrency, seconds=args.duration,
-                    warmup=max(1.0, args.warmup / 20), size=len(plain.content), meter=meter)
+                    warmup=_autocannon_warmup(args), size=len(plain.content), meter=meter)
                 # The level's answers were only sized: one more, checked whole.
                 after = await client.post("/graphql", content=body, headers=headers)
                 check_response(after.status_code, after.content, expected)
@@ -353,7 +359,7 @@ def report(args: argparse.Namespace, stack: Stack, seeded: Seeded, outcome: Outc
         + f" = {sum(calls.values())}.",
         f"- Response size: {outcome.response_bytes:,} bytes "
         f"({outcome.response_bytes / 1024:.1f} KiB, uncompressed JSON).",
-        (f"- Per level: {max(1.0, args.warmup / 20):g} s of warm-up, then {args.duration:g} s "
+        (f"- Per level: {_autocannon_warmup(args):g} s of warm-up, then {args.duration:g} s "
          "of load." if args.client == "autocannon" else
          f"- Per level: {args.warmup} warm-up requests, then up to {args.requests} requests or "
          f"{args.duration:g} s; stopped by: "
